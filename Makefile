@@ -1,0 +1,43 @@
+# Everything a fresh Debian 12 machine needs, as root: `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages the daemon, the demo and the tests use:
+#   iproute2/iputils-ping: lab plumbing and pings; frr: route reflector and FRR VTEPs;
+#   gobgpd: the alternative route reflector; python3-venv: the virtualenv.
+APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint deps venv clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: venv
+	$(PY) -m evpnd.demo
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/writer.py
+
+lint: venv
+	$(VENV)/bin/ruff check evpnd tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from evpnd.cli import main
+
+sys.exit(main())

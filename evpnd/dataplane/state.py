@@ -1,0 +1,100 @@
+"""Kernel forwarding state evpnd owns, as plain values.
+
+This is the vocabulary shared by the functional core (desired-state
+computation, reconciliation diff) and the netlink shell (dump, writer,
+monitor). Devices are named, not indexed: ifindexes change when a device is
+recreated, names are what the config and the operator speak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+FLOOD_MAC = "00:00:00:00:00:00"
+
+IPAddress = IPv4Address | IPv6Address
+
+
+def normalize_mac(mac: str) -> str:
+    """Canonical lower-case colon form; raises ValueError on anything else."""
+    parts = mac.replace("-", ":").split(":")
+    if len(parts) != 6 or any(len(p) not in (1, 2) for p in parts):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    try:
+        return ":".join(f"{int(p, 16):02x}" for p in parts)
+    except ValueError:
+        raise ValueError(f"invalid MAC address {mac!r}") from None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RemoteMac:
+    """A remote MAC in a vxlan device's FDB: frames to `mac` are tunnelled to `vtep`."""
+
+    device: str
+    mac: str
+    vtep: IPAddress
+    # Sticky and default-gateway MACs are installed static so the bridge never
+    # lets a local frame move them (RFC 7432 section 15.2).
+    sticky: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.device, self.mac)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FloodEntry:
+    """One head-end replication target: BUM frames on `device` are copied to `vtep`."""
+
+    device: str
+    vtep: IPAddress
+
+    @property
+    def key(self) -> tuple[str, IPAddress]:
+        return (self.device, self.vtep)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NeighEntry:
+    """A remote IP -> MAC binding on a bridge (or SVI), used for ARP/ND suppression."""
+
+    device: str
+    ip: IPAddress
+    mac: str
+
+    @property
+    def key(self) -> tuple[str, IPAddress]:
+        return (self.device, self.ip)
+
+
+@dataclass(slots=True)
+class ForwardingState:
+    """A full picture of owned entries: either what we want or what the kernel holds."""
+
+    macs: dict[tuple[str, str], RemoteMac] = field(default_factory=dict)
+    floods: set[FloodEntry] = field(default_factory=set)
+    neighs: dict[tuple[str, IPAddress], NeighEntry] = field(default_factory=dict)
+
+    def add_mac(self, entry: RemoteMac) -> None:
+        self.macs[entry.key] = entry
+
+    def add_flood(self, entry: FloodEntry) -> None:
+        self.floods.add(entry)
+
+    def add_neigh(self, entry: NeighEntry) -> None:
+        self.neighs[entry.key] = entry
+
+    def devices(self) -> set[str]:
+        return (
+            {k[0] for k in self.macs}
+            | {f.device for f in self.floods}
+            | {k[0] for k in self.neighs}
+        )
+
+    def count(self) -> int:
+        return len(self.macs) + len(self.floods) + len(self.neighs)
+
+
+def ip(value: str | IPAddress) -> IPAddress:
+    return value if isinstance(value, IPv4Address | IPv6Address) else ip_address(value)

@@ -1,0 +1,106 @@
+"""EVPN routes as typed values (RFC 7432, RFC 8365, RFC 9136).
+
+Shared by the decoder (ExaBGP JSON in), the encoder (ExaBGP commands out),
+the RIB and `show`. Pure data: no I/O, hashable, comparable.
+
+The *key* of a route is what identifies it in BGP (the NLRI fields that
+make it unique); a withdrawal carries only the key. Attributes
+(next hop, communities, mobility) may change under the same key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+ZERO_ESI = "00:00:00:00:00:00:00:00:00:00"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MacIpKey:
+    rd: str
+    etag: int
+    mac: str  # lower case, colon separated
+    ip: IPAddress | None = None
+
+    route_type = 2
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ImetKey:
+    rd: str
+    etag: int
+    originator: IPAddress
+
+    route_type = 3
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PrefixKey:
+    rd: str
+    etag: int
+    prefix: IPNetwork
+
+    route_type = 5
+
+
+RouteKey = MacIpKey | ImetKey | PrefixKey
+
+
+@dataclass(frozen=True, slots=True)
+class MacIpRoute:
+    """Type-2 MAC/IP advertisement."""
+
+    key: MacIpKey
+    nexthop: IPAddress  # the VTEP
+    vni: int  # L2VNI, label 1 raw (RFC 8365)
+    l3vni: int | None = None  # label 2, symmetric IRB
+    esi: str = ZERO_ESI
+    route_targets: tuple[str, ...] = ()
+    mobility_seq: int = 0
+    sticky: bool = False
+    router_mac: str | None = None
+    default_gateway: bool = False
+
+    @property
+    def mac(self) -> str:
+        return self.key.mac
+
+    @property
+    def ip(self) -> IPAddress | None:
+        return self.key.ip
+
+
+@dataclass(frozen=True, slots=True)
+class ImetRoute:
+    """Type-3 inclusive multicast Ethernet tag route with PMSI ingress replication."""
+
+    key: ImetKey
+    nexthop: IPAddress
+    vni: int  # PMSI tunnel label, raw
+    tunnel: IPAddress | None = None  # PMSI tunnel endpoint (usually == originator)
+    tunnel_type: str = "ingress-replication"
+    route_targets: tuple[str, ...] = ()
+
+    @property
+    def vtep(self) -> IPAddress:
+        return self.tunnel or self.key.originator
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRoute:
+    """Type-5 IP prefix route (acted on by the L3VNI work; parsed today)."""
+
+    key: PrefixKey
+    nexthop: IPAddress
+    vni: int
+    gateway: IPAddress | None = None
+    esi: str = ZERO_ESI
+    route_targets: tuple[str, ...] = ()
+    router_mac: str | None = None
+
+
+Route = MacIpRoute | ImetRoute | PrefixRoute

@@ -1,0 +1,203 @@
+"""Config validation: good files load, bad files name every field and value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evpnd import config
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+EXAMPLE = REPO / "config" / "evpnd.example.yaml"
+
+BASE = """router_id: 192.0.2.1
+asn: 65000
+vtep: {address: 192.0.2.1, device: eth0}
+"""
+
+
+def errors_of(text: str) -> list[config.ConfigIssue]:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(text, "test.yaml")
+    return info.value.issues
+
+
+def paths(issues: list[config.ConfigIssue]) -> set[str]:
+    return {i.path for i in issues}
+
+
+def test_example_file_is_valid_and_documents_every_field() -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.asn == 65000
+    assert [v.vni for v in cfg.vnis] == [100, 200]
+    text = EXAMPLE.read_text()
+    # Every field of the model appears in the documented example.
+    for model in (config.Config, config.Vtep, config.Peer, config.Bgp, config.Vni,
+                  config.VxlanOptions, config.Logging):
+        for name, field in model.model_fields.items():
+            assert f"{field.alias or name}:" in text, f"{model.__name__}.{name} undocumented"
+
+
+def test_minimal_defaults() -> None:
+    cfg = config.load(HERE / "configs" / "minimal.yaml")
+    assert cfg.bgp.peers == []
+    assert cfg.vnis == []
+    assert cfg.state_dir == Path("/run/evpnd")
+
+
+def test_vni_defaults_and_derived_values() -> None:
+    cfg = config.parse(BASE + "vnis: [{vni: 100}, {vni: 70000}, {vni: 1}]")
+    vni = cfg.vni(100)
+    assert (vni.bridge_name, vni.vxlan_name) == ("br100", "vxlan100")
+    assert vni.vxlan.dstport == 4789
+    assert vni.vxlan.learning is False
+    assert vni.mtu == "auto"
+    assert vni.arp_suppression is True
+    assert cfg.rd_for(vni) == "192.0.2.1:100"
+    # A VNI too large for the 16-bit RD number takes the lowest free index.
+    assert cfg.rd_for(cfg.vni(70000)) == "192.0.2.1:2"
+    assert cfg.import_targets(vni) == ["65000:100"]
+    assert cfg.export_targets(vni) == ["65000:100"]
+
+
+def test_four_byte_asn_auto_rt_keeps_low_bits_like_frr() -> None:
+    cfg = config.parse(BASE.replace("asn: 65000", "asn: 4200000001") + "vnis: [{vni: 5}]")
+    assert cfg.export_targets(cfg.vni(5)) == [f"{4200000001 & 0xFFFF}:5"]
+
+
+def test_acceptance_bad_vni_and_bad_address_both_reported() -> None:
+    issues = errors_of((HERE / "configs" / "bad-vni-and-address.yaml").read_text())
+    by_path = {i.path: i for i in issues}
+    assert by_path["vnis.0.vni"].value == 99999999
+    assert by_path["bgp.peers.0.address"].value == "10.0.0.300"
+    assert by_path["vnis.0.vni"].line == 11
+    assert by_path["bgp.peers.0.address"].line == 8
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "value"),
+    [
+        ("vnis: [{vni: 0}]", "vnis.0.vni", 0),
+        ("vnis: [{vni: 16777216}]", "vnis.0.vni", 16777216),
+        ("vnis: [{vni: 5, bridge: 'has space'}]", "vnis.0.bridge", "has space"),
+        ("vnis: [{vni: 5, vxlan_device: 'waytoolonginterfacename'}]", "vnis.0.vxlan_device",
+         "waytoolonginterfacename"),
+        ("vnis: [{vni: 5, mtu: 20}]", "vnis.0.mtu", 20),
+        ("vnis: [{vni: 5, vxlan: {dstport: 0}}]", "vnis.0.vxlan.dstport", 0),
+        ("vnis: [{vni: 5, vxlan: {ttl: 256}}]", "vnis.0.vxlan.ttl", 256),
+        ("vnis: [{vni: 5, vxlan: {tos: 300}}]", "vnis.0.vxlan.tos", 300),
+        ("vnis: [{vni: 5, vxlan: {port_range: [9, 8]}}]", "vnis.0.vxlan.port_range", [9, 8]),
+        ("vnis: [{vni: 5, vxlan: {mac: 'zz:00:00:00:00:01'}}]", "vnis.0.vxlan.mac",
+         "zz:00:00:00:00:01"),
+        ("vnis: [{vni: 5, vxlan: {mac: '01:00:5e:00:00:01'}}]", "vnis.0.vxlan.mac",
+         "01:00:5e:00:00:01"),
+        ("vnis: [{vni: 5, vxlan: {learnin: true}}]", "vnis.0.vxlan.learnin", True),
+        ("vnis: [{vni: 5, route_targets: {import: ['x:y']}}]", "vnis.0.route_targets.import",
+         ["x:y"]),
+        ("vnis: [{vni: 5, rd: 'nonsense'}]", "vnis.0.rd", "nonsense"),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 0}]}", "bgp.peers.0.remote_asn", 0),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, hold_time: 1}]}",
+         "bgp.peers.0.hold_time", 1),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, ttl_security: 255}]}",
+         "bgp.peers.0.ttl_security", 255),
+        ("colour: blue", "colour", "blue"),
+    ],
+)
+def test_single_bad_field_is_named_with_its_value(snippet: str, path: str, value: object) -> None:
+    issues = errors_of(BASE + snippet)
+    assert path in paths(issues), [str(i) for i in issues]
+    assert any(i.path == path and i.value == value for i in issues)
+
+
+def test_every_error_is_reported_not_just_the_first() -> None:
+    text = """router_id: 300.1.1.1
+asn: -5
+vtep: {address: nope, device: ''}
+vnis:
+  - {vni: 0, vxlan: {ttl: 0}}
+  - {vni: 5, flood: multicast}
+"""
+    got = paths(errors_of(text))
+    assert {"router_id", "asn", "vtep.address", "vtep.device", "vnis.0.vni",
+            "vnis.0.vxlan.ttl", "vnis.1"} <= got
+
+
+@pytest.mark.parametrize(
+    ("snippet", "fragment"),
+    [
+        ("vnis: [{vni: 5}, {vni: 5}]", "VNI 5 is listed twice"),
+        ("vnis: [{vni: 5, bridge: brx}, {vni: 6, bridge: brx}]", "device 'brx'"),
+        ("vnis: [{vni: 5, flood: multicast, group: 192.0.2.5}]", "not a multicast"),
+        ("vnis: [{vni: 5, flood: static}]", "flood_peers"),
+        ("vnis: [{vni: 5, flood_peers: [192.0.2.7]}]", "only used with flood: static"),
+        ("vnis: [{vni: 5, vxlan: {noage: true, ageing: 30}}]", "not both"),
+        ("vnis: [{vni: 5, adopt_bridge: true}]", "adopt_bridge needs"),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1}, {address: 192.0.2.9, remote_asn: 2}]}",
+         "listed twice"),
+    ],
+)
+def test_cross_field_rules(snippet: str, fragment: str) -> None:
+    messages = " | ".join(str(i) for i in errors_of(BASE + snippet))
+    assert fragment in messages
+
+
+def test_adopted_bridge_may_be_shared_name_and_static_and_multicast_modes_load() -> None:
+    cfg = config.parse(
+        BASE
+        + """vnis:
+  - {vni: 5, bridge: br-docker1, adopt_bridge: true}
+  - {vni: 6, flood: static, flood_peers: [192.0.2.7, 192.0.2.8]}
+  - {vni: 7, flood: multicast, group: 239.1.1.7, vxlan: {noage: true, ttl: inherit}}
+"""
+    )
+    assert cfg.vni(5).adopt_bridge
+    assert cfg.vni(6).flood_peers == [ip_address("192.0.2.7"), ip_address("192.0.2.8")]
+    assert cfg.vni(7).vxlan.ageing_seconds() == 0
+
+
+def test_yaml_syntax_error_and_non_mapping() -> None:
+    assert errors_of("router_id: [unclosed")[0].message.startswith("invalid YAML")
+    assert "mapping" in errors_of("- just\n- a list\n")[0].message
+
+
+@given(st.integers())
+def test_vni_range_property(number: int) -> None:
+    text = BASE + f"vnis: [{{vni: {number}}}]"
+    if 1 <= number <= config.VNI_MAX:
+        assert config.parse(text).vnis[0].vni == number
+    else:
+        assert "vnis.0.vni" in paths(errors_of(text))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evpnd", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_check_config_cli_ok() -> None:
+    result = _cli("check-config", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_check_config_cli_reports_all_and_exits_1() -> None:
+    result = _cli("check-config", str(HERE / "configs" / "bad-vni-and-address.yaml"))
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "vnis.0.vni" in out and "99999999" in out
+    assert "bgp.peers.0.address" in out and "10.0.0.300" in out
+    assert "Traceback" not in out
+
+
+def test_check_config_cli_missing_file() -> None:
+    result = _cli("check-config", "/nonexistent/evpnd.yaml")
+    assert result.returncode == 1
+    assert "No such file" in result.stdout + result.stderr
