@@ -29,6 +29,21 @@ def _load_or_exit(path: str) -> config.Config:
         raise SystemExit(1) from None
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from evpnd.dataplane import links
+
+    cfg = _load_or_exit(args.config)
+    try:
+        plan = links.plan_for_sync(cfg, netns=args.netns)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    lines = plan.lines()
+    lines += [f"flood {f.device} -> {f.vtep} (static flood peer)" for f in plan.floods]
+    print("\n".join(lines) if lines else "no changes")
+    return 1 if plan.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evpnd", description="BGP EVPN for Linux VXLAN hosts")
     parser.add_argument("--version", action="version", version=f"evpnd {__version__}")
@@ -37,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; print ok or every error")
     check.add_argument("file")
     check.set_defaults(handler=_check_config)
+
+    plan = sub.add_parser("plan", help="print the device changes a config would make (dry run)")
+    plan.add_argument("-c", "--config", required=True)
+    plan.add_argument("--netns", help="plan against this network namespace")
+    plan.set_defaults(handler=_plan)
 
     return parser
 

@@ -30,6 +30,7 @@ from evpnd.dataplane.state import normalize_mac
 IPAddress = IPv4Address | IPv6Address
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 VNI_MAX = 16_777_215
+NOAGE_SECONDS = 2_147_483  # the kernel's maximum vxlan ageing (INT_MAX / HZ at HZ=1000)
 _IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
 _RT_RE = re.compile(r"^(?P<admin>[^:]+):(?P<num>\d+)$")
 
@@ -103,7 +104,7 @@ class VxlanOptions(Strict):
     rsc: bool = False
     l2miss: bool = False
     l3miss: bool = False
-    ageing: int | None = Field(default=None, ge=1, le=2_147_483)
+    ageing: int | None = Field(default=None, ge=1, le=NOAGE_SECONDS)
     noage: bool = False
     limit: int | None = Field(default=None, ge=0, le=4_294_967_295)  # "maxaddress"
     gbp: bool = False
@@ -151,8 +152,12 @@ class VxlanOptions(Strict):
         return self
 
     def ageing_seconds(self) -> int | None:
-        """The IFLA_VXLAN_AGEING value; 0 disables ageing in the kernel."""
-        return 0 if self.noage else self.ageing
+        """The IFLA_VXLAN_AGEING value to program (None = kernel default).
+
+        The kernel turns an ageing of 0 back into its 300 s default, so "never
+        age" is the longest interval the kernel accepts.
+        """
+        return NOAGE_SECONDS if self.noage else self.ageing
 
 
 RouteTarget = str  # "ASN:NN" or "A.B.C.D:NN"; "auto" = <asn>:<vni>
@@ -280,11 +285,25 @@ class Config(Strict):
         problems: list[str] = []
         seen_vni: set[int] = set()
         seen_dev: dict[str, int] = {}
+        gbp_by_port: dict[int, tuple[bool, int]] = {}
         for vni in self.vnis:
+            # The kernel refuses to bring up a gbp and a non-gbp device on one port.
+            port = vni.vxlan.dstport
+            if port in gbp_by_port and gbp_by_port[port][0] != vni.vxlan.gbp:
+                problems.append(
+                    f"VNI {vni.vni} and VNI {gbp_by_port[port][1]} share dstport {port} "
+                    "but differ in gbp"
+                )
+            gbp_by_port.setdefault(port, (vni.vxlan.gbp, vni.vni))
+            if vni.group is not None and vni.group.version != self.vtep.address.version:
+                problems.append(
+                    f"VNI {vni.vni}: group {vni.group} and vtep.address "
+                    f"{self.vtep.address} are of different address families"
+                )
             if vni.vni in seen_vni:
                 problems.append(f"VNI {vni.vni} is listed twice")
             seen_vni.add(vni.vni)
-            for name in {vni.vxlan_name} | ({vni.bridge_name} if not vni.adopt_bridge else set()):
+            for name in {vni.vxlan_name, vni.bridge_name}:
                 if name in seen_dev and seen_dev[name] != vni.vni:
                     problems.append(
                         f"device {name!r} is used by VNI {seen_dev[name]} and VNI {vni.vni}"

@@ -139,6 +139,10 @@ vnis:
         ("vnis: [{vni: 5, flood_peers: [192.0.2.7]}]", "only used with flood: static"),
         ("vnis: [{vni: 5, vxlan: {noage: true, ageing: 30}}]", "not both"),
         ("vnis: [{vni: 5, adopt_bridge: true}]", "adopt_bridge needs"),
+        ("vnis: [{vni: 5, bridge: br-d, adopt_bridge: true}, "
+         "{vni: 6, bridge: br-d, adopt_bridge: true}]", "device 'br-d'"),
+        ("vnis: [{vni: 5, vxlan: {gbp: true}}, {vni: 6}]", "differ in gbp"),
+        ("vnis: [{vni: 5, flood: multicast, group: 'ff0e::5'}]", "different address families"),
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1}, {address: 192.0.2.9, remote_asn: 2}]}",
          "listed twice"),
     ],
@@ -159,7 +163,7 @@ def test_adopted_bridge_may_be_shared_name_and_static_and_multicast_modes_load()
     )
     assert cfg.vni(5).adopt_bridge
     assert cfg.vni(6).flood_peers == [ip_address("192.0.2.7"), ip_address("192.0.2.8")]
-    assert cfg.vni(7).vxlan.ageing_seconds() == 0
+    assert cfg.vni(7).vxlan.ageing_seconds() == config.NOAGE_SECONDS
 
 
 def test_yaml_syntax_error_and_non_mapping() -> None:

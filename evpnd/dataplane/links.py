@@ -1,0 +1,485 @@
+"""Per-VNI devices, the I/O part: read links with pyroute2, apply a plan, record ownership.
+
+The decisions live in `evpnd.dataplane.linkplan` (pure); this module only
+turns netlink messages into `LinkInfo` values and `Action`s into netlink
+requests.
+
+Ownership (what evpnd may delete or recreate) is recorded twice:
+
+* in the kernel, as the link alias `evpnd:vni=N` (IFLA_IFALIAS) set right after
+  creation: it lives and dies with the device, so it survives a lost or wiped
+  state directory (/run is a tmpfs) and cannot go stale;
+* in `<state_dir>/devices.json` (name, ifindex, kind, VNI, netns), which
+  covers a device whose alias an admin overwrote or whose alias write failed.
+  A record only counts while a link with that name *and* ifindex exists, so a
+  device someone recreated under the same name is not mistaken for ours.
+
+A device is owned when either says so. Adopted bridges and pre-existing
+devices get neither mark, so evpnd never deletes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from evpnd.config import Config
+from evpnd.dataplane import linkplan
+from evpnd.dataplane.linkplan import (
+    ADDRGENMODE_NONE,
+    MUTABLE,
+    OWNER_PREFIX,
+    Action,
+    BrportAttrs,
+    CreateBridge,
+    CreateVxlan,
+    DeleteLink,
+    LinkInfo,
+    Plan,
+    Problem,
+    SetBrport,
+    SetLink,
+    SetMaster,
+    SetUp,
+    VxlanAttrs,
+    alias_vni,
+    owner_alias,
+)
+
+log = structlog.get_logger(__name__)
+
+STATE_FILE = "devices.json"
+STATE_VERSION = 1
+IFF_UP = 0x1
+
+
+# ---------------------------------------------------------------------------
+# Reading the kernel
+
+
+@contextlib.asynccontextmanager
+async def open_iproute(netns: str | None = None) -> AsyncIterator[AsyncIPRoute]:
+    """An rtnetlink socket, in `netns` when given (which must exist: flags=0)."""
+    kwargs: dict[str, Any] = {"ext_ack": True}
+    if netns is not None:
+        path = netns if netns.startswith("/") else f"/run/netns/{netns}"
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"network namespace {netns!r} does not exist")
+        # flags=0: never create the namespace as a side effect of a typo.
+        kwargs.update(netns=netns, flags=0)
+    async with AsyncIPRoute(**kwargs) as ipr:
+        yield ipr
+
+
+async def read_links(ipr: AsyncIPRoute) -> dict[str, LinkInfo]:
+    messages = [msg async for msg in await ipr.link("dump")]
+    names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in messages}
+    links = (link_from_message(msg, names) for msg in messages)
+    return {link.name: link for link in links}
+
+
+def link_from_message(msg: Any, names: Mapping[int, str]) -> LinkInfo:
+    """One RTM_NEWLINK message as a LinkInfo; `names` resolves ifindexes."""
+    get = msg.get_attr
+    linkinfo = get("IFLA_LINKINFO")
+    kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo is not None else None
+    vxlan = None
+    brport = None
+    if linkinfo is not None:
+        data = linkinfo.get_attr("IFLA_INFO_DATA")
+        if kind == "vxlan" and data is not None:
+            vxlan = _vxlan_from(data, names)
+        slave = linkinfo.get_attr("IFLA_INFO_SLAVE_DATA")
+        if linkinfo.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge" and slave is not None:
+            brport = BrportAttrs(
+                learning=bool(slave.get_attr("IFLA_BRPORT_LEARNING")),
+                neigh_suppress=bool(slave.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS")),
+            )
+    master = get("IFLA_MASTER")
+    return LinkInfo(
+        name=get("IFLA_IFNAME"),
+        index=msg["index"],
+        kind=kind,
+        mtu=get("IFLA_MTU"),
+        up=bool(msg["flags"] & IFF_UP),
+        txqlen=get("IFLA_TXQLEN"),
+        address=get("IFLA_ADDRESS"),
+        alias=get("IFLA_IFALIAS"),
+        master=names.get(master) if master else None,
+        addrgenmode=_addrgenmode(msg),
+        vxlan=vxlan,
+        brport=brport,
+    )
+
+
+def _addrgenmode(msg: Any) -> int | None:
+    try:
+        return msg.get_nested("IFLA_AF_SPEC", "AF_INET6", "IFLA_INET6_ADDR_GEN_MODE")
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _vxlan_from(data: Any, names: Mapping[int, str]) -> VxlanAttrs:
+    get = data.get_attr
+    link = get("IFLA_VXLAN_LINK")
+    port_range = get("IFLA_VXLAN_PORT_RANGE")
+    # pyroute2 decodes TTL_INHERIT as a presence flag, but the kernel always
+    # sends it as a u8 (0 or 1) in dumps: read the byte itself.
+    inherit = _raw_u8(data, "IFLA_VXLAN_TTL_INHERIT")
+    return VxlanAttrs(
+        vni=get("IFLA_VXLAN_ID"),
+        port=get("IFLA_VXLAN_PORT"),
+        local=_ip(get("IFLA_VXLAN_LOCAL") or get("IFLA_VXLAN_LOCAL6")),
+        link=names.get(link) if link else None,
+        group=_ip(get("IFLA_VXLAN_GROUP") or get("IFLA_VXLAN_GROUP6")),
+        ttl="inherit" if inherit else (get("IFLA_VXLAN_TTL") or 0),
+        tos=get("IFLA_VXLAN_TOS") or 0,
+        learning=bool(get("IFLA_VXLAN_LEARNING")),
+        proxy=bool(get("IFLA_VXLAN_PROXY")),
+        rsc=bool(get("IFLA_VXLAN_RSC")),
+        l2miss=bool(get("IFLA_VXLAN_L2MISS")),
+        l3miss=bool(get("IFLA_VXLAN_L3MISS")),
+        ageing=get("IFLA_VXLAN_AGEING") or 0,
+        limit=get("IFLA_VXLAN_LIMIT") or 0,
+        gbp=bool(get("IFLA_VXLAN_GBP")),
+        port_range=(port_range["low"], port_range["high"]) if port_range else (0, 0),
+    )
+
+
+def _raw_u8(nla: Any, name: str) -> bool:
+    for slot in nla["attrs"]:
+        if slot.name != name:
+            continue
+        cell = slot.cell[1]
+        if cell.length <= 4:  # a real zero-length flag: presence means set
+            return True
+        return bool(cell.data[cell.offset + 4])
+    return False
+
+
+def _ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    address = ip_address(value)
+    return None if address.is_unspecified else str(address)
+
+
+# ---------------------------------------------------------------------------
+# Ownership records
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedDevice:
+    name: str
+    ifindex: int
+    kind: str | None
+    vni: int | None
+    netns: str | None = None
+
+
+def state_file(state_dir: Path) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def load_records(state_dir: Path | None) -> list[OwnedDevice]:
+    """The recorded devices; an unreadable file is logged and treated as empty
+    (the kernel aliases still mark what evpnd created)."""
+    if state_dir is None:
+        return []
+    path = state_file(state_dir)
+    try:
+        data = json.loads(path.read_text())
+        return [OwnedDevice(**entry) for entry in data["devices"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(
+            "ownership records unreadable, relying on link aliases", path=str(path), error=str(exc)
+        )
+        return []
+
+
+def save_records(state_dir: Path, devices: Iterable[OwnedDevice]) -> None:
+    path = state_file(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "version": STATE_VERSION,
+        "devices": [
+            {"name": d.name, "ifindex": d.ifindex, "kind": d.kind, "vni": d.vni, "netns": d.netns}
+            for d in sorted(devices, key=lambda d: d.name)
+        ],
+    }
+    # Write then rename: a crash mid-write must not leave half a file.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def owned_devices(
+    current: Mapping[str, LinkInfo], records: Iterable[OwnedDevice], netns: str | None = None
+) -> set[str]:
+    owned = {
+        name
+        for name, link in current.items()
+        if link.alias is not None and link.alias.startswith(OWNER_PREFIX)
+    }
+    for record in records:
+        link = current.get(record.name)
+        if record.netns == netns and link is not None and link.index == record.ifindex:
+            owned.add(record.name)
+    return owned
+
+
+# ---------------------------------------------------------------------------
+# Planning and applying
+
+
+async def plan_for(
+    config: Config, netns: str | None = None, state_dir: Path | str | None = None
+) -> Plan:
+    """Read the kernel and compute the plan; changes nothing."""
+    where = Path(state_dir) if state_dir is not None else config.state_dir
+    async with open_iproute(netns) as ipr:
+        current = await read_links(ipr)
+    owned = owned_devices(current, load_records(where), netns)
+    return replace(linkplan.plan(config, current, owned), state_dir=where)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionError:
+    action: Action
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.action.device}: {self.action} failed: {self.error}"
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: list[Action] = field(default_factory=list)
+    errors: list[ActionError] = field(default_factory=list)
+    # Not attempted because an earlier step of the same VNI failed.
+    skipped: list[Action] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"done: {a}" for a in self.applied]
+        out += [f"error: {e}" for e in self.errors]
+        out += [f"skipped: {a}" for a in self.skipped]
+        out += [f"problem: {p}" for p in self.problems]
+        out += [f"warning: {w}" for w in self.warnings]
+        return out
+
+
+class LinkMissing(LookupError):
+    pass
+
+
+async def apply(
+    plan: Plan, netns: str | None = None, state_dir: Path | str | None = None
+) -> ApplyResult:
+    """Execute `plan`; a failed step skips the rest of its VNI, not other VNIs.
+
+    Ownership records go to `state_dir` (default: the plan's); with neither,
+    only the kernel aliases mark the created devices.
+    """
+    where = Path(state_dir) if state_dir is not None else plan.state_dir
+    result = ApplyResult(problems=list(plan.problems))
+    created: dict[str, int | None] = {}
+    failed: set[tuple[str, int | str]] = set()
+    async with open_iproute(netns) as ipr:
+        for action in plan.actions:
+            if action.group in failed:
+                result.skipped.append(action)
+                continue
+            try:
+                await _execute(ipr, action, created, result.warnings)
+            except (NetlinkError, LinkMissing) as exc:
+                failed.add(action.group)
+                result.errors.append(ActionError(action, _describe(exc)))
+                log.error("link action failed", action=str(action), error=_describe(exc))
+            else:
+                result.applied.append(action)
+                log.info("link action", action=str(action))
+        if where is not None and plan.actions:
+            await _record(ipr, where, netns, created, result)
+    return result
+
+
+async def reconcile(
+    config: Config, netns: str | None = None, state_dir: Path | str | None = None
+) -> ApplyResult:
+    """plan_for + apply, for the daemon."""
+    return await apply(await plan_for(config, netns, state_dir), netns, state_dir)
+
+
+def plan_for_sync(
+    config: Config, netns: str | None = None, state_dir: Path | str | None = None
+) -> Plan:
+    """`plan_for` for callers without an event loop (the CLI)."""
+    return asyncio.run(plan_for(config, netns, state_dir))
+
+
+def apply_sync(
+    plan: Plan, netns: str | None = None, state_dir: Path | str | None = None
+) -> ApplyResult:
+    return asyncio.run(apply(plan, netns, state_dir))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, NetlinkError):
+        text = f"{os.strerror(exc.code)} (errno {exc.code})"
+        # With ext_ack the kernel says which attribute it refused; pyroute2
+        # puts that text where the strerror would be.
+        detail = exc.args[1] if len(exc.args) > 1 else None
+        if detail and detail != os.strerror(exc.code):
+            text += f": {detail}"
+        return text
+    return str(exc)
+
+
+async def _record(
+    ipr: AsyncIPRoute,
+    where: Path,
+    netns: str | None,
+    created: dict[str, int | None],
+    result: ApplyResult,
+) -> None:
+    current = await read_links(ipr)
+    owned = owned_devices(current, load_records(where), netns) | (created.keys() & current.keys())
+    devices = []
+    for name in owned:
+        link = current[name]
+        vni = created[name] if name in created else alias_vni(link.alias)
+        devices.append(OwnedDevice(name, link.index, link.kind, vni, netns))
+    try:
+        save_records(where, devices)
+    except OSError as exc:
+        result.warnings.append(f"could not record owned devices in {state_file(where)}: {exc}")
+
+
+async def _index(ipr: AsyncIPRoute, name: str) -> int:
+    found = await ipr.link_lookup(ifname=name)
+    if not found:
+        raise LinkMissing(f"device {name} does not exist")
+    return found[0]
+
+
+async def _execute(
+    ipr: AsyncIPRoute, action: Action, created: dict[str, int | None], warnings: list[str]
+) -> None:
+    match action:
+        case CreateBridge(vni=vni, device=name, mtu=mtu):
+            await ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            created[name] = vni
+            await _mark(ipr, name, vni)
+        case CreateVxlan(vni=vni, device=name):
+            await ipr.link("add", **await _vxlan_request(ipr, action))
+            created[name] = vni
+            await _mark(ipr, name, vni)
+            try:
+                await _set_addrgenmode(ipr, await _index(ipr, name))
+            except NetlinkError as exc:
+                # Only costs an unused IPv6 link-local address on the port.
+                warnings.append(f"{name}: addrgenmode none not set: {_describe(exc)}")
+        case DeleteLink(device=name):
+            await ipr.link("del", index=await _index(ipr, name))
+        case SetLink(device=name, changes=changes):
+            await _set_link(ipr, await _index(ipr, name), dict(changes))
+        case SetMaster(device=name, master=master):
+            await ipr.link("set", index=await _index(ipr, name), master=await _index(ipr, master))
+        case SetBrport(device=name, learning=learning, neigh_suppress=suppress):
+            await ipr.brport(
+                "set",
+                index=await _index(ipr, name),
+                learning=int(learning),
+                neigh_suppress=int(suppress),
+            )
+        case SetUp(device=name):
+            await ipr.link("set", index=await _index(ipr, name), state="up")
+        case _:
+            raise TypeError(f"unknown action {action!r}")
+
+
+async def _mark(ipr: AsyncIPRoute, name: str, vni: int | None) -> None:
+    # The kernel ignores IFLA_IFALIAS in RTM_NEWLINK for a new device: set it after.
+    if vni is not None:
+        await ipr.link("set", index=await _index(ipr, name), ifalias=owner_alias(vni))
+
+
+async def _set_addrgenmode(ipr: AsyncIPRoute, index: int) -> None:
+    # Not accepted together with the create (EAFNOSUPPORT): a separate set,
+    # before the link goes up so no link-local address is generated.
+    spec = {"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDRGENMODE_NONE]]}]]}
+    await ipr.link("set", index=index, IFLA_AF_SPEC=spec)
+
+
+async def _set_link(ipr: AsyncIPRoute, index: int, changes: dict[str, Any]) -> None:
+    plain = {k: changes[k] for k in ("mtu", "txqlen", "address") if k in changes}
+    if plain:
+        await ipr.link("set", index=index, **plain)
+    if "addrgenmode" in changes:
+        await _set_addrgenmode(ipr, index)
+    tunnel = {f"vxlan_{k}": _netlink_value(changes[k]) for k in MUTABLE if k in changes}
+    if tunnel:
+        await ipr.link("set", index=index, kind="vxlan", **tunnel)
+
+
+def _netlink_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+async def _vxlan_request(ipr: AsyncIPRoute, action: CreateVxlan) -> dict[str, Any]:
+    spec = action.spec
+    a = spec.attrs
+    request: dict[str, Any] = {
+        "ifname": action.device,
+        "kind": "vxlan",
+        "mtu": spec.mtu,
+        "vxlan_id": a.vni,
+        # pyroute2 encodes IFLA_VXLAN_PORT as be16 itself: pass the plain number.
+        "vxlan_port": a.port,
+        "vxlan_tos": a.tos,
+        "vxlan_learning": int(a.learning),
+        "vxlan_proxy": int(a.proxy),
+        "vxlan_rsc": int(a.rsc),
+        "vxlan_l2miss": int(a.l2miss),
+        "vxlan_l3miss": int(a.l3miss),
+        "vxlan_ageing": a.ageing,
+        "vxlan_limit": a.limit,
+    }
+    if a.link:
+        request["vxlan_link"] = await _index(ipr, a.link)
+    if a.local:
+        request["vxlan_local6" if ip_address(a.local).version == 6 else "vxlan_local"] = a.local
+    if a.group:
+        request["vxlan_group6" if ip_address(a.group).version == 6 else "vxlan_group"] = a.group
+    if a.ttl == "inherit":
+        request["vxlan_ttl_inherit"] = True
+    else:
+        request["vxlan_ttl"] = a.ttl
+    if a.gbp:
+        request["vxlan_gbp"] = True  # a flag attribute: present = on
+    if a.port_range != (0, 0):
+        request["vxlan_port_range"] = {"low": a.port_range[0], "high": a.port_range[1]}
+    if spec.txqlen is not None:
+        request["txqlen"] = spec.txqlen
+    if spec.address is not None:
+        request["address"] = spec.address
+    return request

@@ -1,0 +1,471 @@
+"""Keep the kernel's owned FDB/neighbour entries equal to the desired state.
+
+- start(): dump, diff against the desired state, write only the difference
+  (a table that is already right costs a dump and zero writes).
+- set_desired() / update(): diff against what is installed, write the rest.
+- While running, a netlink socket subscribed to RTNLGRP_NEIGH and
+  RTNLGRP_LINK reports deletions: an owned entry deleted by someone else is
+  re-added while still desired; a device that comes back gets its entries
+  again. An admin's static entry holding a desired key (`bridge fdb add`
+  without extern_learn, `ip neigh ... nud permanent`) wins: evpnd never writes
+  over it and counts it as a conflict, and takes the key back if the admin's
+  entry goes away.
+- A lost event (ENOBUFS) triggers a full re-dump and diff.
+
+Kernel writes and dumps run in a worker thread so the event loop keeps
+draining the monitor socket during a 100k-entry write. All changes to the
+kernel are serialized by one lock; events are interpreted only after the
+write in flight has been recorded, so our own notifications match what is
+installed and are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from evpnd.dataplane.diff import Changes, copy_state, diff, diff_keys
+from evpnd.dataplane.dump import (
+    RTPROT_EVPND,
+    Classified,
+    Classifier,
+    dump_tables,
+    parse_neigh,
+)
+from evpnd.dataplane.netlink import (
+    NTF_EXT_LEARNED,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTNLGRP_LINK,
+    RTNLGRP_NEIGH,
+    RouteSocket,
+    groups_mask,
+    link_names,
+    parse_link,
+)
+from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+from evpnd.dataplane.writer import DataplaneWriter, EntryError, WriteResult
+
+log = structlog.get_logger(__name__)
+
+Entry = RemoteMac | FloodEntry | NeighEntry
+_Raw = tuple[bytes, int, int, int]
+_AF_BRIDGE = socket.AF_BRIDGE
+# Large enough to hold the notifications of a burst of our own writes while
+# the loop is busy; overflowing it only costs a re-dump.
+MONITOR_RCVBUF = 64 << 20
+
+
+@dataclass(slots=True)
+class ReconcilerStats:
+    writes: int = 0  # successful kernel writes
+    errors: int = 0  # entries the kernel refused
+    repairs: int = 0  # entries re-added after someone else removed them
+    resyncs: int = 0  # full dump + diff runs (start-up, lost events, renames)
+    takeovers: int = 0  # owned entries an admin overwrote (then left alone)
+
+
+class Reconciler:
+    """Owner of evpnd's kernel forwarding entries in one network namespace."""
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        desired: ForwardingState | None = None,
+        *,
+        monitor: bool = True,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.netns = netns
+        self.stats = ReconcilerStats()
+        self.recent_errors: deque[EntryError] = deque(maxlen=1000)
+        self._desired = copy_state(desired) if desired else ForwardingState()
+        self._installed = ForwardingState()
+        self._foreign_macs: set[tuple[str, str]] = set()
+        self._foreign_floods: set[FloodEntry] = set()
+        self._foreign_neighs: set[tuple[str, IPAddress]] = set()
+        self._want_monitor = monitor
+        self._chunk_size = chunk_size
+        self._writer: DataplaneWriter | None = None
+        self._dumper: RouteSocket | None = None
+        self._monitor: RouteSocket | None = None
+        self._names: dict[int, str] = {}
+        self._classify = Classifier(self._names)
+        self._lock = asyncio.Lock()
+        self._pending: list[_Raw] = []
+        self._need_resync = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- views ------------------------------------------------------------
+
+    @property
+    def desired(self) -> ForwardingState:
+        """The desired state (read-only: change it through set_desired() or update())."""
+        return self._desired
+
+    @property
+    def installed(self) -> ForwardingState:
+        """Owned entries believed to be in the kernel."""
+        return self._installed
+
+    @property
+    def conflicts(self) -> int:
+        """Desired entries whose key an admin's static entry holds."""
+        d = self._desired
+        return (
+            len(d.macs.keys() & self._foreign_macs)
+            + len(d.floods & self._foreign_floods)
+            + len(d.neighs.keys() & self._foreign_neighs)
+        )
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> WriteResult:
+        """Open the sockets, dump, diff and write the difference; then watch for deletions."""
+        try:
+            self._writer = DataplaneWriter(self.netns)
+            if self._chunk_size:
+                self._writer.chunk_size = self._chunk_size
+            self._dumper = RouteSocket(self.netns)
+            if self._want_monitor:
+                # Subscribe before dumping so nothing between the two is missed.
+                self._monitor = RouteSocket(
+                    self.netns,
+                    groups=groups_mask(RTNLGRP_NEIGH, RTNLGRP_LINK),
+                    rcvbuf=MONITOR_RCVBUF,
+                )
+                self._monitor.setblocking(False)
+                asyncio.get_running_loop().add_reader(self._monitor.fileno(), self._on_readable)
+            self._started = True
+            async with self._lock:
+                return await self._resync_locked()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop watching and close the sockets; kernel entries stay as they are."""
+        self._started = False
+        if self._monitor is not None:
+            asyncio.get_running_loop().remove_reader(self._monitor.fileno())
+        if self._drainer is not None:
+            # Not cancelled: a write in a worker thread cannot be interrupted,
+            # and the drainer exits its loop once _started is False.
+            with contextlib.suppress(Exception):
+                await self._drainer
+            self._drainer = None
+        async with self._lock:
+            for sock in (self._monitor, self._dumper, self._writer):
+                if sock is not None:
+                    sock.close()
+            self._monitor = self._dumper = self._writer = None
+            self._started = False
+
+    async def __aenter__(self) -> Reconciler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- desired state ----------------------------------------------------
+
+    async def set_desired(self, state: ForwardingState) -> WriteResult:
+        """Replace the whole desired state; writes only what differs from the kernel."""
+        self._desired = copy_state(state)
+        if not self._started:
+            return WriteResult()
+        async with self._lock:
+            return await self._write(diff(self._desired, self._installed))
+
+    async def update(self, put: Iterable[Entry] = (), remove: Iterable[Entry] = ()) -> WriteResult:
+        """Add/replace and remove desired entries (removal is by key); write their difference."""
+        macs: list[tuple[str, str]] = []
+        floods: list[FloodEntry] = []
+        neighs: list[tuple[str, IPAddress]] = []
+        d = self._desired
+        for entry in remove:
+            if isinstance(entry, RemoteMac):
+                d.macs.pop(entry.key, None)
+                macs.append(entry.key)
+            elif isinstance(entry, FloodEntry):
+                d.floods.discard(entry)
+                floods.append(entry)
+            else:
+                d.neighs.pop(entry.key, None)
+                neighs.append(entry.key)
+        for entry in put:
+            if isinstance(entry, RemoteMac):
+                d.add_mac(entry)
+                macs.append(entry.key)
+            elif isinstance(entry, FloodEntry):
+                d.add_flood(entry)
+                floods.append(entry)
+            else:
+                d.add_neigh(entry)
+                neighs.append(entry.key)
+        if not self._started:
+            return WriteResult()
+        async with self._lock:
+            return await self._write(diff_keys(d, self._installed, macs, floods, neighs))
+
+    async def resync(self) -> WriteResult:
+        """Re-dump the kernel and write whatever differs (also retries failed entries)."""
+        async with self._lock:
+            return await self._resync_locked()
+
+    # -- kernel I/O (callers hold the lock) --------------------------------
+
+    def _without_foreign(self, changes: Changes) -> Changes:
+        changes.macs_put = [m for m in changes.macs_put if m.key not in self._foreign_macs]
+        changes.floods_add = [f for f in changes.floods_add if f not in self._foreign_floods]
+        changes.neighs_put = [n for n in changes.neighs_put if n.key not in self._foreign_neighs]
+        return changes
+
+    async def _write(self, changes: Changes) -> WriteResult:
+        changes = self._without_foreign(changes)
+        if not changes or self._writer is None:
+            return WriteResult()
+        result = await asyncio.to_thread(self._writer.apply, changes)
+        self._record(changes, result)
+        return result
+
+    def _record(self, changes: Changes, result: WriteResult) -> None:
+        failed = result.failed() if result.errors else set()
+        inst = self._installed
+        for mac in changes.macs_del:
+            if ("mac_del", mac) not in failed and inst.macs.get(mac.key) == mac:
+                del inst.macs[mac.key]
+        for flood in changes.floods_del:
+            if ("flood_del", flood) not in failed:
+                inst.floods.discard(flood)
+        for neigh in changes.neighs_del:
+            if ("neigh_del", neigh) not in failed and inst.neighs.get(neigh.key) == neigh:
+                del inst.neighs[neigh.key]
+        for mac in changes.macs_put:
+            if ("mac_put", mac) not in failed:
+                inst.add_mac(mac)
+        for flood in changes.floods_add:
+            if ("flood_add", flood) not in failed:
+                inst.add_flood(flood)
+        for neigh in changes.neighs_put:
+            if ("neigh_put", neigh) not in failed:
+                inst.add_neigh(neigh)
+        self.stats.writes += result.total
+        self.stats.errors += len(result.errors)
+        self.recent_errors.extend(result.errors)
+        if result.errors:
+            log.warning(
+                "dataplane write errors",
+                count=len(result.errors),
+                first=str(result.errors[0]),
+                netns=self.netns,
+            )
+
+    async def _resync_locked(self) -> WriteResult:
+        assert self._dumper is not None and self._writer is not None
+        # Events queued so far are older than the dump, which supersedes them.
+        self._pending.clear()
+        self._need_resync = False
+        tables = await asyncio.to_thread(dump_tables, self._dumper)
+        self._names.clear()
+        self._names.update(tables.names)
+        # Flood remotes this run appended to an entry it did not create are
+        # indistinguishable from the admin's in the dump; we remember them.
+        ours = tables.foreign_floods & self._installed.floods
+        tables.owned.floods |= ours
+        found = tables.owned.count()
+        self._installed = tables.owned
+        self._foreign_macs = set(tables.foreign_macs)
+        self._foreign_floods = tables.foreign_floods - ours
+        self._foreign_neighs = set(tables.foreign_neighs)
+        await asyncio.to_thread(self._writer.refresh_links)
+        self.stats.resyncs += 1
+        result = await self._write(diff(self._desired, self._installed))
+        log.info(
+            "dataplane resynced",
+            owned=found,
+            writes=result.total,
+            errors=len(result.errors),
+            conflicts=self.conflicts,
+            netns=self.netns,
+        )
+        return result
+
+    # -- events -----------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        monitor = self._monitor
+        if monitor is None:
+            return
+        try:
+            while (batch := monitor.recv_nowait()) is not None:
+                for raw in batch:
+                    buf, off, _length, mtype = raw
+                    # New remote MACs with extern_learn are ours (or another
+                    # control plane's): nothing to do, and a burst of our own
+                    # writes should not pile up here.
+                    if (
+                        mtype == RTM_NEWNEIGH
+                        and buf[off + 16] == _AF_BRIDGE
+                        and buf[off + 26] & NTF_EXT_LEARNED
+                    ):
+                        continue
+                    self._pending.append(raw)
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                log.error("dataplane monitor failed", error=str(exc), netns=self.netns)
+            self._need_resync = True
+            self._pending.clear()
+        if (self._pending or self._need_resync) and (self._drainer is None or self._drainer.done()):
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        async with self._lock:
+            try:
+                await self._drain_locked()
+            except Exception as exc:
+                # Keep the daemon alive (the namespace may be going away); the
+                # next event or resync() tries again from a fresh dump.
+                log.exception("dataplane event handling failed", error=str(exc), netns=self.netns)
+                self._pending.clear()
+                self._need_resync = True
+
+    async def _drain_locked(self) -> None:
+        while self._started and (self._pending or self._need_resync):
+            if self._need_resync:
+                await self._resync_locked()
+                continue
+            events, self._pending = self._pending, []
+            repairs, full = self._interpret(events)
+            if full:
+                self._need_resync = True
+            elif repairs:
+                result = await self._write(repairs)
+                self.stats.repairs += result.total
+
+    def _interpret(self, events: list[_Raw]) -> tuple[Changes, bool]:
+        """Turn events into repairs; True when only a full resync can sort things out."""
+        repairs = Changes()
+        gone_links: set[str] = set()
+        gone_indexes: set[int] = set()
+        new_device = False
+        for buf, off, length, mtype in events:
+            if mtype not in (RTM_NEWLINK, RTM_DELLINK):
+                continue
+            link = parse_link(buf, off, length)
+            if link is None:
+                continue
+            index, name = link
+            if mtype == RTM_DELLINK:
+                gone_indexes.add(index)
+                gone_links.add(self._names.pop(index, name))
+                continue
+            old = self._names.get(index)
+            if old is not None and old != name:
+                return repairs, True  # a rename moves entries between device names
+            if old is None:
+                self._names[index] = name
+                new_device = True
+        if gone_links or new_device:
+            if self._writer is not None:
+                self._writer.refresh_links()
+            for device in gone_links:
+                self._forget_device(device)
+        names_refreshed = False
+        for buf, off, length, mtype in events:
+            if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                continue
+            raw = parse_neigh(buf, off, length)
+            if raw.ifindex in gone_indexes:
+                continue
+            if raw.ifindex not in self._names and not names_refreshed and self._dumper:
+                names_refreshed = True
+                self._names.update(link_names(self._dumper))
+            if mtype == RTM_DELNEIGH and raw.family != _AF_BRIDGE:
+                # A deleted neighbour is reported without its MAC and flags.
+                key = self._classify.neigh_key(raw)
+                if key is not None and key[0] not in gone_links:
+                    self._neigh_deleted(key, raw.protocol == RTPROT_EVPND, repairs)
+                continue
+            item = self._classify(raw)
+            if item is None or item.entry.device in gone_links:
+                continue
+            if mtype == RTM_DELNEIGH:
+                self._fdb_deleted(item, repairs)
+            elif not item.owned and item.static:
+                self._foreign_added(item.entry)
+        if new_device:
+            # A (re)created device has nothing of ours yet: the diff is the repair.
+            repairs = diff(self._desired, self._installed)
+        return repairs, False
+
+    def _forget_device(self, device: str) -> None:
+        """The kernel flushed the device's tables with it."""
+        if self._writer is not None:
+            self._writer.refresh_links()
+        inst = self._installed
+        inst.macs = {k: v for k, v in inst.macs.items() if k[0] != device}
+        inst.floods = {f for f in inst.floods if f.device != device}
+        inst.neighs = {k: v for k, v in inst.neighs.items() if k[0] != device}
+        self._foreign_macs = {k for k in self._foreign_macs if k[0] != device}
+        self._foreign_floods = {f for f in self._foreign_floods if f.device != device}
+        self._foreign_neighs = {k for k in self._foreign_neighs if k[0] != device}
+
+    def _fdb_deleted(self, item: Classified, repairs: Changes) -> None:
+        entry, inst, want = item.entry, self._installed, self._desired
+        if isinstance(entry, RemoteMac):
+            if inst.macs.get(entry.key) == entry:
+                del inst.macs[entry.key]
+            elif entry.key in self._foreign_macs and not item.owned:
+                self._foreign_macs.discard(entry.key)
+            else:
+                return  # an old notification of our own replace or delete
+            if entry.key in want.macs:
+                repairs.macs_put.append(want.macs[entry.key])
+        elif isinstance(entry, FloodEntry):
+            if entry in inst.floods:
+                inst.floods.discard(entry)
+            elif entry in self._foreign_floods:
+                self._foreign_floods.discard(entry)
+            else:
+                return
+            if entry in want.floods:
+                repairs.floods_add.append(entry)
+
+    def _neigh_deleted(self, key: tuple[str, IPAddress], tagged: bool, repairs: Changes) -> None:
+        if key in self._installed.neighs:
+            del self._installed.neighs[key]
+        elif key in self._foreign_neighs and not tagged:
+            self._foreign_neighs.discard(key)
+        else:
+            return
+        if key in self._desired.neighs:
+            repairs.neighs_put.append(self._desired.neighs[key])
+
+    def _foreign_added(self, entry: Entry) -> None:
+        """Someone else's static entry appeared, possibly over one of ours."""
+        inst = self._installed
+        if isinstance(entry, RemoteMac):
+            if inst.macs.pop(entry.key, None) is not None:
+                self.stats.takeovers += 1
+            self._foreign_macs.add(entry.key)
+        elif isinstance(entry, FloodEntry):
+            # Appending to a flood entry evpnd created clears its extern_learn
+            # flag: the notification then names some remote, maybe ours.
+            if entry not in inst.floods:
+                self._foreign_floods.add(entry)
+        else:
+            if inst.neighs.pop(entry.key, None) is not None:
+                self.stats.takeovers += 1
+            self._foreign_neighs.add(entry.key)

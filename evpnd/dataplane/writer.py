@@ -1,0 +1,254 @@
+"""Program remote MACs, flood lists and ARP/ND suppression entries, as FRR's zebra does.
+
+Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
+
+- remote MAC: RTM_NEWNEIGH AF_BRIDGE on the vxlan device, NTF_SELF,
+  NLM_F_CREATE|NLM_F_REPLACE, NDA_LLADDR + NDA_DST (the VTEP). State
+  NUD_REACHABLE; sticky MACs NUD_REACHABLE|NUD_NOARP (`bridge fdb ... static`),
+  which the vxlan driver never moves on a learnt frame. Extern_learn entries
+  are never aged.
+- flood remote: 00:00:00:00:00:00 on the vxlan device, NTF_SELF,
+  NUD_PERMANENT|NUD_NOARP, NLM_F_CREATE|NLM_F_APPEND, one message per VTEP;
+  deleting with NDA_DST removes only that remote.
+- neighbour: RTM_NEWNEIGH AF_INET/AF_INET6 on the bridge, NUD_NOARP,
+  NDA_PROTOCOL=RTPROT_EVPND, NLM_F_CREATE|NLM_F_REPLACE.
+
+Every failing entry is reported on its own; the rest of the batch lands.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from socket import AF_BRIDGE, AF_INET, AF_INET6
+from typing import Literal
+
+from evpnd.dataplane.diff import Changes
+from evpnd.dataplane.dump import RTPROT_EVPND
+from evpnd.dataplane.netlink import (
+    DEFAULT_CHUNK,
+    NDA_DST,
+    NDA_LLADDR,
+    NDA_PROTOCOL,
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NTF_EXT_LEARNED,
+    NTF_SELF,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    NUD_REACHABLE,
+    RTM_DELNEIGH,
+    RTM_NEWNEIGH,
+    NetlinkError,
+    Request,
+    RouteSocket,
+    link_names,
+)
+from evpnd.dataplane.state import FloodEntry, IPAddress, NeighEntry, RemoteMac
+
+Op = Literal["mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put"]
+Entry = RemoteMac | FloodEntry | NeighEntry
+
+# One struct per message shape: ndmsg, then attributes (header, value, padding).
+_NDMSG = "=BBHiHBB"
+_LLADDR = "HH6s2x"
+_FDB4 = struct.Struct(_NDMSG + _LLADDR + "HH4s")
+_FDB6 = struct.Struct(_NDMSG + _LLADDR + "HH16s")
+_NEIGH4 = struct.Struct(_NDMSG + "HH4s" + _LLADDR + "HHB3x")
+_NEIGH6 = struct.Struct(_NDMSG + "HH16s" + _LLADDR + "HHB3x")
+_NEIGH_DEL4 = struct.Struct(_NDMSG + "HH4s")
+_NEIGH_DEL6 = struct.Struct(_NDMSG + "HH16s")
+_ZERO_MAC = b"\0" * 6
+_PUT = NLM_F_CREATE | NLM_F_REPLACE
+_OURS = NTF_SELF | NTF_EXT_LEARNED
+_FLOOD_STATE = NUD_PERMANENT | NUD_NOARP
+
+
+@dataclass(frozen=True, slots=True)
+class EntryError:
+    """One entry the kernel (or the device lookup) refused."""
+
+    op: Op
+    entry: Entry
+    errno: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.entry}: {self.message}"
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """Successful writes per operation, and every failure with its reason."""
+
+    writes: Counter[str] = field(default_factory=Counter)
+    errors: list[EntryError] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.writes.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def failed(self) -> set[tuple[Op, Entry]]:
+        return {(e.op, e.entry) for e in self.errors}
+
+    def merge(self, other: WriteResult) -> None:
+        self.writes.update(other.writes)
+        self.errors.extend(other.errors)
+
+
+def _mac_bytes(mac: str) -> bytes:
+    raw = bytes.fromhex(mac.replace(":", ""))
+    if len(raw) != 6:
+        # struct's "6s" would silently pad or truncate it
+        raise ValueError(f"invalid MAC address {mac!r}")
+    return raw
+
+
+class DataplaneWriter:
+    """Writes Changes into the kernel of one network namespace (None: the current one)."""
+
+    def __init__(self, netns: str | None = None, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+        self.netns = netns
+        self.chunk_size = chunk_size
+        self._sock = RouteSocket(netns)
+        self._index: dict[str, int] = {}
+        self._packed: dict[IPAddress, bytes] = {}
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> DataplaneWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def refresh_links(self) -> None:
+        """Forget cached ifindexes (a device was created, deleted or renamed)."""
+        self._index = {name: index for index, name in link_names(self._sock).items()}
+
+    def _ifindex(self, device: str, refreshed: list[bool]) -> int | None:
+        index = self._index.get(device)
+        if index is None and not refreshed[0]:
+            refreshed[0] = True
+            self.refresh_links()
+            index = self._index.get(device)
+        return index
+
+    def _packed_ip(self, address: IPAddress) -> bytes:
+        packed = self._packed.get(address)
+        if packed is None:
+            packed = address.packed
+            if len(self._packed) < 65536:
+                self._packed[address] = packed
+        return packed
+
+    def _request(self, op: Op, entry: Entry, ifindex: int) -> Request:
+        if op in ("mac_put", "mac_del", "flood_add", "flood_del"):
+            assert isinstance(entry, RemoteMac | FloodEntry)
+            dst = self._packed_ip(entry.vtep)
+            fmt = _FDB4 if len(dst) == 4 else _FDB6
+            if isinstance(entry, RemoteMac):
+                lladdr = _mac_bytes(entry.mac)
+                state = NUD_REACHABLE | (NUD_NOARP if entry.sticky else 0)
+            else:
+                lladdr, state = _ZERO_MAC, _FLOOD_STATE
+            if op == "mac_put":
+                msg, flags, ndm_flags = RTM_NEWNEIGH, _PUT, _OURS
+            elif op == "flood_add":
+                msg, flags, ndm_flags = RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, _OURS
+            else:
+                msg, flags, ndm_flags, state = RTM_DELNEIGH, 0, NTF_SELF, 0
+            payload = fmt.pack(
+                AF_BRIDGE, 0, 0, ifindex, state, ndm_flags, 0,
+                10, NDA_LLADDR, lladdr,
+                4 + len(dst), NDA_DST, dst,
+            )  # fmt: skip
+            return msg, flags, payload
+        assert isinstance(entry, NeighEntry)
+        dst = self._packed_ip(entry.ip)
+        family = AF_INET if len(dst) == 4 else AF_INET6
+        if op == "neigh_del":
+            fmt = _NEIGH_DEL4 if family == AF_INET else _NEIGH_DEL6
+            payload = fmt.pack(family, 0, 0, ifindex, 0, 0, 0, 4 + len(dst), NDA_DST, dst)
+            return RTM_DELNEIGH, 0, payload
+        fmt = _NEIGH4 if family == AF_INET else _NEIGH6
+        payload = fmt.pack(
+            family, 0, 0, ifindex, NUD_NOARP, NTF_EXT_LEARNED, 0,
+            4 + len(dst), NDA_DST, dst,
+            10, NDA_LLADDR, _mac_bytes(entry.mac),
+            5, NDA_PROTOCOL, RTPROT_EVPND,
+        )  # fmt: skip
+        return RTM_NEWNEIGH, _PUT, payload
+
+    def _build(
+        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool]
+    ) -> tuple[list[Request], list[tuple[Op, Entry]]]:
+        requests: list[Request] = []
+        sent: list[tuple[Op, Entry]] = []
+        for op, entry in ops:
+            index = self._ifindex(entry.device, refreshed)
+            if index is None:
+                result.errors.append(
+                    EntryError(op, entry, errno.ENODEV, f"unknown device {entry.device!r}")
+                )
+                continue
+            try:
+                requests.append(self._request(op, entry, index))
+            except (ValueError, struct.error) as exc:
+                result.errors.append(EntryError(op, entry, errno.EINVAL, str(exc)))
+                continue
+            sent.append((op, entry))
+        return requests, sent
+
+    def _send(
+        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool]
+    ) -> list[tuple[Op, Entry, NetlinkError]]:
+        requests, sent = self._build(ops, result, refreshed)
+        failures = self._sock.transact(requests, self.chunk_size)
+        failed: list[tuple[Op, Entry, NetlinkError]] = []
+        for i, (op, entry) in enumerate(sent):
+            error = failures.get(i)
+            # Deleting what is already gone reached the goal.
+            if error is None or (op.endswith("_del") and error.errno == errno.ENOENT):
+                result.writes[op] += 1
+            else:
+                failed.append((op, entry, error))
+        return failed
+
+    def apply(self, changes: Changes) -> WriteResult:
+        """Write all changes, deletes first; never raises for a single entry's failure."""
+        ops: list[tuple[Op, Entry]] = [
+            *(("mac_del", e) for e in changes.macs_del),
+            *(("flood_del", e) for e in changes.floods_del),
+            *(("neigh_del", e) for e in changes.neighs_del),
+            *(("mac_put", e) for e in changes.macs_put),
+            *(("flood_add", e) for e in changes.floods_add),
+            *(("neigh_put", e) for e in changes.neighs_put),
+        ]
+        result = WriteResult()
+        refreshed = [False]
+        failed = self._send(ops, result, refreshed)
+        stale = [(op, e) for op, e, err in failed if err.errno == errno.ENODEV]
+        if stale and not refreshed[0]:
+            # A device may have been recreated under a new ifindex: look again once.
+            before = dict(self._index)
+            self.refresh_links()
+            refreshed[0] = True
+            retry = [
+                (op, e) for op, e in stale if self._index.get(e.device) != before.get(e.device)
+            ]
+            if retry:
+                retried = set(retry)
+                failed = [f for f in failed if (f[0], f[1]) not in retried]
+                failed += self._send(retry, result, refreshed)
+        for op, entry, error in failed:
+            result.errors.append(EntryError(op, entry, error.errno, str(error)))
+        return result

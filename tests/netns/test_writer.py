@@ -1,0 +1,377 @@
+"""Kernel programming and reconciliation against a real kernel, in throwaway namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute
+
+from evpnd import netns
+from evpnd.dataplane import reconciler as reconciler_mod
+from evpnd.dataplane.diff import Changes, diff
+from evpnd.dataplane.dump import RTPROT_EVPND, dump
+from evpnd.dataplane.reconciler import Reconciler
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, ip
+from evpnd.dataplane.writer import DataplaneWriter
+
+pytestmark = pytest.mark.netns
+
+VX = "vxlan100"
+BR = "br100"
+LOCAL_VTEP = "192.0.2.1"
+VTEPS = [IPv4Address(f"198.51.100.{i}") for i in range(1, 21)]
+TIMEOUT = 10.0
+
+
+def make_segment(ns: str, vni: int = 100) -> None:
+    """br<vni> with vxlan<vni> enslaved, created with pyroute2 inside the namespace."""
+    with IPRoute(netns=ns) as ipr:
+        ipr.link("add", ifname=f"br{vni}", kind="bridge")
+        ipr.link(
+            "add",
+            ifname=f"vxlan{vni}",
+            kind="vxlan",
+            vxlan_id=vni,
+            vxlan_local=LOCAL_VTEP,
+            vxlan_port=4789,
+            vxlan_learning=0,
+        )
+        br = ipr.link_lookup(ifname=f"br{vni}")[0]
+        vx = ipr.link_lookup(ifname=f"vxlan{vni}")[0]
+        ipr.link("set", index=vx, master=br)
+        ipr.link("set", index=vx, state="up")
+        ipr.link("set", index=br, state="up")
+
+
+@pytest.fixture
+def seg(ns: str) -> str:
+    make_segment(ns)
+    return ns
+
+
+def remote_macs(count: int, device: str = VX, sticky_every: int = 0) -> list[RemoteMac]:
+    return [
+        RemoteMac(
+            device,
+            f"02:5e:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}:01",
+            VTEPS[i % len(VTEPS)],
+            sticky=bool(sticky_every) and i % sticky_every == 0,
+        )
+        for i in range(count)
+    ]
+
+
+def state_of(*groups: Any) -> ForwardingState:
+    s = ForwardingState()
+    for group in groups:
+        for e in group if isinstance(group, list) else [group]:
+            if isinstance(e, RemoteMac):
+                s.add_mac(e)
+            elif isinstance(e, FloodEntry):
+                s.add_flood(e)
+            else:
+                s.add_neigh(e)
+    return s
+
+
+def sh(ns: str, cmd: str) -> str:
+    return netns.run(ns, cmd.split()).stdout
+
+
+def fdb_json(ns: str, dev: str = VX) -> list[dict[str, Any]]:
+    return json.loads(sh(ns, f"bridge -j fdb show dev {dev}") or "[]")
+
+
+def fdb_entry(ns: str, mac: str, dev: str = VX) -> list[dict[str, Any]]:
+    return [e for e in fdb_json(ns, dev) if e["mac"] == mac]
+
+
+def neigh_json(ns: str, dev: str = BR) -> list[dict[str, Any]]:
+    v4 = json.loads(sh(ns, f"ip -j neigh show dev {dev}") or "[]")
+    v6 = json.loads(sh(ns, f"ip -j -6 neigh show dev {dev}") or "[]")
+    return v4 + v6
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def writer(seg: str) -> Iterator[DataplaneWriter]:
+    with DataplaneWriter(seg) as w:
+        yield w
+
+
+# -- writer -----------------------------------------------------------------------
+
+
+def test_writer_programs_remote_macs_as_extern_learn(seg: str, writer: DataplaneWriter) -> None:
+    macs = remote_macs(10_000, sticky_every=10)
+    result = writer.apply(Changes(macs_put=macs))
+    assert result.ok, result.errors[:3]
+    assert result.writes["mac_put"] == 10_000
+
+    tables = dump(seg)
+    assert len(tables.owned.macs) == 10_000
+    assert tables.owned.macs == {m.key: m for m in macs}
+
+    plain, sticky = fdb_entry(seg, macs[1].mac), fdb_entry(seg, macs[0].mac)
+    assert plain[0]["dst"] == str(macs[1].vtep)
+    assert "extern_learn" in plain[0]["flags"] and "self" in plain[0]["flags"]
+    assert plain[0].get("state", "") == ""  # NUD_REACHABLE has no name
+    assert sticky[0]["state"] == "static" and "extern_learn" in sticky[0]["flags"]
+
+    assert diff(state_of(macs), dump(seg).owned).count() == 0
+
+
+def test_vtep_move_and_sticky_flip(seg: str, writer: DataplaneWriter) -> None:
+    mac = remote_macs(1)[0]
+    writer.apply(Changes(macs_put=[mac]))
+    moved = RemoteMac(mac.device, mac.mac, VTEPS[5])
+    changes = diff(state_of(moved), dump(seg).owned)
+    assert changes.count() == 1
+    assert writer.apply(changes).total == 1
+    assert fdb_entry(seg, mac.mac)[0]["dst"] == str(VTEPS[5])
+
+    sticky = RemoteMac(mac.device, mac.mac, VTEPS[5], sticky=True)
+    assert writer.apply(diff(state_of(sticky), dump(seg).owned)).ok
+    assert fdb_entry(seg, mac.mac)[0]["state"] == "static"
+    assert dump(seg).owned.macs == {sticky.key: sticky}
+
+
+def test_flood_entries_one_per_vtep(seg: str, writer: DataplaneWriter) -> None:
+    floods = [FloodEntry(VX, v) for v in VTEPS[:4]]
+    assert writer.apply(Changes(floods_add=floods)).writes["flood_add"] == 4
+    zero = fdb_entry(seg, "00:00:00:00:00:00")
+    assert sorted(e["dst"] for e in zero) == sorted(str(v) for v in VTEPS[:4])
+    assert all(e["state"] == "permanent" and "extern_learn" in e["flags"] for e in zero)
+    assert dump(seg).owned.floods == set(floods)
+
+    assert writer.apply(Changes(floods_del=[floods[1]])).ok
+    left = {e["dst"] for e in fdb_entry(seg, "00:00:00:00:00:00")}
+    assert left == {str(v) for v in (VTEPS[0], VTEPS[2], VTEPS[3])}
+
+
+def test_neighbours_visible_in_ip_neigh(seg: str, writer: DataplaneWriter) -> None:
+    neighs = [
+        NeighEntry(BR, ip("10.100.0.10"), "02:5e:00:00:00:0a"),
+        NeighEntry(BR, ip("2001:db8:100::10"), "02:5e:00:00:00:0a"),
+    ]
+    assert writer.apply(Changes(neighs_put=neighs)).writes["neigh_put"] == 2
+    shown = {e["dst"]: e for e in neigh_json(seg)}
+    for n in neighs:
+        e = shown[str(n.ip)]
+        assert e["lladdr"] == n.mac
+        assert "NOARP" in e["state"]
+        assert "extern_learn" in e  # iproute2 6.1 prints it as a key with null
+        assert str(e.get("protocol")) == str(RTPROT_EVPND)
+    assert dump(seg).owned.neighs == {n.key: n for n in neighs}
+
+    changed = NeighEntry(BR, ip("10.100.0.10"), "02:5e:00:00:00:0b")
+    assert writer.apply(diff(state_of(neighs[1], changed), dump(seg).owned)).total == 1
+    assert {e["dst"]: e["lladdr"] for e in neigh_json(seg)}["10.100.0.10"] == changed.mac
+
+
+def test_failing_entries_are_reported_one_by_one_and_the_rest_lands(
+    seg: str, writer: DataplaneWriter
+) -> None:
+    make_segment(seg, 200)
+    good = remote_macs(3000)
+    doomed = remote_macs(5, device="vxlan200")
+    writer.apply(Changes(macs_put=doomed[:1]))  # caches vxlan200's ifindex
+    netns.run(seg, ["ip", "link", "del", "vxlan200"])
+    unknown = RemoteMac("nosuchdev", "02:5e:ff:00:00:01", VTEPS[0])
+    v6_on_v4 = RemoteMac(VX, "02:5e:ff:00:00:02", IPv6Address("2001:db8::1"))
+    bad_mac = RemoteMac(VX, "02:5e:ff:00:00", VTEPS[0])
+    puts = [*good[:1000], unknown, *doomed, *good[1000:2000], v6_on_v4, bad_mac, *good[2000:]]
+
+    result = writer.apply(Changes(macs_put=puts))
+
+    assert result.writes["mac_put"] == 3000
+    by_entry = {e.entry: e for e in result.errors}
+    assert set(by_entry) == {unknown, v6_on_v4, bad_mac, *doomed}
+    assert by_entry[unknown].errno == errno.ENODEV
+    assert "nosuchdev" in by_entry[unknown].message
+    assert all(by_entry[d].errno == errno.ENODEV for d in doomed)
+    assert by_entry[v6_on_v4].errno == errno.EAFNOSUPPORT
+    assert by_entry[bad_mac].errno == errno.EINVAL
+    assert len(dump(seg).owned.macs) == 3000
+
+
+def test_dump_tells_admin_entries_from_ours(seg: str, writer: DataplaneWriter) -> None:
+    sh(seg, f"bridge fdb add 02:aa:00:00:00:01 dev {VX} dst 203.0.113.1 self")
+    sh(seg, f"bridge fdb add 02:aa:00:00:00:02 dev {VX} dst 203.0.113.2 self static")
+    sh(seg, f"ip neigh add 10.100.0.99 lladdr 02:aa:00:00:00:99 dev {BR} nud permanent")
+    writer.apply(Changes(macs_put=remote_macs(2)))
+    tables = dump(seg, include_raw=True)
+    assert set(tables.owned.macs) == {m.key for m in remote_macs(2)}
+    assert {k[1] for k in tables.foreign_macs} == {"02:aa:00:00:00:01", "02:aa:00:00:00:02"}
+    assert (BR, ip("10.100.0.99")) in tables.foreign_neighs
+    assert not tables.owned.neighs
+    assert tables.raw is not None and len(tables.raw) >= 5
+
+
+# -- reconciler ---------------------------------------------------------------------
+
+
+def desired_state() -> ForwardingState:
+    return state_of(
+        remote_macs(10_000, sticky_every=50),
+        [FloodEntry(VX, v) for v in VTEPS[:3]],
+        NeighEntry(BR, ip("10.100.0.10"), "02:5e:00:00:00:01"),
+        NeighEntry(BR, ip("2001:db8:100::10"), "02:5e:00:00:00:01"),
+    )
+
+
+async def test_reconciler_writes_only_the_difference(seg: str) -> None:
+    desired = desired_state()
+    async with Reconciler(seg, desired, monitor=False) as first:
+        assert first.stats.writes == desired.count()
+        assert first.stats.errors == 0
+    async with Reconciler(seg, desired, monitor=False) as again:
+        assert again.stats.writes == 0
+        assert again.stats.resyncs == 1
+
+    # One change is one write; dropping everything removes only what is ours.
+    sh(seg, f"bridge fdb add 02:aa:00:00:00:01 dev {VX} dst 203.0.113.1 self")
+    async with Reconciler(seg, desired, monitor=False) as rec:
+        moved = RemoteMac(VX, remote_macs(2)[1].mac, VTEPS[7])
+        assert (await rec.update(put=[moved])).total == 1
+        assert (await rec.update(remove=[moved])).writes["mac_del"] == 1
+        result = await rec.set_desired(ForwardingState())
+        assert result.total == desired.count() - 1
+    tables = dump(seg)
+    assert tables.owned.count() == 0
+    assert {k[1] for k in tables.foreign_macs} == {"02:aa:00:00:00:01"}
+
+
+async def test_reconciler_repairs_external_deletes(seg: str) -> None:
+    desired = desired_state()
+    victim = remote_macs(5)[4]
+    async with Reconciler(seg, desired) as rec:
+        sh(seg, f"bridge fdb del {victim.mac} dev {VX} self")
+        sh(seg, f"bridge fdb del 00:00:00:00:00:00 dev {VX} dst {VTEPS[1]} self")
+        sh(seg, f"ip neigh del 10.100.0.10 dev {BR}")
+        await wait_for(lambda: rec.stats.repairs >= 3)
+        assert fdb_entry(seg, victim.mac)[0]["dst"] == str(victim.vtep)
+        zero = {e["dst"] for e in fdb_entry(seg, "00:00:00:00:00:00")}
+        assert zero == {str(v) for v in VTEPS[:3]}
+        assert "10.100.0.10" in {e["dst"] for e in neigh_json(seg)}
+
+        # Something deleted that we no longer want stays deleted.
+        await rec.update(remove=[victim])
+        repairs = rec.stats.repairs
+        await asyncio.sleep(0.3)
+        assert rec.stats.repairs == repairs
+        assert not fdb_entry(seg, victim.mac)
+        assert rec.stats.errors == 0
+    assert diff(rec.desired, dump(seg).owned).count() == 0
+
+
+async def test_admin_entries_are_never_touched(seg: str) -> None:
+    admin_mac = "02:aa:00:00:00:01"
+    clash = remote_macs(3)[2]  # a desired key an admin pins elsewhere
+    sh(seg, f"bridge fdb add {admin_mac} dev {VX} dst 203.0.113.1 self")
+    sh(seg, f"bridge fdb add {clash.mac} dev {VX} dst 203.0.113.2 self static")
+    sh(seg, f"ip neigh add 10.100.0.10 lladdr 02:aa:00:00:00:10 dev {BR} nud permanent")
+    sh(seg, f"ip neigh add 10.100.0.99 lladdr 02:aa:00:00:00:99 dev {BR} nud permanent")
+    desired = desired_state()
+    async with Reconciler(seg, desired) as rec:
+        assert rec.conflicts == 2  # the clashing MAC and 10.100.0.10
+        assert fdb_entry(seg, clash.mac)[0]["dst"] == "203.0.113.2"
+        # The admin overwrites one of ours without extern_learn: it is theirs now.
+        taken = remote_macs(4)[3]
+        sh(seg, f"bridge fdb replace {taken.mac} dev {VX} dst 203.0.113.3 self")
+        await wait_for(lambda: rec.stats.takeovers == 1)
+        # The admin removes the pinned MAC: the desired one takes its place.
+        sh(seg, f"bridge fdb del {clash.mac} dev {VX} self")
+        await wait_for(lambda: bool(fdb_entry(seg, clash.mac)))
+        assert fdb_entry(seg, clash.mac)[0]["dst"] == str(clash.vtep)
+        await rec.set_desired(ForwardingState())
+    tables = dump(seg)
+    assert tables.owned.count() == 0
+    assert {k[1] for k in tables.foreign_macs} == {admin_mac, taken.mac}
+    assert fdb_entry(seg, taken.mac)[0]["dst"] == "203.0.113.3"
+    neighs = {e["dst"]: e["lladdr"] for e in neigh_json(seg)}
+    assert neighs["10.100.0.10"] == "02:aa:00:00:00:10"
+    assert neighs["10.100.0.99"] == "02:aa:00:00:00:99"
+
+
+async def test_admin_flood_remotes_survive(seg: str) -> None:
+    """An admin's `bridge fdb append 00:00:00:00:00:00` remote is never removed."""
+    admin = "203.0.113.50"
+    sh(seg, f"bridge fdb append 00:00:00:00:00:00 dev {VX} dst {admin} self")
+    floods = [FloodEntry(VX, v) for v in VTEPS[:2]]
+    async with Reconciler(seg, state_of(floods)) as rec:
+        zero = {e["dst"] for e in fdb_entry(seg, "00:00:00:00:00:00")}
+        assert zero == {admin, *(str(v) for v in VTEPS[:2])}
+        # The entry was the admin's, so the kernel keeps it unflagged for all
+        # remotes; this run remembers which ones it appended.
+        await rec.set_desired(state_of(floods[:1]))
+        zero = {e["dst"] for e in fdb_entry(seg, "00:00:00:00:00:00")}
+        assert zero == {admin, str(VTEPS[0])}
+    # After a restart the remaining remote cannot be told from the admin's:
+    # it is left alone rather than risk deleting the admin's configuration.
+    async with Reconciler(seg, ForwardingState()) as rec:
+        assert rec.stats.writes == 0
+    zero = {e["dst"] for e in fdb_entry(seg, "00:00:00:00:00:00")}
+    assert zero == {admin, str(VTEPS[0])}
+
+
+async def test_flood_entry_created_by_evpnd_is_owned_until_an_admin_appends(seg: str) -> None:
+    floods = [FloodEntry(VX, v) for v in VTEPS[:2]]
+    async with Reconciler(seg, state_of(floods), monitor=False):
+        pass
+    assert dump(seg).owned.floods == set(floods)
+    sh(seg, f"bridge fdb append 00:00:00:00:00:00 dev {VX} dst 203.0.113.50 self")
+    tables = dump(seg)
+    assert not tables.owned.floods
+    assert {f.vtep for f in tables.foreign_floods} == {*VTEPS[:2], ip("203.0.113.50")}
+
+
+async def test_lost_events_trigger_a_resync(seg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny monitor buffer overflows on a burst of external deletes (ENOBUFS).
+    monkeypatch.setattr(reconciler_mod, "MONITOR_RCVBUF", 4096)
+    macs = remote_macs(3000)
+    async with Reconciler(seg, state_of(macs)) as rec:
+        batch = "\n".join(f"fdb del {m.mac} dev {VX} self" for m in macs[:2000])
+        netns.run(seg, ["sh", "-c", f"printf '{batch}\\n' | bridge -batch -"])
+        await wait_for(lambda: rec.stats.resyncs >= 2 and len(dump(seg).owned.macs) == 3000)
+        assert rec.stats.errors == 0
+    assert dump(seg).owned.macs == {m.key: m for m in macs}
+
+
+async def test_recreated_device_gets_its_entries_back(seg: str) -> None:
+    macs = remote_macs(500)
+    async with Reconciler(seg, state_of(macs, FloodEntry(VX, VTEPS[0]))) as rec:
+        netns.run(seg, ["ip", "link", "del", VX])
+        await wait_for(lambda: not rec.installed.macs)
+        await asyncio.to_thread(make_segment_vxlan_only, seg)  # pyroute2 runs its own loop
+        await wait_for(lambda: len(dump(seg).owned.macs) == 500)
+        assert dump(seg).owned.floods == {FloodEntry(VX, VTEPS[0])}
+
+
+def make_segment_vxlan_only(ns: str) -> None:
+    with IPRoute(netns=ns) as ipr:
+        ipr.link(
+            "add",
+            ifname=VX,
+            kind="vxlan",
+            vxlan_id=100,
+            vxlan_local=LOCAL_VTEP,
+            vxlan_port=4789,
+            vxlan_learning=0,
+        )
+        vx = ipr.link_lookup(ifname=VX)[0]
+        ipr.link("set", index=vx, master=ipr.link_lookup(ifname=BR)[0])
+        ipr.link("set", index=vx, state="up")
