@@ -18,6 +18,9 @@ IPNetwork = IPv4Network | IPv6Network
 
 ZERO_ESI = "00:00:00:00:00:00:00:00:00:00"
 
+# Tunnel type of the BGP Encapsulation extended community (RFC 9012 / RFC 8365).
+ENCAP_VXLAN = 8
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class MacIpKey:
@@ -64,6 +67,8 @@ class MacIpRoute:
     sticky: bool = False
     router_mac: str | None = None
     default_gateway: bool = False
+    # Encapsulation extended community tunnel type; None when the route has none.
+    encapsulation: int | None = None
 
     @property
     def mac(self) -> str:
@@ -82,8 +87,11 @@ class ImetRoute:
     nexthop: IPAddress
     vni: int  # PMSI tunnel label, raw
     tunnel: IPAddress | None = None  # PMSI tunnel endpoint (usually == originator)
+    # "ingress-replication", "none" when the route carries no PMSI attribute,
+    # "no-tunnel", or ExaBGP's name for other tunnel types (e.g. "pim-ssmtree").
     tunnel_type: str = "ingress-replication"
     route_targets: tuple[str, ...] = ()
+    encapsulation: int | None = None
 
     @property
     def vtep(self) -> IPAddress:
@@ -101,6 +109,7 @@ class PrefixRoute:
     esi: str = ZERO_ESI
     route_targets: tuple[str, ...] = ()
     router_mac: str | None = None
+    encapsulation: int | None = None
 
 
 Route = MacIpRoute | ImetRoute | PrefixRoute

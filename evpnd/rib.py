@@ -1,0 +1,691 @@
+"""The EVPN RIB: received routes per peer, best paths, MAC mobility, flood lists.
+
+Pure and synchronous: the shell feeds it decoded routes, peer events and
+local MAC events, and every mutating call returns a `RibChanges` saying what
+to do about it (program or remove remote MACs, flood entries and neighbours;
+announce or withdraw our own Type-2 routes).
+
+Rules (RFC 7432 section 15, RFC 8365):
+
+* Import is by route target: a route goes into every local VNI whose import
+  set shares one of its RTs. The label VNI is kept for the dataplane but does
+  not decide where a route lands. Routes with an encapsulation other than
+  VXLAN are not imported (no encapsulation community is accepted as VXLAN:
+  some stacks leave it out).
+* Routes whose next hop (or Type-3 tunnel) is one of our own VTEP addresses
+  are our own routes reflected back and are ignored.
+* Routes are held per (peer, key), so a session loss removes exactly what
+  that peer brought while another peer's copy of the same route takes over.
+* Best path per (VNI, MAC), over remote routes from every peer and our own
+  local MAC, by this order: a locally pinned (sticky) MAC, then remote sticky
+  routes, then everything else; within a class the highest mobility sequence
+  number; then the lowest VTEP address (RFC 7432 15.1 for equal sequence
+  numbers, which also settles local against remote); then the lowest peer
+  address and route key, only to make the choice independent of arrival order.
+* Sticky conflicts are resolved by that order and reported, never hidden: two
+  VTEPs claiming the same MAC as sticky ("multiple-sticky": ours wins if one
+  of them is ours, RFC 7432 15.2 asks for an alert, not a move), or a MAC
+  learned locally while a remote VTEP pins it ("local-vs-remote-sticky": the
+  remote wins and we do not advertise).
+* A local MAC is advertised with sequence number 0 if no remote route exists
+  for it, otherwise one above the highest remote sequence number (a move), and
+  never below the number it already had. A remote route that beats it means
+  the MAC moved away: its advertisement is withdrawn (and re-announced should
+  the remote route go away while the MAC is still local).
+* Flood lists come from Type-3 routes with PMSI ingress replication only;
+  the VTEP is the PMSI tunnel address, else the originator.
+* Remote neighbours (ARP/ND suppression) come from MAC/IP routes sent by the
+  VTEP that won their MAC; when two MACs claim an IP the same order decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from evpnd.dataplane.state import normalize_mac
+from evpnd.model import (
+    ENCAP_VXLAN,
+    ImetRoute,
+    IPAddress,
+    MacIpKey,
+    MacIpRoute,
+    Route,
+    RouteKey,
+)
+
+MacRef = tuple[int, str]  # (vni, mac)
+IpRef = tuple[int, IPAddress]  # (vni, ip)
+VtepRef = tuple[int, IPAddress]  # (vni, vtep)
+PathId = tuple[IPAddress, RouteKey]  # (peer, route key)
+_K = TypeVar("_K")
+# Lower is better: (class, -seq, VTEP, peer, route key); see the module docstring.
+Rank = tuple[int, int, tuple[int, int], tuple[int, int], tuple[str, int, str, tuple[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class VniPolicy:
+    """A local VNI and the route targets it imports ("ASN:NN" / "A.B.C.D:NN")."""
+
+    vni: int
+    import_rts: frozenset[str]
+
+    @classmethod
+    def from_targets(cls, vni: int, targets: Iterable[str], asn: int) -> VniPolicy:
+        """Resolve config targets, "auto" being ASN:VNI as FRR derives it.
+
+        RFC 8365 5.1.2.1: the auto-derived RT carries a 2-octet ASN, the low
+        16 bits of a 4-octet one.
+        """
+        auto = f"{asn & 0xFFFF if asn > 0xFFFF else asn}:{vni}"
+        return cls(vni, frozenset(auto if t == "auto" else t for t in targets))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteMacPath:
+    """The winning remote route for a MAC in a VNI: what the FDB should hold."""
+
+    vni: int
+    mac: str
+    vtep: IPAddress
+    seq: int
+    sticky: bool
+    default_gateway: bool
+    peer: IPAddress
+    label_vni: int
+    esi: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteNeigh:
+    """A remote IP -> MAC binding for ARP/ND suppression."""
+
+    vni: int
+    ip: IPAddress
+    mac: str
+    vtep: IPAddress
+    peer: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAdvert:
+    """One Type-2 route of ours: MAC-only when `ip` is None."""
+
+    vni: int
+    mac: str
+    ip: IPAddress | None
+    seq: int
+    sticky: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMacView:
+    vni: int
+    mac: str
+    ips: tuple[IPAddress, ...]
+    seq: int
+    sticky: bool
+    advertised: bool  # False while a remote route beats it
+
+
+@dataclass(frozen=True, slots=True)
+class MacConflict:
+    vni: int
+    mac: str
+    reason: str  # "multiple-sticky" | "local-vs-remote-sticky"
+    vteps: tuple[IPAddress, ...]
+
+
+@dataclass(slots=True)
+class RibChanges:
+    """What one RIB operation changed. Each MAC, IP or VTEP appears at most once."""
+
+    macs_installed: list[RemoteMacPath] = field(default_factory=list)  # new or replaced
+    macs_removed: list[MacRef] = field(default_factory=list)
+    vteps_added: list[VtepRef] = field(default_factory=list)
+    vteps_removed: list[VtepRef] = field(default_factory=list)
+    neighs_installed: list[RemoteNeigh] = field(default_factory=list)  # new or replaced
+    neighs_removed: list[IpRef] = field(default_factory=list)
+    # Announce (new, or an implicit replace with a new sequence number) / withdraw.
+    local_advertise: list[LocalAdvert] = field(default_factory=list)
+    local_withdraw: list[LocalAdvert] = field(default_factory=list)
+    conflicts: list[MacConflict] = field(default_factory=list)  # newly detected
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.macs_installed,
+                self.macs_removed,
+                self.vteps_added,
+                self.vteps_removed,
+                self.neighs_installed,
+                self.neighs_removed,
+                self.local_advertise,
+                self.local_withdraw,
+                self.conflicts,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RibCounts:
+    routes: int
+    routes_by_peer: dict[str, int]
+    routes_by_type: dict[int, int]
+    not_imported: int
+    stale: int
+    remote_macs: int
+    remote_neighs: int
+    vteps: int
+    local_macs: int
+    advertised_macs: int
+    conflicts: int
+    own_routes_ignored: int  # cumulative
+
+
+@dataclass(slots=True)
+class _Stored:
+    route: Route
+    vnis: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Local:
+    seq: int
+    sticky: bool
+    ips: set[IPAddress]
+
+
+@dataclass(frozen=True, slots=True)
+class _Adv:
+    seq: int
+    sticky: bool
+    ips: frozenset[IPAddress]
+
+
+@dataclass(slots=True)
+class _Tx:
+    """What an operation touched; the published state is recomputed for these only."""
+
+    macs: set[MacRef] = field(default_factory=set)
+    ips: set[IpRef] = field(default_factory=set)
+    vteps: set[VtepRef] = field(default_factory=set)
+
+
+def _addr(address: IPAddress) -> tuple[int, int]:
+    # IPv4 and IPv6 addresses do not compare with each other; this orders v4 first.
+    return (address.version, int(address))
+
+
+def _key_order(key: MacIpKey) -> tuple[str, int, str, tuple[int, int]]:
+    return (key.rd, key.etag, key.mac, (0, 0) if key.ip is None else _addr(key.ip))
+
+
+# Rank classes: lower is better.
+_LOCAL_STICKY, _REMOTE_STICKY, _ORDINARY = 0, 1, 2
+
+
+def _remote_rank(peer: IPAddress, route: MacIpRoute) -> Rank:
+    return (
+        _REMOTE_STICKY if route.sticky else _ORDINARY,
+        -route.mobility_seq,
+        _addr(route.nexthop),
+        _addr(peer),
+        _key_order(route.key),
+    )
+
+
+class Rib:
+    """Routes in, change sets out. `local_vtep` is our VTEP; `other_own_addresses`
+    lists further addresses of ours (e.g. a secondary or anycast VTEP) whose
+    routes must also be recognised as reflections of our own."""
+
+    def __init__(
+        self,
+        local_vtep: IPAddress,
+        policies: Iterable[VniPolicy] = (),
+        *,
+        other_own_addresses: Iterable[IPAddress] = (),
+    ) -> None:
+        self.local_vtep = local_vtep
+        self._own = frozenset({local_vtep, *other_own_addresses})
+        self._policies: dict[int, VniPolicy] = {}
+        self._rt_index: dict[str, tuple[int, ...]] = {}
+        self._set_policies(policies)
+        self._adj: dict[IPAddress, dict[RouteKey, _Stored]] = {}
+        self._stale: dict[IPAddress, set[RouteKey]] = {}
+        self._mac_cands: dict[MacRef, dict[PathId, MacIpRoute]] = {}
+        self._ip_cands: dict[IpRef, dict[PathId, MacIpRoute]] = {}
+        self._vtep_refs: dict[VtepRef, set[PathId]] = {}
+        self._local: dict[MacRef, _Local] = {}
+        # Published state: what the last RibChanges told the shell.
+        self._remote_best: dict[MacRef, RemoteMacPath] = {}
+        self._neighs: dict[IpRef, RemoteNeigh] = {}
+        self._vteps: dict[int, set[IPAddress]] = {}
+        self._advertised: dict[MacRef, _Adv] = {}
+        self._conflicts: dict[MacRef, MacConflict] = {}
+        self._own_ignored = 0
+
+    # ------------------------------------------------------------ remote routes
+
+    def announce(self, peer: IPAddress, route: Route) -> RibChanges:
+        tx = _Tx()
+        self._announce(tx, peer, route)
+        return self._commit(tx)
+
+    def withdraw(self, peer: IPAddress, key: RouteKey) -> RibChanges:
+        tx = _Tx()
+        self._withdraw(tx, peer, key)
+        return self._commit(tx)
+
+    def apply_update(
+        self, peer: IPAddress, announced: Iterable[Route], withdrawn: Iterable[RouteKey]
+    ) -> RibChanges:
+        """One received UPDATE as a single change set (withdrawals first, as on the wire)."""
+        tx = _Tx()
+        for key in withdrawn:
+            self._withdraw(tx, peer, key)
+        for route in announced:
+            self._announce(tx, peer, route)
+        return self._commit(tx)
+
+    def peer_down(self, peer: IPAddress) -> RibChanges:
+        """Forget everything the peer sent (ExaBGP sends no withdrawals on session loss)."""
+        tx = _Tx()
+        for stored in self._adj.pop(peer, {}).values():
+            self._unindex(tx, peer, stored)
+        self._stale.pop(peer, None)
+        return self._commit(tx)
+
+    def mark_stale(self, peer: IPAddress) -> int:
+        """Start a refresh: routes not re-received before `sweep_stale` will go."""
+        keys = set(self._adj.get(peer, {}))
+        self._stale[peer] = keys
+        return len(keys)
+
+    def sweep_stale(self, peer: IPAddress) -> RibChanges:
+        tx = _Tx()
+        for key in self._stale.pop(peer, set()):
+            self._withdraw(tx, peer, key)
+        return self._commit(tx)
+
+    def reconfigure(self, policies: Iterable[VniPolicy]) -> RibChanges:
+        """New import policies (config reload): every route is imported again."""
+        self._set_policies(policies)
+        tx = _Tx()
+        for peer, routes in self._adj.items():
+            for stored in routes.values():
+                self._unindex(tx, peer, stored)
+                stored.vnis = self._imports(stored.route)
+                self._index(tx, peer, stored)
+        return self._commit(tx)
+
+    # --------------------------------------------------------------- local MACs
+
+    def local_mac_added(
+        self, vni: int, mac: str, ip: IPAddress | None = None, *, sticky: bool | None = None
+    ) -> tuple[RibChanges, LocalAdvert | None]:
+        """A MAC (and optionally one of its IPs) is local; `sticky` None keeps the current flag.
+
+        Returns the changes (whose `local_advertise` holds every route to
+        announce) and the advertisement for this MAC/IP, or None when a
+        remote route beats the local MAC.
+        """
+        mac = normalize_mac(mac)
+        ref = (vni, mac)
+        entry = self._local.get(ref)
+        if entry is None:
+            entry = self._local[ref] = _Local(seq=0, sticky=bool(sticky), ips=set())
+        elif sticky is not None:
+            entry.sticky = sticky
+        if ref not in self._advertised:
+            # Learning a MAC that a remote VTEP holds is a move: claim it with a higher number.
+            remote_max = max(
+                (r.mobility_seq for r in self._mac_cands.get(ref, {}).values()), default=-1
+            )
+            entry.seq = max(entry.seq, remote_max + 1)
+        if ip is not None:
+            entry.ips.add(ip)
+        changes = self._commit(_Tx(macs={ref}))
+        adv = self._advertised.get(ref)
+        return changes, None if adv is None else LocalAdvert(vni, mac, ip, adv.seq, adv.sticky)
+
+    def local_mac_removed(self, vni: int, mac: str, ip: IPAddress | None = None) -> RibChanges:
+        """The MAC (or, with `ip`, only that IP of it) is no longer local."""
+        ref = (vni, normalize_mac(mac))
+        entry = self._local.get(ref)
+        if entry is None:
+            return RibChanges()
+        if ip is None:
+            del self._local[ref]
+        else:
+            entry.ips.discard(ip)
+        return self._commit(_Tx(macs={ref}))
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def policies(self) -> dict[int, VniPolicy]:
+        return dict(self._policies)
+
+    def peers(self) -> list[IPAddress]:
+        return sorted(self._adj, key=_addr)
+
+    def routes(self, peer: IPAddress | None = None) -> list[tuple[IPAddress, Route]]:
+        peers = [peer] if peer is not None else self.peers()
+        return [(p, s.route) for p in peers for s in self._adj.get(p, {}).values()]
+
+    def imported_vnis(self, peer: IPAddress, key: RouteKey) -> tuple[int, ...]:
+        stored = self._adj.get(peer, {}).get(key)
+        return () if stored is None else stored.vnis
+
+    def remote_macs(self, vni: int | None = None) -> list[RemoteMacPath]:
+        paths = self._remote_best.values()
+        return sorted(
+            (p for p in paths if vni is None or p.vni == vni), key=lambda p: (p.vni, p.mac)
+        )
+
+    def remote_mac(self, vni: int, mac: str) -> RemoteMacPath | None:
+        return self._remote_best.get((vni, normalize_mac(mac)))
+
+    def remote_neighs(self, vni: int | None = None) -> list[RemoteNeigh]:
+        found = (n for n in self._neighs.values() if vni is None or n.vni == vni)
+        return sorted(found, key=lambda n: (n.vni, _addr(n.ip)))
+
+    def vteps(self, vni: int | None = None) -> dict[int, tuple[IPAddress, ...]]:
+        return {
+            v: tuple(sorted(vteps, key=_addr))
+            for v, vteps in sorted(self._vteps.items())
+            if vni is None or v == vni
+        }
+
+    def local_macs(self, vni: int | None = None) -> list[LocalMacView]:
+        return [
+            LocalMacView(
+                vni=v,
+                mac=mac,
+                ips=tuple(sorted(e.ips, key=_addr)),
+                seq=e.seq,
+                sticky=e.sticky,
+                advertised=(v, mac) in self._advertised,
+            )
+            for (v, mac), e in sorted(self._local.items())
+            if vni is None or v == vni
+        ]
+
+    def advertisements(self) -> list[LocalAdvert]:
+        """Every route of ours that should be announced now (re-announce after a restart)."""
+        out: list[LocalAdvert] = []
+        for ref in sorted(self._advertised):
+            out.extend(_adverts(ref, self._advertised[ref]))
+        return out
+
+    def conflicts(self) -> list[MacConflict]:
+        return [self._conflicts[ref] for ref in sorted(self._conflicts)]
+
+    def counts(self) -> RibCounts:
+        by_type: dict[int, int] = {}
+        not_imported = 0
+        for routes in self._adj.values():
+            for stored in routes.values():
+                rtype = stored.route.key.route_type
+                by_type[rtype] = by_type.get(rtype, 0) + 1
+                not_imported += not stored.vnis
+        return RibCounts(
+            routes=sum(by_type.values()),
+            routes_by_peer={str(p): len(self._adj[p]) for p in self.peers()},
+            routes_by_type=dict(sorted(by_type.items())),
+            not_imported=not_imported,
+            stale=sum(len(s) for s in self._stale.values()),
+            remote_macs=len(self._remote_best),
+            remote_neighs=len(self._neighs),
+            vteps=sum(len(v) for v in self._vteps.values()),
+            local_macs=len(self._local),
+            advertised_macs=len(self._advertised),
+            conflicts=len(self._conflicts),
+            own_routes_ignored=self._own_ignored,
+        )
+
+    # ---------------------------------------------------------------- internals
+
+    def _set_policies(self, policies: Iterable[VniPolicy]) -> None:
+        self._policies = {p.vni: p for p in policies}
+        index: dict[str, list[int]] = {}
+        for policy in self._policies.values():
+            for rt in policy.import_rts:
+                index.setdefault(rt, []).append(policy.vni)
+        self._rt_index = {rt: tuple(sorted(vnis)) for rt, vnis in index.items()}
+
+    def _imports(self, route: Route) -> tuple[int, ...]:
+        if route.encapsulation not in (None, ENCAP_VXLAN):
+            return ()
+        vnis = {v for rt in route.route_targets for v in self._rt_index.get(rt, ())}
+        return tuple(sorted(vnis))
+
+    def _is_own(self, route: Route) -> bool:
+        if route.nexthop in self._own:
+            return True
+        return isinstance(route, ImetRoute) and route.vtep in self._own
+
+    def _announce(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
+        routes = self._adj.setdefault(peer, {})
+        old = routes.pop(route.key, None)
+        if old is not None:
+            self._unindex(tx, peer, old)
+        stale = self._stale.get(peer)
+        if stale is not None:
+            stale.discard(route.key)
+        if self._is_own(route):
+            self._own_ignored += 1
+            if not routes:
+                del self._adj[peer]
+            return
+        stored = routes[route.key] = _Stored(route, self._imports(route))
+        self._index(tx, peer, stored)
+
+    def _withdraw(self, tx: _Tx, peer: IPAddress, key: RouteKey) -> None:
+        routes = self._adj.get(peer)
+        stored = None if routes is None else routes.pop(key, None)
+        if stored is None:
+            return
+        self._unindex(tx, peer, stored)
+        stale = self._stale.get(peer)
+        if stale is not None:
+            stale.discard(key)
+        if not routes:
+            del self._adj[peer]
+
+    def _index(self, tx: _Tx, peer: IPAddress, stored: _Stored) -> None:
+        route, pid = stored.route, (peer, stored.route.key)
+        for vni in stored.vnis:
+            if isinstance(route, MacIpRoute):
+                ref = (vni, route.mac)
+                tx.macs.add(ref)
+                self._mac_cands.setdefault(ref, {})[pid] = route
+                if route.ip is not None:
+                    ipref = (vni, route.ip)
+                    tx.ips.add(ipref)
+                    self._ip_cands.setdefault(ipref, {})[pid] = route
+            elif isinstance(route, ImetRoute) and route.tunnel_type == "ingress-replication":
+                vref = (vni, route.vtep)
+                tx.vteps.add(vref)
+                self._vtep_refs.setdefault(vref, set()).add(pid)
+            # Type-5 routes are held and counted; acting on them is the L3VNI work.
+
+    def _unindex(self, tx: _Tx, peer: IPAddress, stored: _Stored) -> None:
+        route, pid = stored.route, (peer, stored.route.key)
+        for vni in stored.vnis:
+            if isinstance(route, MacIpRoute):
+                ref = (vni, route.mac)
+                tx.macs.add(ref)
+                _discard(self._mac_cands, ref, pid)
+                if route.ip is not None:
+                    ipref = (vni, route.ip)
+                    tx.ips.add(ipref)
+                    _discard(self._ip_cands, ipref, pid)
+            elif isinstance(route, ImetRoute) and route.tunnel_type == "ingress-replication":
+                vref = (vni, route.vtep)
+                tx.vteps.add(vref)
+                refs = self._vtep_refs.get(vref)
+                if refs is not None:
+                    refs.discard(pid)
+                    if not refs:
+                        del self._vtep_refs[vref]
+
+    def _select(self, ref: MacRef) -> tuple[RemoteMacPath | None, bool, MacConflict | None]:
+        """The best path for a MAC: (remote winner, local wins, conflict)."""
+        cands = self._mac_cands.get(ref, {})
+        local = self._local.get(ref)
+        best: Rank | None = None
+        best_pid: PathId | None = None
+        for pid, route in cands.items():
+            rank = _remote_rank(pid[0], route)
+            if best is None or rank < best:
+                best, best_pid = rank, pid
+        local_wins = False
+        if local is not None:
+            # Own VTEP never equals a remote one (reflected routes are dropped),
+            # so the comparison ends at the VTEP address at the latest.
+            local_rank = (
+                _LOCAL_STICKY if local.sticky else _ORDINARY,
+                -local.seq,
+                _addr(self.local_vtep),
+            )
+            local_wins = best is None or local_rank < best[:3]
+        conflict = self._conflict(ref, cands.values(), local)
+        if local_wins or best_pid is None:
+            return None, local_wins, conflict
+        route = cands[best_pid]
+        path = RemoteMacPath(
+            vni=ref[0],
+            mac=ref[1],
+            vtep=route.nexthop,
+            seq=route.mobility_seq,
+            sticky=route.sticky,
+            default_gateway=route.default_gateway,
+            peer=best_pid[0],
+            label_vni=route.vni,
+            esi=route.esi,
+        )
+        return path, False, conflict
+
+    def _conflict(
+        self, ref: MacRef, routes: Iterable[MacIpRoute], local: _Local | None
+    ) -> MacConflict | None:
+        sticky = {r.nexthop for r in routes if r.sticky}
+        if not sticky:
+            return None
+        if local is not None and local.sticky:
+            sticky.add(self.local_vtep)
+        vteps = tuple(sorted(sticky, key=_addr))
+        if len(sticky) > 1:
+            return MacConflict(ref[0], ref[1], "multiple-sticky", vteps)
+        if local is not None and not local.sticky:
+            return MacConflict(ref[0], ref[1], "local-vs-remote-sticky", vteps)
+        return None
+
+    def _select_neigh(self, ref: IpRef) -> RemoteNeigh | None:
+        best: Rank | None = None
+        winner: tuple[PathId, MacIpRoute] | None = None
+        for pid, route in self._ip_cands.get(ref, {}).items():
+            owner = self._remote_best.get((ref[0], route.mac))
+            if owner is None or owner.vtep != route.nexthop:
+                continue  # the MAC is local, or lives behind another VTEP now
+            rank = _remote_rank(pid[0], route)
+            if best is None or rank < best:
+                best, winner = rank, (pid, route)
+        if winner is None:
+            return None
+        (peer, _), route = winner
+        return RemoteNeigh(ref[0], ref[1], route.mac, route.nexthop, peer)
+
+    def _commit(self, tx: _Tx) -> RibChanges:
+        changes = RibChanges()
+        for ref in sorted(tx.macs):
+            remote, local_wins, conflict = self._select(ref)
+            if remote != self._remote_best.get(ref):
+                if remote is None:
+                    del self._remote_best[ref]
+                    changes.macs_removed.append(ref)
+                else:
+                    self._remote_best[ref] = remote
+                    changes.macs_installed.append(remote)
+                # Neighbours follow the VTEP that owns their MAC.
+                tx.ips.update((ref[0], r.ip) for r in self._mac_cands.get(ref, {}).values() if r.ip)
+            self._publish_advert(ref, local_wins, changes)
+            if conflict != self._conflicts.get(ref):
+                if conflict is None:
+                    del self._conflicts[ref]
+                else:
+                    self._conflicts[ref] = conflict
+                    changes.conflicts.append(conflict)
+        for ipref in sorted(tx.ips, key=lambda r: (r[0], _addr(r[1]))):
+            neigh = self._select_neigh(ipref)
+            if neigh != self._neighs.get(ipref):
+                if neigh is None:
+                    del self._neighs[ipref]
+                    changes.neighs_removed.append(ipref)
+                else:
+                    self._neighs[ipref] = neigh
+                    changes.neighs_installed.append(neigh)
+        for vni, vtep in sorted(tx.vteps, key=lambda r: (r[0], _addr(r[1]))):
+            present = (vni, vtep) in self._vtep_refs
+            published = self._vteps.get(vni, set())
+            if present and vtep not in published:
+                self._vteps.setdefault(vni, set()).add(vtep)
+                changes.vteps_added.append((vni, vtep))
+            elif not present and vtep in published:
+                published.discard(vtep)
+                if not published:
+                    del self._vteps[vni]
+                changes.vteps_removed.append((vni, vtep))
+        return changes
+
+    def _publish_advert(self, ref: MacRef, local_wins: bool, changes: RibChanges) -> None:
+        old = self._advertised.get(ref)
+        local = self._local.get(ref)
+        new = (
+            _Adv(local.seq, local.sticky, frozenset(local.ips))
+            if local_wins and local is not None
+            else None
+        )
+        if new == old:
+            return
+        if new is None:
+            del self._advertised[ref]
+        else:
+            self._advertised[ref] = new
+        if old is None and new is not None:
+            changes.local_advertise.extend(_adverts(ref, new))
+            return
+        if new is None and old is not None:
+            changes.local_withdraw.extend(_adverts(ref, old))
+            return
+        assert old is not None and new is not None
+        if (new.seq, new.sticky) != (old.seq, old.sticky):
+            # A new sequence number or flag replaces every route of the MAC.
+            changes.local_advertise.extend(_adverts(ref, new))
+        else:
+            changes.local_advertise.extend(
+                LocalAdvert(ref[0], ref[1], ip, new.seq, new.sticky)
+                for ip in sorted(new.ips - old.ips, key=_addr)
+            )
+        changes.local_withdraw.extend(
+            LocalAdvert(ref[0], ref[1], ip, old.seq, old.sticky)
+            for ip in sorted(old.ips - new.ips, key=_addr)
+        )
+
+
+def _adverts(ref: MacRef, adv: _Adv) -> list[LocalAdvert]:
+    vni, mac = ref
+    ips: list[IPAddress | None] = [None, *sorted(adv.ips, key=_addr)]
+    return [LocalAdvert(vni, mac, ip, adv.seq, adv.sticky) for ip in ips]
+
+
+def _discard(index: dict[_K, dict[PathId, MacIpRoute]], ref: _K, pid: PathId) -> None:
+    paths = index.get(ref)
+    if paths is not None:
+        paths.pop(pid, None)
+        if not paths:
+            del index[ref]

@@ -1,0 +1,85 @@
+"""What the route decoder makes of ExaBGP's output: one typed value per event.
+
+The decoder turns every line ExaBGP writes to its API process into a list of
+these. Peers are identified by their neighbor address (the envelope's
+`neighbor.address.peer`), the same value the config uses for a peer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from evpnd.model import IPAddress, Route, RouteKey
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUpdate:
+    """A received UPDATE reduced to its EVPN content.
+
+    `announced` routes carry their next hop (the VTEP); `withdrawn` holds keys
+    only, because a withdrawal carries no attributes and no next hop.
+    """
+
+    peer: IPAddress
+    announced: tuple[Route, ...] = ()
+    withdrawn: tuple[RouteKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfRib:
+    """RFC 4724 End-of-RIB marker: the peer has sent its full table for a family."""
+
+    peer: IPAddress
+    afi: str
+    safi: str
+
+    @property
+    def is_evpn(self) -> bool:
+        return (self.afi, self.safi) == ("l2vpn", "evpn")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """Session state change: "connected", "up" or "down" (with ExaBGP's reason)."""
+
+    peer: IPAddress
+    state: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A BGP NOTIFICATION sent to or received from a peer."""
+
+    peer: IPAddress
+    code: int
+    subcode: int
+    data: bytes = b""
+    message: str = ""  # ExaBGP's rendering, e.g. the RFC 8203 shutdown text
+    direction: str = "receive"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerShutdown:
+    """ExaBGP announced it is exiting (`"notification": "shutdown"`, no neighbor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """ExaBGP's plain `done` / `error` answer to one API command."""
+
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Input that was skipped: the reason is a short stable token fit for a metric label."""
+
+    reason: str
+    peer: IPAddress | None = None
+    detail: str = ""
+
+
+Message = (
+    RouteUpdate | EndOfRib | PeerState | Notification | SpeakerShutdown | CommandAck | DecodeError
+)
