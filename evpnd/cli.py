@@ -44,6 +44,16 @@ def _plan(args: argparse.Namespace) -> int:
     return 1 if plan.problems else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from evpnd import daemon, log
+
+    cfg = _load_or_exit(args.config)
+    log.configure(args.log_level or cfg.logging.level, cfg.logging.format)
+    return asyncio.run(daemon.run(cfg, args.config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evpnd", description="BGP EVPN for Linux VXLAN hosts")
     parser.add_argument("--version", action="version", version=f"evpnd {__version__}")
@@ -57,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", "--config", required=True)
     plan.add_argument("--netns", help="plan against this network namespace")
     plan.set_defaults(handler=_plan)
+
+    run = sub.add_parser("run", help="run the daemon (BGP EVPN control plane)")
+    run.add_argument("-c", "--config", required=True)
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(handler=_run)
+
+    from evpnd.lab import cli as lab_cli
+
+    lab_cli.add_subparsers(sub)
 
     return parser
 

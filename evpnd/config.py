@@ -69,6 +69,14 @@ class Peer(Strict):
     passive: bool = False
     local_address: IPAddress | None = None
 
+    @field_validator("md5_password", "description")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        # ExaBGP's config parser cannot carry a quote or a line break in a value.
+        if value is not None and any(c in value for c in "\"'\n\r"):
+            raise ValueError("must not contain quotes or line breaks")
+        return value
+
     @field_validator("hold_time")
     @classmethod
     def _hold_time(cls, value: int) -> int:

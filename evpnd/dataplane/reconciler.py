@@ -84,8 +84,14 @@ class Reconciler:
         *,
         monitor: bool = True,
         chunk_size: int | None = None,
+        hold_removals: bool = False,
     ) -> None:
+        """`hold_removals`: keep owned entries that are not desired (yet) instead of
+        deleting them, until `release()`. A restarting daemon starts with an empty
+        RIB; deleting what the previous run installed would drop traffic until
+        BGP has re-delivered every route."""
         self.netns = netns
+        self.holding = hold_removals
         self.stats = ReconcilerStats()
         self.recent_errors: deque[EntryError] = deque(maxlen=1000)
         self._desired = copy_state(desired) if desired else ForwardingState()
@@ -186,7 +192,7 @@ class Reconciler:
         if not self._started:
             return WriteResult()
         async with self._lock:
-            return await self._write(diff(self._desired, self._installed))
+            return await self._write(self._full_diff())
 
     async def update(self, put: Iterable[Entry] = (), remove: Iterable[Entry] = ()) -> WriteResult:
         """Add/replace and remove desired entries (removal is by key); write their difference."""
@@ -219,6 +225,12 @@ class Reconciler:
         async with self._lock:
             return await self._write(diff_keys(d, self._installed, macs, floods, neighs))
 
+    async def release(self) -> WriteResult:
+        """End the hold: delete every owned entry that is not desired by now."""
+        self.holding = False
+        async with self._lock:
+            return await self._write(diff(self._desired, self._installed))
+
     async def resync(self) -> WriteResult:
         """Re-dump the kernel and write whatever differs (also retries failed entries)."""
         async with self._lock:
@@ -230,6 +242,15 @@ class Reconciler:
         changes.macs_put = [m for m in changes.macs_put if m.key not in self._foreign_macs]
         changes.floods_add = [f for f in changes.floods_add if f not in self._foreign_floods]
         changes.neighs_put = [n for n in changes.neighs_put if n.key not in self._foreign_neighs]
+        return changes
+
+    def _full_diff(self) -> Changes:
+        changes = diff(self._desired, self._installed)
+        if self.holding:
+            held = len(changes.macs_del) + len(changes.floods_del) + len(changes.neighs_del)
+            changes.macs_del, changes.floods_del, changes.neighs_del = [], [], []
+            if held:
+                log.info("dataplane holding stale entries", held=held, netns=self.netns)
         return changes
 
     async def _write(self, changes: Changes) -> WriteResult:
@@ -291,7 +312,7 @@ class Reconciler:
         self._foreign_neighs = set(tables.foreign_neighs)
         await asyncio.to_thread(self._writer.refresh_links)
         self.stats.resyncs += 1
-        result = await self._write(diff(self._desired, self._installed))
+        result = await self._write(self._full_diff())
         log.info(
             "dataplane resynced",
             owned=found,
@@ -407,7 +428,7 @@ class Reconciler:
                 self._foreign_added(item.entry)
         if new_device:
             # A (re)created device has nothing of ours yet: the diff is the repair.
-            repairs = diff(self._desired, self._installed)
+            repairs = self._full_diff()
         return repairs, False
 
     def _forget_device(self, device: str) -> None:

@@ -375,3 +375,24 @@ def make_segment_vxlan_only(ns: str) -> None:
         vx = ipr.link_lookup(ifname=VX)[0]
         ipr.link("set", index=vx, master=ipr.link_lookup(ifname=BR)[0])
         ipr.link("set", index=vx, state="up")
+
+
+async def test_restart_holds_previous_entries_until_release(seg: str) -> None:
+    """A restarting daemon keeps what the last run installed until BGP has converged."""
+    before = state_of(remote_macs(50), [FloodEntry(VX, v) for v in VTEPS[:3]])
+    async with Reconciler(seg, before, monitor=False):
+        pass
+    # The new run knows only part of it so far: nothing may be deleted yet.
+    partial = state_of(remote_macs(50)[:10])
+    async with Reconciler(seg, partial, monitor=False, hold_removals=True) as rec:
+        assert rec.stats.writes == 0
+        assert dump(seg).owned.count() == before.count()
+        # A route arriving during the hold is written as usual.
+        moved = RemoteMac(VX, remote_macs(50)[3].mac, VTEPS[9])
+        assert (await rec.update(put=[moved])).total == 1
+        result = await rec.release()
+        assert result.writes["mac_del"] == 40
+        assert result.writes["flood_del"] == 3
+    owned = dump(seg).owned
+    assert len(owned.macs) == 10
+    assert owned.macs[moved.key].vtep == VTEPS[9]

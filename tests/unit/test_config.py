@@ -108,6 +108,8 @@ def test_acceptance_bad_vni_and_bad_address_both_reported() -> None:
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, ttl_security: 255}]}",
          "bgp.peers.0.ttl_security", 255),
         ("colour: blue", "colour", "blue"),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, md5_password: 'a\"b'}]}",
+         "bgp.peers.0.md5_password", 'a"b'),
     ],
 )
 def test_single_bad_field_is_named_with_its_value(snippet: str, path: str, value: object) -> None:

@@ -1,0 +1,452 @@
+"""`evpnd run`: the wiring between the kernel, the RIB and ExaBGP.
+
+Data flows one way (DESIGN.md section 1):
+  local endpoints (netlink) -> RIB -> our Type-2 routes -> speaker
+  ExaBGP JSON -> decoder -> RIB -> desired-state delta -> reconciler -> kernel
+
+The RIB, the decoder and the delta computation are pure; this module only
+moves their results between the asyncio tasks that own sockets and processes.
+
+Start-up keeps the kernel as the previous run left it (the reconciler holds
+removals) until every peer has sent End-of-RIB or `converge_timeout` passes,
+so a restart does not drop traffic while routes are re-learned.
+
+SIGTERM/SIGINT: withdraw our routes, stop ExaBGP, leave devices and owned
+FDB/neighbour entries in place (documented in the README). SIGHUP: reload
+the config file; VNI changes apply without restarting BGP sessions, peer or
+identity changes restart the speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from evpnd import config as config_mod
+from evpnd.dataplane import links
+from evpnd.dataplane.events import (
+    LocalEvent,
+    LocalIpLearned,
+    LocalIpRemoved,
+    LocalMacAdded,
+    LocalMacRemoved,
+    Resynced,
+    WatchedVni,
+)
+from evpnd.dataplane.monitor import LocalLearner
+from evpnd.dataplane.reconciler import Reconciler
+from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+from evpnd.desired import StateDelta, VniDevices, delta, desired_state
+from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, Route, RouteKey
+from evpnd.rib import LocalAdvert, Rib, RibChanges, VniPolicy
+from evpnd.speaker.decode import Decoder
+from evpnd.speaker.messages import (
+    DecodeError,
+    EndOfRib,
+    Notification,
+    PeerState,
+    RouteUpdate,
+    SpeakerShutdown,
+)
+from evpnd.speaker.process import Speaker, is_restart_notice
+
+log = structlog.get_logger(__name__)
+
+Entry = RemoteMac | FloodEntry | NeighEntry
+
+
+@dataclass
+class DaemonStats:
+    started: float = field(default_factory=time.time)
+    local_events: int = 0
+    updates: int = 0
+    decode_errors: int = 0
+    peer_downs: int = 0
+    speaker_restarts: int = 0
+    converged_at: float | None = None
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers: config -> policies/devices, RIB adverts -> routes
+
+
+def vni_policies(cfg: config_mod.Config) -> list[VniPolicy]:
+    return [VniPolicy(v.vni, frozenset(cfg.import_targets(v))) for v in cfg.vnis]
+
+
+def vni_devices(cfg: config_mod.Config) -> dict[int, VniDevices]:
+    return {
+        v.vni: VniDevices(
+            v.vxlan_name, v.bridge_name, v.arp_suppression, v.flood, tuple(v.flood_peers)
+        )
+        for v in cfg.vnis
+    }
+
+
+def watched_vnis(cfg: config_mod.Config) -> list[WatchedVni]:
+    return [WatchedVni(v.vni, v.bridge_name, v.vxlan_name) for v in cfg.vnis]
+
+
+def mac_route(cfg: config_mod.Config, advert: LocalAdvert) -> MacIpRoute:
+    vni = cfg.vni(advert.vni)
+    return MacIpRoute(
+        key=MacIpKey(cfg.rd_for(vni), 0, advert.mac, advert.ip),
+        nexthop=cfg.vtep.address,
+        vni=advert.vni,
+        route_targets=tuple(cfg.export_targets(vni)),
+        mobility_seq=advert.seq,
+        sticky=advert.sticky,
+        encapsulation=ENCAP_VXLAN,
+    )
+
+
+def mac_key(cfg: config_mod.Config, advert: LocalAdvert) -> MacIpKey:
+    return MacIpKey(cfg.rd_for(cfg.vni(advert.vni)), 0, advert.mac, advert.ip)
+
+
+def imet_routes(cfg: config_mod.Config) -> list[ImetRoute]:
+    """One Type-3 per VNI that floods by EVPN: 'send me your BUM traffic'."""
+    return [
+        ImetRoute(
+            key=ImetKey(cfg.rd_for(v), 0, cfg.vtep.address),
+            nexthop=cfg.vtep.address,
+            vni=v.vni,
+            tunnel=cfg.vtep.address,
+            route_targets=tuple(cfg.export_targets(v)),
+            encapsulation=ENCAP_VXLAN,
+        )
+        for v in cfg.vnis
+        if v.flood == "evpn"
+    ]
+
+
+def speaker_identity(cfg: config_mod.Config) -> tuple[object, ...]:
+    """What ExaBGP's configuration is made of: a change here restarts the speaker."""
+    return (cfg.router_id, cfg.asn, cfg.vtep.address, cfg.bgp)
+
+
+# ---------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        config_path: str | Path | None = None,
+        *,
+        converge_timeout: float = 60.0,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
+        self.converge_timeout = converge_timeout
+        self.stats = DaemonStats()
+        self.decoder = Decoder()
+        self.rib = Rib(cfg.vtep.address, vni_policies(cfg))
+        self.devices = vni_devices(cfg)
+        self.reconciler = Reconciler(
+            None, desired_state(self.rib, self.devices), hold_removals=True
+        )
+        self.speaker = self._new_speaker(cfg)
+        self.learner = LocalLearner(watched_vnis(cfg))
+        self._pending = PendingWrites()
+        self._pending_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._eor_waiting: set[object] = set()
+        self._local_routes: dict[RouteKey, Route] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _new_speaker(self, cfg: config_mod.Config) -> Speaker:
+        return Speaker(cfg, state_dir=cfg.state_dir)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        await self._apply_devices(self.cfg)
+        await self.reconciler.start()
+        await self.learner.start()
+        await self.speaker.start()
+        self._announce(imet_routes(self.cfg))
+        self._eor_waiting = {p.address for p in self.cfg.bgp.peers}
+        self._tasks = [
+            asyncio.create_task(self._local_loop(), name="local-learning"),
+            asyncio.create_task(self._bgp_loop(), name="bgp-input"),
+            asyncio.create_task(self._dataplane_loop(), name="dataplane-writer"),
+            asyncio.create_task(self._converge(), name="converge"),
+            asyncio.create_task(self._reload_loop(), name="reload"),
+        ]
+        log.info("evpnd running", vnis=[v.vni for v in self.cfg.vnis],
+                 peers=[str(p.address) for p in self.cfg.bgp.peers])
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stop and t.exception() is not None]
+        for task in failed:
+            log.error("task failed", task=task.get_name(), error=repr(task.exception()))
+        await self.shutdown()
+        return 1 if failed else 0
+
+    async def shutdown(self) -> None:
+        log.info("evpnd stopping: withdrawing local routes")
+        self.speaker.withdraw(list(self._local_routes))
+        with contextlib.suppress(Exception):
+            await self.speaker.flush(timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.speaker.stop()
+        await self.learner.stop()
+        await self.reconciler.stop()
+        log.info("evpnd stopped; devices and installed entries left in place")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- devices ------------------------------------------------------------
+
+    async def _apply_devices(self, cfg: config_mod.Config) -> None:
+        result = await links.reconcile(cfg)
+        for line in result.lines():
+            (log.info if line.startswith("done") else log.warning)("device", change=line)
+
+    # -- local endpoints -> routes --------------------------------------------
+
+    async def _local_loop(self) -> None:
+        async for event in self.learner:
+            self.stats.local_events += 1
+            changes = self._on_local(event)
+            if changes is not None:
+                self._on_rib_changes(changes)
+
+    def _on_local(self, event: LocalEvent) -> RibChanges | None:
+        if isinstance(event, LocalMacAdded):
+            log.info("local mac", vni=event.vni, mac=event.mac, port=event.port)
+            changes, _ = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static)
+            return changes
+        if isinstance(event, LocalMacRemoved):
+            log.info("local mac gone", vni=event.vni, mac=event.mac)
+            return self.rib.local_mac_removed(event.vni, event.mac)
+        if isinstance(event, LocalIpLearned):
+            log.info("local ip", vni=event.vni, mac=event.mac, ip=str(event.ip))
+            changes, _ = self.rib.local_mac_added(event.vni, event.mac, event.ip)
+            return changes
+        if isinstance(event, LocalIpRemoved):
+            return self.rib.local_mac_removed(event.vni, event.mac, event.ip)
+        if isinstance(event, Resynced):
+            log.info("local endpoints resynced", reason=event.reason, macs=event.macs,
+                     ips=event.ips)
+        return None
+
+    # -- BGP input -> RIB ---------------------------------------------------------
+
+    async def _bgp_loop(self) -> None:
+        async for line in self.speaker.lines():
+            if is_restart_notice(line):
+                self._on_speaker_restart()
+                continue
+            for message in self.decoder.decode(line):
+                self._on_message(message)
+
+    def _on_message(self, message: object) -> None:
+        if isinstance(message, RouteUpdate):
+            self.stats.updates += 1
+            self._on_rib_changes(
+                self.rib.apply_update(message.peer, message.announced, message.withdrawn)
+            )
+        elif isinstance(message, PeerState):
+            log.info("peer state", peer=str(message.peer), state=message.state,
+                     reason=message.reason)
+            if message.state == "down":
+                self.stats.peer_downs += 1
+                # ExaBGP sends no withdrawals for a lost session.
+                self._on_rib_changes(self.rib.peer_down(message.peer))
+        elif isinstance(message, EndOfRib):
+            if message.is_evpn:
+                self._on_rib_changes(self.rib.sweep_stale(message.peer))
+                self._eor_waiting.discard(message.peer)
+                if not self._eor_waiting and self.reconciler.holding:
+                    self._converged("end-of-rib from every peer")
+        elif isinstance(message, Notification):
+            log.warning("bgp notification", peer=str(message.peer), code=message.code,
+                        subcode=message.subcode, message=message.message,
+                        direction=message.direction)
+        elif isinstance(message, DecodeError):
+            self.stats.decode_errors += 1
+            log.warning("malformed input dropped", peer=str(message.peer),
+                        reason=message.reason, detail=message.detail)
+        elif isinstance(message, SpeakerShutdown):
+            log.info("exabgp reported shutdown")
+
+    def _on_speaker_restart(self) -> None:
+        self.stats.speaker_restarts += 1
+        stale = {peer: self.rib.mark_stale(peer) for peer in self.rib.peers()}
+        log.warning("exabgp restarted: received routes are stale until re-sent",
+                    stale=sum(stale.values()))
+        asyncio.get_running_loop().call_later(
+            self.converge_timeout, self._sweep_all_stale
+        )
+
+    def _sweep_all_stale(self) -> None:
+        for peer in self.rib.peers():
+            self._on_rib_changes(self.rib.sweep_stale(peer))
+
+    # -- RIB changes -> speaker and dataplane --------------------------------------
+
+    def _on_rib_changes(self, changes: RibChanges) -> None:
+        if not changes:
+            return
+        if changes.local_withdraw:
+            keys = [mac_key(self.cfg, a) for a in changes.local_withdraw]
+            for key in keys:
+                self._local_routes.pop(key, None)
+            self.speaker.withdraw(keys)
+        if changes.local_advertise:
+            self._announce([mac_route(self.cfg, a) for a in changes.local_advertise])
+        for conflict in changes.conflicts:
+            log.warning("mac conflict", vni=conflict.vni, mac=conflict.mac,
+                        reason=conflict.reason, vteps=[str(v) for v in conflict.vteps])
+        step = delta(changes, self.devices)
+        if step:
+            self._pending.add(step)
+            self._pending_ready.set()
+
+    def _announce(self, routes: list[Route]) -> None:
+        for route in routes:
+            self._local_routes[route.key] = route
+        self.speaker.announce(routes)
+
+    async def _dataplane_loop(self) -> None:
+        # Deltas accumulate while a write is in flight, so a burst of UPDATEs
+        # becomes a few large batched writes rather than many small ones.
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            batch, self._pending = self._pending, PendingWrites()
+            put, remove = batch.split(self.reconciler.desired)
+            await self.reconciler.update(put=put, remove=remove)
+
+    async def _converge(self) -> None:
+        await asyncio.sleep(self.converge_timeout)
+        if self.reconciler.holding:
+            self._converged(f"timeout {self.converge_timeout:g}s")
+
+    def _converged(self, why: str) -> None:
+        self.stats.converged_at = time.time()
+        log.info("converged: removing entries no route asks for", why=why)
+        asyncio.get_running_loop().create_task(self._release())
+
+    async def _release(self) -> None:
+        while self._pending:  # let queued changes land first
+            await asyncio.sleep(0.05)
+        result = await self.reconciler.release()
+        log.info("stale entries removed", writes=result.total)
+
+    # -- reload -----------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        if self.config_path is None:
+            log.warning("reload requested but the config was not read from a file")
+            return False
+        try:
+            new = config_mod.load(self.config_path)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused: invalid config, keeping the running one",
+                      errors=[str(i) for i in exc.issues])
+            return False
+        old = self.cfg
+        await self._apply_devices(new)
+        removed_vnis = {v.vni for v in old.vnis} - {v.vni for v in new.vnis}
+        old_imets = {r.key for r in imet_routes(old)}
+        self.cfg = new
+        self.devices = vni_devices(new)
+        self._on_rib_changes(self.rib.reconfigure(vni_policies(new)))
+        await self.learner.update_vnis(watched_vnis(new))
+        await self.reconciler.set_desired(desired_state(self.rib, self.devices))
+        stale_imets = old_imets - {r.key for r in imet_routes(new)}
+        self.speaker.withdraw(stale_imets)
+        for key in stale_imets:
+            self._local_routes.pop(key, None)
+        self._announce(imet_routes(new))
+        if speaker_identity(old) != speaker_identity(new):
+            log.info("bgp settings changed: restarting the speaker")
+            await self._restart_speaker(new)
+        log.info("config reloaded", vnis=[v.vni for v in new.vnis], removed=sorted(removed_vnis))
+        return True
+
+    async def _restart_speaker(self, cfg: config_mod.Config) -> None:
+        routes = list(self._local_routes.values())
+        old = self.speaker
+        await old.stop()
+        self.speaker = self._new_speaker(cfg)
+        await self.speaker.start()
+        self.speaker.announce(routes)
+        for task in self._tasks:
+            if task.get_name() == "bgp-input":
+                task.cancel()
+        self._tasks = [t for t in self._tasks if t.get_name() != "bgp-input"]
+        self._tasks.append(asyncio.create_task(self._bgp_loop(), name="bgp-input"))
+        self._on_speaker_restart()
+
+
+@dataclass
+class PendingWrites:
+    """Deltas not yet written, folded in order: the last word on each key wins."""
+
+    macs: dict[tuple[str, str], RemoteMac | None] = field(default_factory=dict)
+    floods: dict[FloodEntry, bool] = field(default_factory=dict)
+    neighs: dict[tuple[str, IPAddress], NeighEntry | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.macs or self.floods or self.neighs)
+
+    def add(self, step: StateDelta) -> None:
+        # Within one delta removals come before additions (StateDelta.apply).
+        for key in step.del_macs:
+            self.macs[key] = None
+        for flood in step.del_floods:
+            self.floods[flood] = False
+        for nkey in step.del_neighs:
+            self.neighs[nkey] = None
+        for mac in step.add_macs:
+            self.macs[mac.key] = mac
+        for flood in step.add_floods:
+            self.floods[flood] = True
+        for neigh in step.add_neighs:
+            self.neighs[neigh.key] = neigh
+
+    def split(
+        self, desired: ForwardingState
+    ) -> tuple[list[Entry], list[Entry]]:
+        """(entries to put, entries to remove); removals name what is desired now."""
+        put: list[Entry] = [m for m in self.macs.values() if m is not None]
+        put += [f for f, wanted in self.floods.items() if wanted]
+        put += [n for n in self.neighs.values() if n is not None]
+        remove: list[Entry] = [
+            desired.macs[k] for k, m in self.macs.items() if m is None and k in desired.macs
+        ]
+        remove += [f for f, wanted in self.floods.items() if not wanted]
+        remove += [
+            desired.neighs[k] for k, n in self.neighs.items() if n is None and k in desired.neighs
+        ]
+        return put, remove
+
+
+async def run(cfg: config_mod.Config, config_path: str | Path | None = None) -> int:
+    return await Daemon(cfg, config_path).run()

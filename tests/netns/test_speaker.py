@@ -1,0 +1,634 @@
+"""The speaker (ExaBGP + EVPN commands, supervised) against FRR 8.4 in namespaces.
+
+The first tests need no root: a fake ExaBGP pins down the supervisor's
+bookkeeping (batching, window, withdraw tokens, restart). The `netns` ones
+run the real thing:
+
+    speaker ns: e0 192.0.2.1/24 --veth-- e0 192.0.2.2/24 :FRR ns
+                                           br100 + vxlan100 (VNI 100, local 192.0.2.2)
+                                           zebra + bgpd, per-node pathspace (DESIGN.md 4)
+
+FRR's zebra programs what it learns from us into its namespace's kernel, so
+the kernel FDB there shows whether our routes mean what we think they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evpnd import netns
+from evpnd.config import Config
+from evpnd.model import ImetKey, ImetRoute, MacIpKey, MacIpRoute
+from evpnd.speaker.process import Speaker, SpeakerError, is_restart_notice
+from tests.conftest import require_program
+
+SPEAKER_IP = "192.0.2.1"
+FRR_IP = "192.0.2.2"
+ASN = 65000
+VNI = 100
+RD = f"{SPEAKER_IP}:{VNI}"
+RT = f"{ASN}:{VNI}"
+FRR_RUN = Path("/var/run/frr")
+
+ZEBRA_CONF = """\
+hostname {name}
+log file {dir}/zebra.log
+"""
+
+BGPD_CONF = """\
+hostname {name}
+log file {dir}/bgpd.log
+!
+router bgp {asn}
+ bgp router-id {frr_ip}
+ no bgp default ipv4-unicast
+ bgp log-neighbor-changes
+ neighbor {speaker_ip} remote-as {asn}
+ neighbor {speaker_ip} timers 3 9
+ neighbor {speaker_ip} timers connect 2
+ !
+ address-family l2vpn evpn
+  neighbor {speaker_ip} activate
+  advertise-all-vni
+ exit-address-family
+!
+"""
+
+
+def sh(ns: str, *cmd: str) -> str:
+    return netns.run(ns, list(cmd)).stdout
+
+
+@dataclass
+class FrrLab:
+    frr_ns: str
+    speaker_ns: str
+    frr_dir: Path
+
+    def vtysh_sync(self, command: str) -> Any:
+        result = subprocess.run(
+            ["vtysh", "--vty_socket", str(self.frr_dir), "-c", command],
+            capture_output=True, text=True, timeout=60,
+        )
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return None
+
+    async def vtysh(self, command: str) -> Any:
+        # Off the event loop: the speaker must keep draining ExaBGP meanwhile.
+        return await asyncio.to_thread(self.vtysh_sync, command)
+
+    async def remote_macs(self) -> dict[str, dict]:
+        shown = await self.vtysh(f"show evpn mac vni {VNI} json") or {}
+        return {mac: entry for mac, entry in shown.get("macs", {}).items()
+                if entry.get("type") == "remote"}
+
+    async def bgp_routes(self, rd: str) -> dict[str, dict]:
+        table = await self.vtysh("show bgp l2vpn evpn json") or {}
+        return {k: v for k, v in table.get(rd, {}).items() if k.startswith("[")}
+
+    async def peer(self) -> dict:
+        summary = await self.vtysh("show bgp l2vpn evpn summary json") or {}
+        return summary.get("peers", {}).get(SPEAKER_IP, {})
+
+    async def fdb(self) -> list[dict]:
+        out = await asyncio.to_thread(sh, self.frr_ns, "bridge", "-j", "fdb", "show",
+                                      "dev", f"vxlan{VNI}")
+        return json.loads(out or "[]")
+
+
+@pytest.fixture
+def frr_lab(ns_factory: Callable[[str], str]) -> Iterator[FrrLab]:
+    zebra = require_program("zebra", "frr")
+    bgpd = require_program("bgpd", "frr")
+    require_program("vtysh", "frr")
+    require_program("bridge", "iproute2")
+    frr_ns = ns_factory("evs")
+    speaker_ns = ns_factory("evs")
+    # /tmp, not pytest's tmp_path: FRR runs as `frr` and must traverse the path.
+    frr_dir = Path(tempfile.mkdtemp(prefix="evs-frr-"))
+    try:
+        sh(speaker_ns, "ip", "link", "add", "e0", "type", "veth", "peer", "name", "e0",
+           "netns", frr_ns)
+        sh(speaker_ns, "ip", "addr", "add", f"{SPEAKER_IP}/24", "dev", "e0")
+        sh(speaker_ns, "ip", "link", "set", "e0", "up")
+        sh(frr_ns, "ip", "addr", "add", f"{FRR_IP}/24", "dev", "e0")
+        sh(frr_ns, "ip", "link", "set", "e0", "up")
+        sh(frr_ns, "ip", "link", "add", f"br{VNI}", "type", "bridge")
+        sh(frr_ns, "ip", "link", "add", f"vxlan{VNI}", "type", "vxlan", "id", str(VNI),
+           "dstport", "4789", "local", FRR_IP, "nolearning")
+        sh(frr_ns, "ip", "link", "set", f"vxlan{VNI}", "master", f"br{VNI}",
+           "addrgenmode", "none")
+        sh(frr_ns, "ip", "link", "set", f"vxlan{VNI}", "type", "bridge_slave",
+           "neigh_suppress", "off", "learning", "off")
+        sh(frr_ns, "ip", "link", "set", f"vxlan{VNI}", "up")
+        sh(frr_ns, "ip", "link", "set", f"br{VNI}", "up")
+
+        values = {"name": frr_ns, "dir": frr_dir, "asn": ASN, "frr_ip": FRR_IP,
+                  "speaker_ip": SPEAKER_IP}
+        (frr_dir / "zebra.conf").write_text(ZEBRA_CONF.format(**values))
+        (frr_dir / "bgpd.conf").write_text(BGPD_CONF.format(**values))
+        frr_dir.chmod(0o755)
+        shutil.chown(frr_dir, "frr", "frr")
+        for path in frr_dir.iterdir():
+            shutil.chown(path, "frr", "frr")
+        for name, program in (("zebra", zebra), ("bgpd", bgpd)):
+            sh(frr_ns, program, "-d", "-N", frr_ns, "-f", str(frr_dir / f"{name}.conf"),
+               "-i", str(frr_dir / f"{name}.pid"), "-z", str(frr_dir / "zserv.api"),
+               "--vty_socket", str(frr_dir), "-A", "127.0.0.1", "-P", "0")
+        lab = FrrLab(frr_ns, speaker_ns, frr_dir)
+        deadline = time.monotonic() + 30
+        while not (lab.vtysh_sync("show bgp l2vpn evpn summary json") or {}).get("peers"):
+            assert time.monotonic() < deadline, "FRR did not come up"
+            time.sleep(0.2)
+        yield lab
+    finally:
+        # ns_factory kills what runs in the namespaces (FRR included).
+        for name in ("bgpd", "zebra"):
+            _kill_pidfile(frr_dir / f"{name}.pid", frr_ns)
+        shutil.rmtree(frr_dir, ignore_errors=True)
+        shutil.rmtree(FRR_RUN / frr_ns, ignore_errors=True)  # -N made it
+
+
+def _kill_pidfile(path: Path, ns: str) -> None:
+    """SIGKILL the daemon named in a pid file, if it really runs in our namespace."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid in netns.pids_in(ns):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Received:
+    """Everything the speaker hands out, parsed, with a way to wait for a match."""
+
+    lines: list[dict] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def collect(self, speaker: Speaker) -> None:
+        async for line in speaker.lines():
+            message = json.loads(line)
+            message["_restart"] = is_restart_notice(line)
+            async with self.changed:
+                self.lines.append(message)
+                self.changed.notify_all()
+
+    async def wait(self, predicate: Callable[[dict], bool], start: int = 0,
+                   timeout: float = 60) -> int:
+        """Index of the first line at or after `start` matching the predicate."""
+
+        def find() -> int | None:
+            for index in range(start, len(self.lines)):
+                if predicate(self.lines[index]):
+                    return index
+            return None
+
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: find() is not None), timeout)
+            found = find()
+            assert found is not None
+            return found
+
+
+def is_up(message: dict) -> bool:
+    return message.get("type") == "state" and message["neighbor"].get("state") == "up"
+
+
+def announced_evpn(message: dict) -> list[tuple[str, dict]]:
+    if message.get("type") != "update":
+        return []
+    update = message["neighbor"]["message"].get("update", {})
+    families = update.get("announce", {}).get("l2vpn evpn", {})
+    return [(nexthop, route) for nexthop, routes in families.items() for route in routes]
+
+
+@pytest.fixture
+async def speaker(frr_lab: FrrLab) -> AsyncIterator[tuple[Speaker, Received]]:
+    config = Config.model_validate(
+        {
+            "router_id": SPEAKER_IP,
+            "asn": ASN,
+            "vtep": {"address": SPEAKER_IP, "device": "e0"},
+            "bgp": {"peers": [{"address": FRR_IP, "remote_asn": ASN, "hold_time": 9}]},
+        }
+    )
+    state_dir = Path(tempfile.mkdtemp(prefix="evs-spk-"))
+    speaker = Speaker(
+        config,
+        state_dir=state_dir,
+        exec_prefix=["ip", "netns", "exec", frr_lab.speaker_ns],
+        backoff_initial=0.2,
+        stop_timeout=3,
+    )
+    received = Received()
+    await speaker.start()
+    collector = asyncio.create_task(received.collect(speaker))
+    try:
+        yield speaker, received
+    finally:
+        await speaker.stop()
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    """Await `check()` (a coroutine function) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.2)
+
+
+def mac(i: int, prefix: str = "02:00:00:aa") -> str:
+    return f"{prefix}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+
+
+def imet_route() -> ImetRoute:
+    vtep = ip_address(SPEAKER_IP)
+    return ImetRoute(ImetKey(RD, 0, vtep), vtep, VNI, route_targets=(RT,))
+
+
+def mac_routes(count: int, with_ip: bool) -> list[MacIpRoute]:
+    vtep = ip_address(SPEAKER_IP)
+    routes = []
+    for i in range(count):
+        if with_ip:
+            key = MacIpKey(RD, 0, mac(i, "02:00:00:bb"), ip_address(f"192.168.100.{10 + i}"))
+            routes.append(MacIpRoute(key, vtep, VNI, route_targets=(RT,), mobility_seq=i + 1))
+        else:
+            routes.append(MacIpRoute(MacIpKey(RD, 0, mac(i)), vtep, VNI, route_targets=(RT,)))
+    return routes
+
+
+@pytest.mark.netns
+async def test_speaker_against_frr(frr_lab: FrrLab,
+                                   speaker: tuple[Speaker, Received]) -> None:
+    spk, received = speaker
+    await received.wait(is_up)
+
+    # -- announce: one Type-3 and Type-2s, MAC only and MAC+IP with a sequence
+    macs_only = mac_routes(10, with_ip=False)
+    macs_ip = mac_routes(10, with_ip=True)
+    spk.announce([imet_route(), *macs_only, *macs_ip])
+    await spk.flush(30)
+    assert spk.counters.announced == 21 and spk.counters.errors == 0
+
+    async def frr_has_all() -> dict[str, dict] | None:
+        remote = await frr_lab.remote_macs()
+        return remote if len(remote) == 20 else None
+
+    remote = await eventually(frr_has_all, what="FRR to learn 20 MACs")
+    for route in [*macs_only, *macs_ip]:
+        entry = remote[route.mac]
+        assert entry["remoteVtep"] == SPEAKER_IP
+        assert entry["remoteSequence"] == route.mobility_seq
+
+    bgp = await frr_lab.bgp_routes(RD)
+    for route in macs_ip:
+        path = bgp[f"[2]:[0]:[48]:[{route.mac}]:[32]:[{route.ip}]"]["paths"][0]
+        assert path["nexthops"][0]["ip"] == SPEAKER_IP
+        assert f"MM:{route.mobility_seq}" in path["extendedCommunity"]["string"]
+        assert f"RT:{RT}" in path["extendedCommunity"]["string"]
+    imet = bgp[f"[3]:[0]:[32]:[{SPEAKER_IP}]"]["paths"][0]
+    assert imet["nexthops"][0]["ip"] == SPEAKER_IP
+
+    async def kernel_fdb_has_all() -> bool:
+        fdb = await frr_lab.fdb()
+        tunnelled = {e["mac"] for e in fdb if e.get("dst") == SPEAKER_IP and "self" in e["flags"]}
+        wanted = {r.mac for r in [*macs_only, *macs_ip]} | {"00:00:00:00:00:00"}
+        return wanted <= tunnelled
+
+    await eventually(kernel_fdb_has_all, what="FRR's kernel FDB to point at our VTEP")
+
+    # -- FRR's own Type-3 reaches us as a JSON line
+    await received.wait(lambda m: any(
+        nexthop == FRR_IP and route["code"] == 3 and route["ip"] == FRR_IP
+        for nexthop, route in announced_evpn(m)
+    ))
+
+    # -- withdraw one of each: gone from FRR, the session untouched
+    gone = [macs_only[3], macs_ip[5]]
+    spk.withdraw(route.key for route in gone)
+    await spk.flush(30)
+    assert spk.counters.withdrawn == 2
+
+    async def withdrawn() -> bool:
+        remote = await frr_lab.remote_macs()
+        return len(remote) == 18 and not {r.mac for r in gone} & remote.keys()
+
+    await eventually(withdrawn, what="FRR to drop the withdrawn MACs")
+    peer = await frr_lab.peer()
+    assert peer["state"] == "Established"
+    assert peer["connectionsDropped"] == 0  # a wrong withdraw NLRI would reset the session
+    assert peer["pfxRcd"] == 19
+
+    # -- kill ExaBGP (our child, by pid): restarted, routes back
+    pid = spk.pid
+    assert pid is not None
+    restart_base = len(received.lines)
+    os.kill(pid, signal.SIGKILL)
+    notice = await received.wait(lambda m: m["_restart"], start=restart_base)
+    assert received.lines[notice]["speaker"]["peers"] == [FRR_IP]
+    await received.wait(is_up, start=notice)
+    assert spk.counters.restarts == 1
+    assert spk.pid not in (None, pid)
+
+    async def back() -> bool:
+        remote = await frr_lab.remote_macs()
+        peer = await frr_lab.peer()
+        return (len(remote) == 18 and not {r.mac for r in gone} & remote.keys()
+                and peer.get("pfxRcd") == 19
+                and all(e["remoteVtep"] == SPEAKER_IP for e in remote.values()))
+
+    await eventually(back, what="FRR to have our routes again after the restart")
+    await spk.flush(30)
+    assert spk.counters.errors == 0
+
+
+@pytest.mark.netns
+async def test_throughput_against_frr(frr_lab: FrrLab,
+                                      speaker: tuple[Speaker, Received]) -> None:
+    """10k Type-2 through ExaBGP into FRR (and 10k from FRR back); measured, not asserted."""
+    spk, received = speaker
+    await received.wait(is_up)
+    count = 10_000
+    vtep = ip_address(SPEAKER_IP)
+    routes = [
+        MacIpRoute(MacIpKey(RD, 0, f"02:01:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:"
+                                   f"{i & 0xFF:02x}"), vtep, VNI, route_targets=(RT,))
+        for i in range(count)
+    ]
+
+    started = time.monotonic()
+    spk.announce(routes)
+    await spk.flush(300)
+    acked = time.monotonic() - started
+
+    async def frr_bgp_has_all() -> bool:
+        return (await frr_lab.peer()).get("pfxRcd", 0) >= count
+
+    await eventually(frr_bgp_has_all, timeout=300, what="FRR's BGP table to hold 10k")
+    in_bgp = time.monotonic() - started
+
+    async def zebra_has_all() -> bool:
+        return len(await frr_lab.remote_macs()) >= count
+
+    await eventually(zebra_has_all, timeout=300, what="zebra to hold 10k remote MACs")
+    in_zebra = time.monotonic() - started
+
+    started = time.monotonic()
+    spk.withdraw(route.key for route in routes)
+    await spk.flush(300)
+
+    async def frr_bgp_empty() -> bool:
+        return (await frr_lab.peer()).get("pfxRcd", -1) == 0
+
+    await eventually(frr_bgp_empty, timeout=300, what="FRR to drop 10k")
+    withdrawn = time.monotonic() - started
+
+    # Receive: FRR learns 10k local MACs on a bridge port and advertises them.
+    sh(frr_lab.frr_ns, "ip", "link", "add", "h0", "type", "veth", "peer", "name", "h0p")
+    sh(frr_lab.frr_ns, "ip", "link", "set", "h0", "master", f"br{VNI}", "up")
+    sh(frr_lab.frr_ns, "ip", "link", "set", "h0p", "up")
+    batch = frr_lab.frr_dir / "fdb.batch"
+    batch.write_text("".join(
+        f"fdb add 02:02:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x} "
+        f"dev h0 master static\n" for i in range(count)
+    ))
+    base = len(received.lines)
+    started = time.monotonic()
+    await asyncio.to_thread(sh, frr_lab.frr_ns, "bridge", "-batch", str(batch))
+
+    def ours(lines: list[dict]) -> int:
+        return sum(1 for m in lines for _, r in announced_evpn(m)
+                   if r["code"] == 2 and r["mac"].startswith("02:02:00"))
+
+    seen, scanned = 0, base
+    while seen < count:
+        await received.wait(lambda m: True, start=scanned, timeout=120)
+        upto = len(received.lines)
+        seen += ours(received.lines[scanned:upto])
+        scanned = upto
+    received_in = time.monotonic() - started
+
+    print(
+        f"\nspeaker throughput (N={count} Type-2, batch {spk.batch_size}, window {spk.window}):"
+        f" announce acked {acked:.2f}s, FRR BGP {in_bgp:.2f}s ({count / in_bgp:.0f}/s),"
+        f" FRR zebra {in_zebra:.2f}s ({count / in_zebra:.0f}/s);"
+        f" withdraw {withdrawn:.2f}s ({count / withdrawn:.0f}/s);"
+        f" receive from FRR {received_in:.2f}s ({count / received_in:.0f}/s)"
+    )
+    assert spk.counters.errors == 0
+
+
+# ---------------------------------------------------------------------------
+# The supervisor against a fake ExaBGP (no root, no network)
+
+FAKE_EXABGP = """#!{python}
+# Stands in for `python -m evpnd.speaker.launcher <conf>`: connects like the
+# relay, says a session is up, logs each command line, and acknowledges them
+# only once the speaker pauses, so the log shows how many were outstanding.
+import os, select, signal, socket, sys, time
+if os.environ.get("FAKE_IGNORE_SIGTERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+log = open("fake.log", "a")
+sock = socket.socket(socket.AF_UNIX)
+sock.connect("exabgp-api.sock")
+sock.sendall(("evpnd-relay %s %d\\n" % (os.environ["EVPND_RELAY_TOKEN"], os.getpid())).encode())
+sock.sendall(b'{{"type": "state", "neighbor": {{"state": "up"}}}}\\n')
+buffer, unacked = b"", 0
+while True:
+    ready, _, _ = select.select([sock], [], [], 0.2)
+    if not ready:
+        if unacked:
+            log.write("%d pause %d\\n" % (os.getpid(), unacked)); log.flush()
+            sock.sendall(b"done\\n" * unacked)
+            unacked = 0
+        continue
+    data = sock.recv(65536)
+    if not data:
+        time.sleep(3600)
+    buffer += data
+    while b"\\n" in buffer:
+        line, buffer = buffer.split(b"\\n", 1)
+        log.write("%d line %s\\n" % (os.getpid(), line.decode())); log.flush()
+        unacked += 1
+"""
+
+
+@dataclass
+class FakeLog:
+    path: Path
+
+    def entries(self) -> list[tuple[int, str, str]]:
+        if not self.path.exists():
+            return []
+        entries = []
+        for raw in self.path.read_text().splitlines():
+            pid, kind, rest = raw.split(" ", 2)
+            entries.append((int(pid), kind, rest))
+        return entries
+
+    def lines(self, pid: int | None = None) -> list[str]:
+        return [rest for p, kind, rest in self.entries()
+                if kind == "line" and (pid is None or p == pid)]
+
+    def pauses(self) -> list[int]:
+        return [int(rest) for _, kind, rest in self.entries() if kind == "pause"]
+
+
+@pytest.fixture
+async def fake_speaker(tmp_path: Path, request: pytest.FixtureRequest
+                       ) -> AsyncIterator[tuple[Speaker, FakeLog, Received]]:
+    fake = tmp_path / "fake-exabgp"
+    fake.write_text(FAKE_EXABGP.format(python=sys.executable))
+    fake.chmod(0o755)
+    state_dir = Path(tempfile.mkdtemp(prefix="evs-fake-"))
+    options = getattr(request, "param", {})
+    config = Config.model_validate(
+        {"router_id": SPEAKER_IP, "asn": ASN, "vtep": {"address": SPEAKER_IP, "device": "e0"},
+         "bgp": {"peers": [{"address": FRR_IP, "remote_asn": ASN}]}}
+    )
+    speaker = Speaker(config, state_dir=state_dir, python=str(fake), backoff_initial=0.1,
+                      stop_timeout=1, **options)
+    received = Received()
+    await speaker.start()
+    collector = asyncio.create_task(received.collect(speaker))
+    try:
+        yield speaker, FakeLog(state_dir / "fake.log"), received
+    finally:
+        await speaker.stop()
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def tokens_of(line: str) -> list[str]:
+    verb, rest = line[: len("announce evpn")], line[len("announce evpn") + 1 :]
+    assert verb in ("announce evpn", "withdraw evpn"), line
+    return rest.removeprefix("batch ").split(";")
+
+
+@pytest.mark.parametrize("fake_speaker", [{"batch_size": 4, "window": 2}], indirect=True)
+async def test_batches_window_and_exact_withdraw_tokens(
+    fake_speaker: tuple[Speaker, FakeLog, Received],
+) -> None:
+    spk, fake, received = fake_speaker
+    await received.wait(is_up)
+    routes = mac_routes(20, with_ip=True)
+    spk.announce(routes)
+    await spk.flush(30)
+    lines = fake.lines()
+    assert len(lines) == 5 and all(line.startswith("announce evpn batch ") for line in lines)
+    assert fake.pauses()[0] == 2 and max(fake.pauses()) <= 2  # never more than the window
+    announced = [token for line in lines for token in tokens_of(line)]
+    assert announced == [spk.announced()[route.key] for route in routes]
+
+    spk.withdraw([routes[3].key, routes[11].key, routes[17].key])
+    spk.withdraw([routes[3].key])  # twice: nothing more goes out
+    await spk.flush(30)
+    withdraws = fake.lines()[5:]
+    assert withdraws == [
+        "withdraw evpn batch " + ";".join(announced[i] for i in (3, 11, 17))
+    ]
+    assert spk.counters.announced == 20 and spk.counters.withdrawn == 3
+    assert spk.counters.acks == 6 and spk.counters.errors == 0
+
+
+async def test_changed_nlri_is_withdrawn_before_the_new_one_goes_out(
+    fake_speaker: tuple[Speaker, FakeLog, Received],
+) -> None:
+    spk, fake, received = fake_speaker
+    await received.wait(is_up)
+    route = mac_routes(1, with_ip=True)[0]
+    spk.announce([route])
+    await spk.flush(30)
+    first = spk.announced()[route.key]
+
+    moved = MacIpRoute(route.key, route.nexthop, route.vni, route_targets=route.route_targets,
+                       mobility_seq=route.mobility_seq + 1)
+    spk.announce([moved])  # attributes only: an implicit replace
+    await spk.flush(30)
+    second = spk.announced()[route.key]
+    assert fake.lines()[1:] == [f"announce evpn {second}"]
+
+    relabelled = MacIpRoute(route.key, route.nexthop, 200, route_targets=route.route_targets)
+    spk.announce([relabelled])  # another label is another NLRI to ExaBGP
+    await spk.flush(30)
+    third = spk.announced()[route.key]
+    assert fake.lines()[2:] == [f"withdraw evpn {second}", f"announce evpn {third}"]
+    assert first != second != third
+
+
+async def test_restart_reannounces_everything_and_says_so(
+    fake_speaker: tuple[Speaker, FakeLog, Received],
+) -> None:
+    spk, fake, received = fake_speaker
+    await received.wait(is_up)
+    routes = [*mac_routes(3, with_ip=False), imet_route()]
+    spk.announce(routes)
+    await spk.flush(30)
+    spk.withdraw([routes[0].key])
+    await spk.flush(30)
+    old = spk.pid
+    assert old is not None
+    base = len(received.lines)
+    os.kill(old, signal.SIGKILL)
+    notice = await received.wait(lambda m: m["_restart"], start=base)
+    await received.wait(is_up, start=notice)
+    await spk.flush(30)
+    new = spk.pid
+    assert new not in (None, old)
+    replayed = fake.lines(new)
+    # Only what is still wanted, the flood-list route (Type-3) first.
+    assert replayed == ["announce evpn batch " + ";".join(
+        spk.announced()[route.key] for route in (routes[3], routes[1], routes[2])
+    )]
+    assert spk.counters.restarts == 1
+
+
+async def test_stop_kills_a_child_that_ignores_sigterm(
+    fake_speaker: tuple[Speaker, FakeLog, Received], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spk, _, received = fake_speaker
+    await received.wait(is_up)
+    monkeypatch.setenv("FAKE_IGNORE_SIGTERM", "1")
+    old = spk.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)  # the next child inherits FAKE_IGNORE_SIGTERM
+    await received.wait(lambda m: m["_restart"])
+    await spk.wait_connected(10)
+    stubborn = spk.pid
+    assert stubborn is not None
+    started = time.monotonic()
+    await spk.stop()
+    assert time.monotonic() - started >= spk.stop_timeout  # SIGTERM was ignored
+    assert not Path(f"/proc/{stubborn}").exists()  # killed and reaped
+    with pytest.raises(SpeakerError):
+        await spk.flush(1)
