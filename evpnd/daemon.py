@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,8 +163,10 @@ class Daemon:
         self._local_routes: dict[RouteKey, Route] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _new_speaker(self, cfg: config_mod.Config) -> Speaker:
-        return Speaker(cfg, state_dir=cfg.state_dir)
+    def _new_speaker(self, cfg: config_mod.Config) -> Speaker | NoSpeaker:
+        # Without peers (static or multicast flooding only) there is nothing
+        # for ExaBGP to do, and it would refuse every command.
+        return Speaker(cfg, state_dir=cfg.state_dir) if cfg.bgp.peers else NoSpeaker()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -178,6 +181,8 @@ class Daemon:
         await self.speaker.start()
         self._announce(imet_routes(self.cfg))
         self._eor_waiting = {p.address for p in self.cfg.bgp.peers}
+        if not self._eor_waiting:
+            self._converged("no BGP peers configured")
         self._tasks = [
             asyncio.create_task(self._local_loop(), name="local-learning"),
             asyncio.create_task(self._bgp_loop(), name="bgp-input"),
@@ -403,6 +408,36 @@ class Daemon:
         self._tasks = [t for t in self._tasks if t.get_name() != "bgp-input"]
         self._tasks.append(asyncio.create_task(self._bgp_loop(), name="bgp-input"))
         self._on_speaker_restart()
+
+
+class NoSpeaker:
+    """The speaker of a config without BGP peers: routes go nowhere."""
+
+    pid = None
+    connected = False
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    def announce(self, routes: object) -> None:
+        return None
+
+    def withdraw(self, keys: object) -> None:
+        return None
+
+    async def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._stopped.set()
+
+    async def lines(self) -> AsyncIterator[str]:
+        await self._stopped.wait()
+        return
+        yield  # an async generator that ends when the daemon stops
 
 
 @dataclass

@@ -1,107 +1,128 @@
-"""`make demo`: evpnd programs two VNIs in a throwaway namespace and shows the kernel's view.
+"""`make demo`: the evpn-rr fabric, its EVPN routes and pings across the overlay.
 
-Stands in for the fabric demo until the BGP layer drives it: the remote
-routes that BGP would deliver are fed to the same reconciler the daemon uses.
-Everything happens inside one namespace created here and removed at the end.
+Brings `containerlab/evpn-rr.clab.yml` up in network namespaces (an FRR route
+reflector, three hosts running evpnd, endpoints on VNI 100 and 200), waits
+until every host has installed the others' MACs, shows the routes as FRR and
+as the kernel see them, pings between endpoints on different hosts and takes
+the lab down again (`--keep` leaves it up and prints how to tear it down).
 """
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
+import argparse
+import json
+import os
 import sys
-from ipaddress import ip_address
+import time
+from pathlib import Path
 
-from evpnd import config, log, netns
-from evpnd.dataplane import links
-from evpnd.dataplane.reconciler import Reconciler
-from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd import lab
 
-DEMO_CONFIG = """
-router_id: 192.0.2.11
-asn: 65000
-vtep: {address: 192.0.2.11, device: eth0}
-vnis:
-  - vni: 100                 # EVPN: flood list and MACs come from BGP routes
-    arp_suppression: true
-  - vni: 200                 # no BGP: a static unicast flood list
-    flood: static
-    flood_peers: [192.0.2.21, 192.0.2.22]
-    arp_suppression: false
-    vxlan: {ttl: 64, ageing: 600}
-"""
+REPO = Path(__file__).resolve().parent.parent
+TOPOLOGY = REPO / "containerlab" / "evpn-rr.clab.yml"
+LAB = "evpn-rr"
 
-# What BGP would deliver for VNI 100: two remote hosts, three endpoints.
-REMOTE_VTEPS = ["192.0.2.21", "192.0.2.22"]
-REMOTE_ENDPOINTS = [
-    ("02:00:00:00:21:01", "10.100.0.21", "192.0.2.21"),
-    ("02:00:00:00:21:02", "10.100.0.22", "192.0.2.21"),
-    ("02:00:00:00:22:01", "10.100.0.31", "192.0.2.22"),
-]
+# (endpoint node, address, host) per VNI, as the topology file defines them.
+ENDPOINTS = {
+    100: [("h1e1", "10.100.0.11", "host1"), ("h1e2", "10.100.0.12", "host1"),
+          ("h2e1", "10.100.0.21", "host2"), ("h2e2", "10.100.0.22", "host2"),
+          ("h3e1", "10.100.0.31", "host3"), ("h3e2", "10.100.0.32", "host3")],
+    200: [("h1e3", "10.200.0.13", "host1"), ("h2e3", "10.200.0.23", "host2")],
+}
+HOSTS_OF_VNI = {100: ["host1", "host2", "host3"], 200: ["host1", "host2"]}
 
 
-def show(ns: str, title: str, cmd: list[str]) -> None:
-    print(f"\n$ {' '.join(cmd)}    # {title}")
-    out = netns.run(ns, cmd, check=False)
-    print((out.stdout + out.stderr).rstrip())
+def node(name: str, *argv: str) -> str:
+    result = lab.run_in_node(name, list(argv), lab=LAB)
+    return (result.stdout + result.stderr).rstrip()
 
 
-def desired(cfg: config.Config) -> ForwardingState:
-    state = ForwardingState()
-    vni100 = cfg.vni(100)
-    for vtep in REMOTE_VTEPS:
-        state.add_flood(FloodEntry(vni100.vxlan_name, ip_address(vtep)))
-    for mac, ip, vtep in REMOTE_ENDPOINTS:
-        state.add_mac(RemoteMac(vni100.vxlan_name, mac, ip_address(vtep)))
-        state.add_neigh(NeighEntry(vni100.bridge_name, ip_address(ip), mac))
-    for peer in cfg.vni(200).flood_peers:
-        state.add_flood(FloodEntry(cfg.vni(200).vxlan_name, peer))
-    return state
+def remote_macs(host: str, vni: int) -> set[str]:
+    out = lab.run_in_node(host, ["bridge", "-j", "fdb", "show", "dev", f"vxlan{vni}"], lab=LAB)
+    entries = json.loads(out.stdout or "[]")
+    return {e["mac"] for e in entries if "extern_learn" in e.get("flags", [])
+            and e["mac"] != "00:00:00:00:00:00"}
 
 
-async def demo(ns: str) -> int:
-    cfg = config.parse(DEMO_CONFIG, "demo.yaml")
-    # The underlay: a veth end named eth0 carrying the VTEP address.
-    netns.run(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink"])
-    netns.run(ns, ["ip", "addr", "add", "192.0.2.11/24", "dev", "eth0"])
-    for dev in ("eth0", "uplink"):
-        netns.run(ns, ["ip", "link", "set", dev, "up"])
+def expected_remote(host: str, vni: int) -> int:
+    return sum(1 for _, _, h in ENDPOINTS[vni] if h != host)
 
-    plan = await links.plan_for(cfg, netns=ns, state_dir=None)
-    print("== evpnd plan (what the config asks of the kernel)")
-    print("\n".join(plan.lines()))
-    result = await links.apply(plan, netns=ns)
-    if not result.ok:
-        print("\n".join(result.lines()), file=sys.stderr)
+
+def wait_converged(timeout: float = 90) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if all(
+            len(remote_macs(host, vni)) >= expected_remote(host, vni)
+            for vni, hosts in HOSTS_OF_VNI.items()
+            for host in hosts
+        ):
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise TimeoutError(f"the fabric did not converge within {timeout:g}s")
+
+
+def section(title: str) -> None:
+    print(f"\n=== {title}")
+
+
+def pings() -> tuple[int, int]:
+    ok = total = 0
+    for vni, endpoints in ENDPOINTS.items():
+        for src, _, src_host in endpoints:
+            for _, dst_ip, dst_host in endpoints:
+                if src_host == dst_host:
+                    continue
+                total += 1
+                result = lab.run_in_node(
+                    src, ["ping", "-c", "2", "-i", "0.2", "-W", "1", dst_ip], lab=LAB
+                )
+                good = result.returncode == 0
+                ok += good
+                print(f"  VNI {vni}: {src:5} ({src_host}) -> {dst_ip:12} ({dst_host}): "
+                      f"{'ok' if good else 'FAILED'}")
+    return ok, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the demo needs root (it creates network namespaces)", file=sys.stderr)
         return 1
-    again = await links.plan_for(cfg, netns=ns, state_dir=None)
-    print(f"\n== second plan: {len(again.actions)} change(s) (idempotent)")
+    if any(s.lab == LAB for s in lab.running_labs()):
+        print(f"lab {LAB} was already up: taking it down first")
+        lab.down(TOPOLOGY)
+    section(f"evpnd lab up {TOPOLOGY.relative_to(REPO)}")
+    report = lab.up(TOPOLOGY)
+    print(report.render())
+    ok = total = 0
+    try:
+        section("waiting for every host to install the other hosts' MACs")
+        print(f"  converged in {wait_converged():.1f}s")
 
-    want = desired(cfg)
-    async with Reconciler(ns, want) as reconciler:
-        print(f"== programmed {reconciler.stats.writes} entries "
-              f"({len(want.macs)} remote MACs, {len(want.floods)} flood, "
-              f"{len(want.neighs)} neighbours)")
-        repeat = await reconciler.resync()
-        print(f"== reconciling the same state again: {repeat.total} writes")
+        section("FRR route reflector: show bgp l2vpn evpn")
+        print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn"))
+        section("FRR route reflector: show bgp l2vpn evpn summary")
+        print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn summary"))
 
-    show(ns, "VNI 200's vxlan device", ["ip", "-d", "link", "show", "vxlan200"])
-    show(ns, "VNI 100: remote MACs (extern_learn) and flood list",
-         ["bridge", "fdb", "show", "dev", "vxlan100"])
-    show(ns, "VNI 200: static unicast flood list", ["bridge", "fdb", "show", "dev", "vxlan200"])
-    show(ns, "ARP suppression entries on br100", ["ip", "neigh", "show", "dev", "br100"])
-    show(ns, "bridge port flags", ["bridge", "-d", "link", "show", "dev", "vxlan100"])
-    return 0
+        for host in ("host1", "host2", "host3"):
+            section(f"{host}: what evpnd programmed (bridge fdb show dev vxlan100)")
+            print(node(host, "bridge", "fdb", "show", "dev", "vxlan100"))
+        section("host1: VNI 200 (only host1 and host2 carry it)")
+        print(node("host1", "bridge", "fdb", "show", "dev", "vxlan200"))
 
-
-def main() -> int:
-    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
-        print("the demo needs root (it creates a network namespace)", file=sys.stderr)
-        return 1
-    log.configure("warning")
-    with netns.temporary("evpnd-demo") as ns:
-        print(f"== namespace {ns} (removed at the end)")
-        return asyncio.run(demo(ns))
+        section("pings between endpoints on different hosts")
+        ok, total = pings()
+        print(f"\n  {ok}/{total} cross-host pings succeeded")
+    finally:
+        if args.keep:
+            print(f"\nthe lab is still up; take it down with: "
+                  f"evpnd lab down {TOPOLOGY.relative_to(REPO)}")
+        else:
+            section("evpnd lab down")
+            print(lab.down(TOPOLOGY).render())
+    return 0 if ok == total and total > 0 else 1
 
 
 if __name__ == "__main__":
