@@ -15,6 +15,7 @@ from enum import StrEnum
 class Role(StrEnum):
     FRR = "frr"  # host FRR daemons, one pathspace per node (see frr.py)
     EVPND = "evpnd"  # this checkout's evpnd (see program.py)
+    GOBGP = "gobgp"  # the host's gobgpd (see gobgp.py)
     NAMESPACE = "namespace"  # nothing runs; exec lines use the host's tools
 
 
@@ -26,6 +27,10 @@ class ImageSpec:
 
 _FRR = ImageSpec(Role.FRR, "host FRR 8.4.4: the /usr/lib/frr daemons the bound daemons file names")
 _EVPND = ImageSpec(Role.EVPND, "this checkout: <venv python> -m evpnd run -c <bound evpnd.yaml>")
+_GOBGP = ImageSpec(
+    Role.GOBGP,
+    "host gobgpd 3.10.0: gobgpd -f <bound gobgpd.conf> --api-hosts 127.0.0.1:50051 (in the node)",
+)
 _SHELL = ImageSpec(Role.NAMESPACE, "nothing started: the namespace alone; exec uses host tools")
 
 # Keys are normalized references (see `normalize`): no docker.io/ or library/
@@ -36,6 +41,9 @@ IMAGE_MAP: dict[str, ImageSpec] = {
     "frrouting/frr:v8.4.4": _FRR,
     # evpnd, built from containerlab/Dockerfile (context: the repository root).
     "evpnd:latest": _EVPND,
+    # GoBGP: only the release installed on the host (Debian gobgpd 3.10.0).
+    # osrg/gobgp is left out on purpose: its tags do not pin a gobgpd version.
+    "jauderho/gobgp:v3.10.0": _GOBGP,
     # Endpoints: images only used for a shell, `ip` and `ping`.
     "alpine:3": _SHELL,
     "alpine:latest": _SHELL,
@@ -48,6 +56,9 @@ IMAGE_MAP: dict[str, ImageSpec] = {
 FRR_CONFIG = "/etc/frr/frr.conf"
 FRR_DAEMONS = "/etc/frr/daemons"
 EVPND_CONFIG = "/etc/evpnd/evpnd.yaml"
+# gobgpd's config: TOML in gobgpd.conf / gobgpd.toml, or gobgpd.yaml / .yml / .json;
+# gobgpd's -t follows the bound file's extension (see gobgp.py).
+GOBGP_CONFIGS = tuple(f"/etc/gobgp/gobgpd.{ext}" for ext in ("conf", "toml", "yaml", "yml", "json"))
 
 
 class UnknownImage(LookupError):

@@ -6,7 +6,7 @@ here works there):
   2. bridge nodes' bridges, then every link as a veth pair with the exact
      interface names, both ends up, containerlab's default MTU of 9500;
   3. each node's image stand-in is started, in file order (FRR daemons,
-     evpnd, or nothing) -- like a container's entrypoint, before any exec;
+     evpnd, gobgpd, or nothing) -- like a container's entrypoint, before any exec;
   4. each node's `exec` lines, in file order, node after node.
 A program started in step 3 therefore sees its interfaces but not yet the
 addresses the exec lines add; exec lines that need something a program
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from evpnd import config as evpnd_config
 from evpnd import netns
-from evpnd.lab import commands, frr, links, program, topology
+from evpnd.lab import commands, frr, gobgp, links, program, topology
 from evpnd.lab import state as labstate
 from evpnd.lab.images import EVPND_CONFIG, FRR_CONFIG, FRR_DAEMONS, Role
 from evpnd.lab.report import NOTES, DownReport, NodeReport, UpReport
@@ -113,6 +113,8 @@ def _preflight(topo: Topology, runtime_root: Path) -> None:
             problems += [f"node {name!r}: {p}" for p in _check_frr(node)]
         elif node.role is Role.EVPND:
             problems += [f"node {name!r}: {p}" for p in _check_evpnd(node)]
+        elif node.role is Role.GOBGP:
+            problems += [f"node {name!r}: {p}" for p in _check_gobgp(node)]
     if problems:
         raise LabError(source, problems)
 
@@ -143,6 +145,13 @@ def _check_evpnd(node: Node) -> list[str]:
     except evpnd_config.ConfigError as exc:
         return [exc.render()]
     return []
+
+
+def _check_gobgp(node: Node) -> list[str]:
+    cfg = node.gobgp_config
+    assert cfg is not None  # topology.py insists on the bind
+    complaint = gobgp.check_config(cfg)
+    return [f"{cfg} is not a valid gobgpd config: {complaint}"] if complaint else []
 
 
 def _frr_node(node: Node, pathspace: str, runtime_dir: Path) -> frr.FrrNode:
@@ -247,6 +256,16 @@ def _start(topo: Topology, node: Node, ns: NodeState) -> NodeReport:
             raise LabError(str(topo.path), [f"node {node.name!r}: {exc}"]) from exc
         return NodeReport(node.name, ns.netns, image, (
             f"{shlex.join(program.evpnd_command(cfg))} (log {runtime_dir / 'evpnd.log'})"
+        ))  # fmt: skip
+    if node.role is Role.GOBGP:
+        cfg = node.gobgp_config
+        assert cfg is not None
+        try:
+            ns.pids = [gobgp.start(ns.netns, cfg, runtime_dir, node.env)]
+        except gobgp.GobgpError as exc:
+            raise LabError(str(topo.path), [f"node {node.name!r}: {exc}"]) from exc
+        return NodeReport(node.name, ns.netns, image, (
+            f"host {shlex.join(gobgp.gobgpd_command(cfg))} (log {runtime_dir / 'gobgpd.log'})"
         ))  # fmt: skip
     return NodeReport(node.name, ns.netns, image, "namespace only, nothing started")
 

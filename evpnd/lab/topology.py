@@ -77,6 +77,11 @@ class Node:
         """What the image stands for; None for bridge nodes (no program at all)."""
         return images.lookup(self.image).role if self.image else None
 
+    @property
+    def gobgp_config(self) -> Path | None:
+        """The host file bound to one of gobgpd's config paths, if any."""
+        return next(filter(None, map(self.bound, images.GOBGP_CONFIGS)), None)
+
     def bound(self, target: str) -> Path | None:
         """The host path bound to `target` inside the container, if any."""
         for bind in self.binds:
@@ -343,6 +348,10 @@ def _check_role(node: Node) -> None:
         )
     if role is images.Role.EVPND and not node.bound(images.EVPND_CONFIG):
         raise ValueError(f"evpnd node needs a bind to {images.EVPND_CONFIG} (its config)")
+    if role is images.Role.GOBGP and node.gobgp_config is None:
+        raise ValueError(
+            f"GoBGP node needs its config: a bind to one of {', '.join(images.GOBGP_CONFIGS)}"
+        )
 
 
 def _parse_bind(spec: str, base: Path) -> Bind:

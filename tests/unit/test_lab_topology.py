@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from evpnd import config as evpnd_config
-from evpnd.lab import cli, commands, frr, images, program, schema, state, topology
+from evpnd.lab import cli, commands, frr, gobgp, images, program, schema, state, topology
 from evpnd.lab.topology import LabError
 from tests.conftest import REPO, require_program
 
@@ -22,6 +23,7 @@ LAB_DIR = REPO / "containerlab"
 LAB_FILES = sorted(LAB_DIR.glob("*.clab.yml"))
 EVPND_CONFIGS = sorted((LAB_DIR / "configs").glob("*/*/evpnd.yaml"))
 FRR_CONFIGS = sorted((LAB_DIR / "configs").glob("*/*/frr.conf"))
+GOBGP_CONFIGS = sorted((LAB_DIR / "configs").glob("*/*/gobgpd.*"))
 
 
 def ids(paths: list[Path]) -> list[str]:
@@ -62,6 +64,7 @@ def test_the_three_labs_exist() -> None:
         "evpn-rr.clab.yml",
         "evpn-mixed.clab.yml",
         "frr-only.clab.yml",
+        "evpn-gobgp.clab.yml",
     }
 
 
@@ -90,6 +93,8 @@ def test_lab_file_parses_and_only_uses_known_images(path: Path) -> None:
         assert node.role in images.Role
         if node.role is images.Role.FRR:
             assert node.bound(images.FRR_CONFIG) and node.bound(images.FRR_DAEMONS)
+        if node.role is images.Role.GOBGP:
+            assert node.gobgp_config is not None
 
 
 @pytest.mark.parametrize("path", EVPND_CONFIGS, ids=ids(EVPND_CONFIGS))
@@ -136,6 +141,38 @@ def test_every_config_file_is_bound_by_some_node() -> None:
 def test_frr_config_passes_vtysh_dry_run(path: Path) -> None:
     require_program("vtysh", "frr")
     assert frr.check_config(path) is None
+
+
+@pytest.mark.parametrize("path", GOBGP_CONFIGS, ids=ids(GOBGP_CONFIGS))
+def test_gobgpd_config_passes_gobgpd_dry_run(path: Path) -> None:
+    require_program("gobgpd", "gobgpd")
+    assert gobgp.check_config(path) is None
+
+
+def test_gobgp_lab_has_the_promised_shape() -> None:
+    topo = topology.load(LAB_DIR / "evpn-gobgp.clab.yml")
+    rr = topo.nodes["rr"]
+    assert rr.role is images.Role.GOBGP
+    assert rr.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert [n for n, node in topo.nodes.items() if node.role is images.Role.EVPND] == [
+        "host1", "host2",
+    ]  # fmt: skip
+    endpoints = [n for n in topo.nodes.values() if n.role is images.Role.NAMESPACE]
+    assert len(endpoints) == 2
+    # The RR reflects l2vpn-evpn to both hosts as route-reflector clients.
+    assert rr.gobgp_config is not None
+    conf = tomllib.loads(rr.gobgp_config.read_text())
+    assert conf["global"]["config"] == {"as": 65000, "router-id": "10.0.0.1"}
+    for neighbor in conf["neighbors"]:
+        assert neighbor["config"]["peer-as"] == 65000
+        assert neighbor["route-reflector"]["config"] == {
+            "route-reflector-client": True,
+            "route-reflector-cluster-id": "10.0.0.1",
+        }
+        assert [a["config"]["afi-safi-name"] for a in neighbor["afi-safis"]] == ["l2vpn-evpn"]
+    assert sorted(n["config"]["neighbor-address"] for n in conf["neighbors"]) == [
+        "10.0.1.2", "10.0.2.2",
+    ]  # fmt: skip
 
 
 def test_evpn_labs_have_the_promised_shape() -> None:
@@ -412,6 +449,7 @@ def test_image_map_is_explicit() -> None:
         "quay.io/frrouting/frr:8.4.4": images.Role.FRR,
         "frrouting/frr:v8.4.4": images.Role.FRR,
         "evpnd:latest": images.Role.EVPND,
+        "jauderho/gobgp:v3.10.0": images.Role.GOBGP,
         "alpine:3": images.Role.NAMESPACE,
         "alpine:latest": images.Role.NAMESPACE,
         "busybox:latest": images.Role.NAMESPACE,
@@ -427,6 +465,7 @@ def test_image_map_is_explicit() -> None:
         ("busybox", images.Role.NAMESPACE),
         ("docker.io/frrouting/frr:v8.4.4", images.Role.FRR),
         ("evpnd", images.Role.EVPND),
+        ("docker.io/jauderho/gobgp:v3.10.0", images.Role.GOBGP),
     ],
 )
 def test_image_references_are_normalized(reference: str, role: images.Role) -> None:
@@ -434,7 +473,14 @@ def test_image_references_are_normalized(reference: str, role: images.Role) -> N
 
 
 @pytest.mark.parametrize(
-    "reference", ["frrouting/frr:latest", "quay.io/frrouting/frr:9.1.0", "ubuntu:22.04"]
+    "reference",
+    [
+        "frrouting/frr:latest",
+        "quay.io/frrouting/frr:9.1.0",
+        "ubuntu:22.04",
+        "jauderho/gobgp:latest",
+        "osrg/gobgp",
+    ],
 )
 def test_other_images_have_no_substitute(reference: str) -> None:
     with pytest.raises(images.UnknownImage, match="known images"):
@@ -489,6 +535,29 @@ def test_evpnd_command_maps_to_this_checkout() -> None:
         "/v/python", "-m", "evpnd", "run", "-c", "/c/e.yaml",
     ]  # fmt: skip
     assert program.evpnd_command(Path("/c/e.yaml"))[0] == sys.executable
+
+
+def test_gobgpd_command_listens_only_inside_the_node() -> None:
+    assert gobgp.gobgpd_command(Path("/c/gobgpd.conf"), gobgpd="/usr/bin/gobgpd") == [
+        "/usr/bin/gobgpd", "-f", "/c/gobgpd.conf", "-t", "toml",
+        "--api-hosts", "127.0.0.1:50051", "--pprof-disable", "--log-plain",
+    ]  # fmt: skip
+    assert gobgp.gobgpd_command(Path("/c/gobgpd.yml"))[3:5] == ["-t", "yaml"]
+    with pytest.raises(gobgp.GobgpError, match="config type"):
+        gobgp.gobgpd_command(Path("/c/gobgpd.ini"))
+
+
+def test_gobgp_node_needs_its_config(tmp_path: Path) -> None:
+    text = minimal().replace("image: alpine:3", "image: jauderho/gobgp:v3.10.0", 1)
+    with pytest.raises(LabError, match=re.escape("GoBGP node needs its config")):
+        topology.load(write_topo(tmp_path, text))
+    (tmp_path / "g.yaml").write_text("global: {config: {as: 65000, router-id: 10.0.0.1}}\n")
+    bound = text.replace(
+        "image: jauderho/gobgp:v3.10.0",
+        "image: jauderho/gobgp:v3.10.0\n      binds: [g.yaml:/etc/gobgp/gobgpd.yaml]",
+    )
+    node = topology.load(write_topo(tmp_path, bound)).nodes["a"]
+    assert node.gobgp_config == (tmp_path / "g.yaml").resolve()
 
 
 def test_bind_targets_in_commands_become_host_paths() -> None:
