@@ -355,6 +355,33 @@ def test_stopped_host_disappears_from_every_fdb_then_rejoins(fabric: None) -> No
           f"({time.monotonic() - t1:.1f}s incl. checks)")  # fmt: skip
 
 
+def test_frozen_host_is_dropped_when_the_hold_timer_expires(fabric: None) -> None:
+    """A host that stops answering (no TCP reset) is removed by BGP's hold timer (9 s)."""
+    frozen = netns.pids_in(topology.load(LAB_FILE).netns_name("host3"))
+    assert frozen, "nothing runs in host3's namespace"
+    gone = VTEP["host3"]
+
+    def no_trace() -> bool:
+        return all(gone not in remote_macs(h, 100).values() and gone not in floods(h, 100)
+                   for h in ("host1", "host2"))  # fmt: skip
+
+    t0 = time.monotonic()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert not no_trace(), "entries towards host3 vanished before its session failed"
+        wait_for("the hold timer to remove host3 from host1 and host2", no_trace, timeout=25)
+        removed = time.monotonic() - t0
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    rejoined = wait_converged("after host3 was thawed")
+    assert ping("h3e1", "10.100.0.11")
+    print(f"\nhost3 frozen: entries towards it removed after {removed:.1f}s "
+          f"(hold time 9 s); thawed, the fabric converged in {rejoined:.1f}s")
+
+
 def test_restart_keeps_host1_kernel_entries(fabric: None) -> None:
     (old,) = evpnd_pids("host1")
     baseline = {v: (remote_macs("host1", v), floods("host1", v)) for v in VNIS["host1"]}
