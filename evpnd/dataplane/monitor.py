@@ -55,17 +55,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import socket
 import struct
-import threading
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from types import MappingProxyType
-from typing import Any, cast
+from typing import cast
 
 import structlog
 
@@ -80,6 +78,52 @@ from evpnd.dataplane.events import (
     LocalMacRemoved,
     Resynced,
     WatchedVni,
+)
+from evpnd.dataplane.netlink import (
+    AF_BRIDGE,
+    AF_INET,
+    AF_INET6,
+    AF_UNSPEC,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    NDA_DST,
+    NDA_FLAGS_EXT,
+    NDA_LLADDR,
+    NDA_MASTER,
+    NDA_PROTOCOL,
+    NDA_VLAN,
+    NDMSG,
+    NETLINK_ROUTE,
+    NLA_TYPE_MASK,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    NTF_EXT_LEARNED,
+    NTF_EXT_LOCKED,
+    NTF_PROXY,
+    NTF_SELF,
+    NTF_STICKY,
+    NUD_HAS_LLADDR,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    RTATTR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+    SO_RCVBUFFORCE,
+    inside_netns,
 )
 from evpnd.dataplane.state import IPAddress
 
@@ -102,72 +146,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# --- netlink / rtnetlink constants (linux/netlink.h, rtnetlink.h, neighbour.h, if_link.h)
-
-NETLINK_ROUTE = 0
-SOL_NETLINK = 270
-SO_RCVBUFFORCE = 33
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-NLM_F_REQUEST = 0x01
-NLM_F_MULTI = 0x02
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTM_NEWNEIGH = 28
-RTM_DELNEIGH = 29
-RTM_GETNEIGH = 30
-RTMGRP_LINK = 0x1
-RTMGRP_NEIGH = 0x4
-
-AF_UNSPEC = 0
-AF_INET = socket.AF_INET
-AF_INET6 = socket.AF_INET6
-AF_BRIDGE = 7
-
-NDA_DST = 1
-NDA_LLADDR = 2
-NDA_VLAN = 5
-NDA_MASTER = 9
-NDA_PROTOCOL = 12
-NDA_FLAGS_EXT = 15
-
-NUD_INCOMPLETE = 0x01
-NUD_REACHABLE = 0x02
-NUD_STALE = 0x04
-NUD_DELAY = 0x08
-NUD_PROBE = 0x10
-NUD_FAILED = 0x20
-NUD_NOARP = 0x40
-NUD_PERMANENT = 0x80
-# States in which the kernel holds a usable link-layer address for the IP.
-NUD_HAS_LLADDR = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP | NUD_PERMANENT
-
-NTF_SELF = 0x02
-NTF_MASTER = 0x04
-NTF_PROXY = 0x08
-NTF_EXT_LEARNED = 0x10
-NTF_STICKY = 0x40
-NTF_EXT_LOCKED = 0x02  # in NDA_FLAGS_EXT
-
-IFLA_IFNAME = 3
-IFLA_MASTER = 10
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1
-IFF_UP = 0x1
-
-NLA_TYPE_MASK = 0x3FFF
-CLONE_NEWNET = 0x40000000
-
-_NLMSGHDR = struct.Struct("=IHHII")
-_NDMSG = struct.Struct("=BBHiHBB")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_NLA = struct.Struct("=HH")
+# The wire vocabulary lives in netlink.py, shared with the writer and the dump.
 _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")
@@ -228,7 +207,7 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
     off = 0
     size = len(data)
     while off + 16 <= size:
-        length, mtype, flags, seq, pid = _NLMSGHDR.unpack_from(data, off)
+        length, mtype, flags, seq, pid = NLMSGHDR.unpack_from(data, off)
         if length < 16 or off + length > size:
             raise MalformedMessage(f"netlink header length {length} at offset {off} of {size}")
         yield mtype, flags, seq, pid, off + 16, off + length
@@ -240,7 +219,7 @@ def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
 def _nla(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     pos = start
     while pos + 4 <= end:
-        length, atype = _NLA.unpack_from(data, pos)
+        length, atype = RTATTR.unpack_from(data, pos)
         if length < 4 or pos + length > end:
             raise MalformedMessage(f"attribute length {length} at {pos} (message ends {end})")
         yield atype & NLA_TYPE_MASK, pos + 4, pos + length
@@ -255,15 +234,15 @@ def _u32(data: bytes, start: int, end: int) -> int:
 
 def decode_neigh(mtype: int, data: bytes, start: int, end: int) -> NeighMsg | None:
     """Decode an ndmsg; None for families the learner never looks at."""
-    if end - start < _NDMSG.size:
+    if end - start < NDMSG.size:
         raise MalformedMessage(f"ndmsg of {end - start} bytes")
-    family, _, _, ifindex, state, flags, _ = _NDMSG.unpack_from(data, start)
+    family, _, _, ifindex, state, flags, _ = NDMSG.unpack_from(data, start)
     if family not in (AF_BRIDGE, AF_INET, AF_INET6):
         return None
     lladdr = dst = None
     master = vlan = protocol = None
     flags_ext = 0
-    for atype, a, b in _nla(data, start + _NDMSG.size, end):
+    for atype, a, b in _nla(data, start + NDMSG.size, end):
         if atype == NDA_LLADDR:
             lladdr = bytes(data[a:b])
         elif atype == NDA_DST:
@@ -305,13 +284,13 @@ def _cstring(data: bytes, a: int, b: int) -> str:
 
 
 def decode_link(mtype: int, data: bytes, start: int, end: int) -> LinkMsg:
-    if end - start < _IFINFOMSG.size:
+    if end - start < IFINFOMSG.size:
         raise MalformedMessage(f"ifinfomsg of {end - start} bytes")
-    family, _, ifindex, flags, _ = _IFINFOMSG.unpack_from(data, start)
+    family, _, ifindex, flags, _ = IFINFOMSG.unpack_from(data, start)
     name: str | None = None
     master: int | None = None
     kind: str | None = None
-    for atype, a, b in _nla(data, start + _IFINFOMSG.size, end):
+    for atype, a, b in _nla(data, start + IFINFOMSG.size, end):
         if atype == IFLA_IFNAME:
             name = _cstring(data, a, b)
         elif atype == IFLA_MASTER:
@@ -707,21 +686,6 @@ class LearnerCounters:
     dump_retries: int = 0
 
 
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns = getattr(os, "setns", None)  # Python >= 3.12
-        if setns is not None:
-            setns(fd, CLONE_NEWNET)
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 def _make_sockets(rcvbuf: int) -> tuple[socket.socket, socket.socket]:
     raw = socket.SOCK_RAW | socket.SOCK_CLOEXEC
     events = socket.socket(socket.AF_NETLINK, raw | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
@@ -751,35 +715,18 @@ def _make_sockets(rcvbuf: int) -> tuple[socket.socket, socket.socket]:
 def open_sockets(netns: str | None, rcvbuf: int) -> tuple[socket.socket, socket.socket]:
     """(multicast socket, dump socket) bound to `netns` (None: ours).
 
-    A netlink socket stays tied to the namespace it was created in, so a
-    short-lived thread enters the namespace, creates them, and dies: the
-    event loop's thread never changes namespace.
+    A netlink socket stays tied to the namespace it was created in; the
+    calling thread enters the namespace only for the two socket() calls.
     """
-    if netns is None:
+    with inside_netns(netns):
         return _make_sockets(rcvbuf)
-    path = netns if netns.startswith("/") else f"/run/netns/{netns}"
-    result: dict[str, Any] = {}
-
-    def enter_and_open() -> None:
-        try:
-            _setns(path)
-            result["sockets"] = _make_sockets(rcvbuf)
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=enter_and_open, name="evpnd-netns-socket", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sockets"]
 
 
 _DUMPS = (
     (RTM_GETLINK, struct.pack("=BxHiII", AF_UNSPEC, 0, 0, 0, 0)),
-    (RTM_GETNEIGH, _NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0, 0, 0)),
-    (RTM_GETNEIGH, _NDMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0)),
-    (RTM_GETNEIGH, _NDMSG.pack(AF_INET6, 0, 0, 0, 0, 0, 0)),
+    (RTM_GETNEIGH, NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0, 0, 0)),
+    (RTM_GETNEIGH, NDMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0)),
+    (RTM_GETNEIGH, NDMSG.pack(AF_INET6, 0, 0, 0, 0, 0, 0)),
 )
 
 
@@ -816,7 +763,7 @@ class _Dumper:
     def _dump_one(self, mtype: int, header: bytes) -> tuple[list[NeighMsg | LinkMsg], int, bool]:
         self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
         seq = self.seq
-        request = _NLMSGHDR.pack(16 + len(header), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        request = NLMSGHDR.pack(16 + len(header), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
         self.sock.send(request + header)
         messages: list[NeighMsg | LinkMsg] = []
         errors = 0

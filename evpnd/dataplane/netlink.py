@@ -64,6 +64,32 @@ NUD_REACHABLE = 0x02
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 
+# Neighbour/link vocabulary the local-learning monitor needs as well.
+NETLINK_ROUTE = 0
+NLMSG_NOOP = 1
+NLMSG_OVERRUN = 4
+RTMGRP_LINK = 0x1
+RTMGRP_NEIGH = 0x4
+AF_UNSPEC = 0
+AF_INET = socket.AF_INET
+AF_INET6 = socket.AF_INET6
+AF_BRIDGE = 7
+NDA_VLAN = 5
+NDA_FLAGS_EXT = 15
+NUD_INCOMPLETE = 0x01
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_PROBE = 0x10
+NUD_FAILED = 0x20
+NUD_HAS_LLADDR = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP | NUD_PERMANENT
+NTF_PROXY = 0x08
+NTF_STICKY = 0x40
+NTF_EXT_LOCKED = 0x02  # in NDA_FLAGS_EXT
+IFLA_MASTER = 10
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+IFF_UP = 0x1
+
 NLMSGHDR = struct.Struct("=IHHII")
 NDMSG = struct.Struct("=BBHiHBB")
 IFINFOMSG = struct.Struct("=BxHiII")
@@ -107,7 +133,7 @@ def _libc() -> ctypes.CDLL:
 
 
 @contextlib.contextmanager
-def _inside(netns: str | None) -> Iterator[None]:
+def inside_netns(netns: str | None) -> Iterator[None]:
     """Run the body with this thread in `netns`; sockets created there stay there.
 
     setns() on a network namespace only moves the calling thread, and the lock
@@ -183,7 +209,7 @@ class RouteSocket:
         rcvbuf: int = 8 << 20,
         sndbuf: int = 4 << 20,
     ) -> None:
-        with _inside(netns):
+        with inside_netns(netns):
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)

@@ -22,6 +22,21 @@ from evpnd.dataplane.events import (
     WatchedVni,
 )
 from evpnd.dataplane.monitor import (
+    LinkMsg,
+    LocalLearner,
+    LocalSnapshot,
+    LocalTable,
+    MalformedMessage,
+    NeighMsg,
+    decode,
+    decode_link,
+    decode_neigh,
+    diff_snapshots,
+    iter_messages,
+    resync_events,
+    table_from_messages,
+)
+from evpnd.dataplane.netlink import (
     AF_BRIDGE,
     AF_INET,
     AF_INET6,
@@ -49,19 +64,6 @@ from evpnd.dataplane.monitor import (
     RTM_DELNEIGH,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
-    LinkMsg,
-    LocalLearner,
-    LocalSnapshot,
-    LocalTable,
-    MalformedMessage,
-    NeighMsg,
-    decode,
-    decode_link,
-    decode_neigh,
-    diff_snapshots,
-    iter_messages,
-    resync_events,
-    table_from_messages,
 )
 
 BR, VX, P1, P2, OTHER_BR, OTHER_PORT = 10, 11, 12, 13, 20, 21
