@@ -11,16 +11,15 @@ Type-2 and Type-3 routes.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from evpnd import lab
-from evpnd.lab import state as labstate
 from tests.conftest import REPO, require_program, require_root
+from tests.netns import fabric
+from tests.netns.fabric import Fabric, T
 
 pytestmark = pytest.mark.netns
 
@@ -28,7 +27,10 @@ GOBGP_LAB = REPO / "containerlab" / "evpn-gobgp.clab.yml"
 LAB = "evpn-gobgp"
 CONVERGE_TIMEOUT = 60.0
 ESTABLISHED = 6  # gobgp's api.PeerState.SessionState
-T = TypeVar("T")
+FABRIC = Fabric(LAB)
+run = FABRIC.run
+fdb = FABRIC.fdb
+ping = FABRIC.ping
 
 VTEPS = {"host1": "10.0.1.2", "host2": "10.0.2.2"}
 # endpoint -> (address, MAC, host)
@@ -39,8 +41,6 @@ ENDPOINTS = {
 FLOOD = "00:00:00:00:00:00"
 
 
-def run(node: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return lab.run_in_node(node, argv, lab=LAB, timeout=timeout)
 
 
 def gobgp_json(*args: str) -> Any:
@@ -52,35 +52,21 @@ def gobgp_json(*args: str) -> Any:
         return None
 
 
-def fdb(node: str) -> list[dict[str, Any]]:
-    out = run(node, ["bridge", "-j", "fdb", "show", "dev", "vxlan100"])
-    return json.loads(out.stdout or "[]") if out.returncode == 0 else []
 
 
-def ping(src: str, address: str) -> subprocess.CompletedProcess[str]:
-    return run(src, ["ping", "-c", "2", "-W", "1", "-i", "0.2", address])
+
+
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnostics()}")
-        time.sleep(0.5)
+    return fabric.wait_for(what, probe, timeout, explain=diagnostics)
 
 
 def diagnostics() -> str:
-    parts = []
-    for node, name in (("rr", "gobgpd.log"), ("host1", "evpnd.log"), ("host2", "evpnd.log")):
-        log = labstate.lab_dir(LAB) / node / name
-        try:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
-        except OSError:
-            tail = "(no log)"
-        parts.append(f"--- {log} (last lines)\n{tail}")
+    parts = [
+        FABRIC.log_tail(node, name)
+        for node, name in (("rr", "gobgpd.log"), ("host1", "evpnd.log"), ("host2", "evpnd.log"))
+    ]
     parts.append("--- rr: gobgp neighbor\n" + run("rr", ["gobgp", "neighbor"]).stdout)
     return "\n".join(parts)
 

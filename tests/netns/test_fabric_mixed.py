@@ -10,23 +10,25 @@ evpnd installs FRR's MACs and its Type-3 flood entry in the kernel.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from evpnd import lab
-from evpnd.lab import state as labstate
 from tests.conftest import REPO, require_program, require_root
+from tests.netns import fabric
+from tests.netns.fabric import Fabric, T
 
 pytestmark = pytest.mark.netns
 
 MIXED = REPO / "containerlab" / "evpn-mixed.clab.yml"
 LAB = "evpn-mixed"
 CONVERGE_TIMEOUT = 60.0
-T = TypeVar("T")
+FABRIC = Fabric(LAB)
+run = FABRIC.run
+fdb = FABRIC.fdb
+ping = FABRIC.ping
 
 VTEPS = {"host1": "10.0.1.2", "host2": "10.0.2.2", "vtep3": "10.0.3.2"}
 # VNI 100 endpoints: node -> (address, MAC, the VTEP node it hangs off)
@@ -43,8 +45,6 @@ FRR_ENDPOINTS = [e for e, (_, _, vtep) in ENDPOINTS.items() if vtep == "vtep3"]
 FLOOD = "00:00:00:00:00:00"
 
 
-def run(node: str, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return lab.run_in_node(node, argv, lab=LAB, timeout=timeout)
 
 
 def vtysh_json(node: str, command: str) -> Any:
@@ -55,39 +55,22 @@ def vtysh_json(node: str, command: str) -> Any:
         return {}
 
 
-def fdb(node: str) -> list[dict[str, Any]]:
-    out = run(node, ["bridge", "-j", "fdb", "show", "dev", "vxlan100"])
-    return json.loads(out.stdout or "[]") if out.returncode == 0 else []
 
 
 def fdb_entry(node: str, mac: str, dst: str) -> dict[str, Any] | None:
     return next((e for e in fdb(node) if e["mac"] == mac and e.get("dst") == dst), None)
 
 
-def ping(src: str, address: str) -> subprocess.CompletedProcess[str]:
-    return run(src, ["ping", "-c", "2", "-W", "1", "-i", "0.2", address])
+
+
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnostics()}")
-        time.sleep(0.5)
+    return fabric.wait_for(what, probe, timeout, explain=diagnostics)
 
 
 def diagnostics() -> str:
-    parts = []
-    for node in ("host1", "host2"):
-        log = labstate.lab_dir(LAB) / node / "evpnd.log"
-        try:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
-        except OSError:
-            tail = "(no log)"
-        parts.append(f"--- {log} (last lines)\n{tail}")
+    parts = [FABRIC.log_tail(node) for node in ("host1", "host2")]
     summary = run("rr", ["vtysh", "-c", "show bgp l2vpn evpn summary"]).stdout
     parts.append(f"--- rr: show bgp l2vpn evpn summary\n{summary}")
     return "\n".join(parts)

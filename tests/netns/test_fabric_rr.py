@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -26,12 +25,14 @@ from evpnd import netns
 from evpnd.lab import program, realize, topology
 from evpnd.lab import state as labstate
 from tests.conftest import REPO, require_program, require_root
+from tests.netns.fabric import Fabric, T
+from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
 
 LAB_FILE = REPO / "containerlab" / "evpn-rr.clab.yml"
 LAB = "evpn-rr"
-T = TypeVar("T")
+FABRIC = Fabric(LAB)
 
 HOSTS = ("host1", "host2", "host3")
 VTEP = {h: f"10.0.{h[-1]}.2" for h in HOSTS}
@@ -50,27 +51,16 @@ CONVERGE = 60.0
 # helpers
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30,
-             interval: float = 0.2) -> T:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}", pytrace=False)
-        time.sleep(interval)
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
+    return poll(what, probe, timeout, interval=0.2)
 
 
 def run(node: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return realize.run_in_node(node, argv, lab=LAB, timeout=timeout)
+    return FABRIC.run(node, argv, timeout)
 
 
 def fdb(host: str, vni: int) -> list[dict]:
-    out = run(host, ["bridge", "-j", "fdb", "show", "dev", f"vxlan{vni}"])
-    if out.returncode != 0 or not out.stdout.strip():
-        return []
-    return [e for e in json.loads(out.stdout) if "dst" in e]
+    return [e for e in FABRIC.fdb(host, f"vxlan{vni}") if "dst" in e]
 
 
 def remote_macs(host: str, vni: int) -> dict[str, str]:
@@ -98,8 +88,7 @@ def fabric_converged() -> bool:
 
 
 def ping(src: str, dst_ip: str, count: int = 2) -> bool:
-    argv = ["ping", "-c", str(count), "-W", "1", "-i", "0.2", dst_ip]
-    return run(src, argv).returncode == 0
+    return FABRIC.ping(src, dst_ip, count).returncode == 0
 
 
 def nudge_endpoints() -> None:

@@ -1,0 +1,69 @@
+"""Helpers shared by the fabric tests: commands in a lab's nodes, FDB reads, bounded waits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from evpnd import lab
+from evpnd.lab import state as labstate
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float = 20,
+    interval: float = 0.5,
+    explain: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            details = explain()
+            pytest.fail(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f"\n{details}" if details else ""),
+                pytrace=False,
+            )
+        time.sleep(interval)
+
+
+class Fabric:
+    """One running lab, addressed by name so nodes of other labs never get in the way."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(
+        self, node: str, argv: list[str], timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
+        return lab.run_in_node(node, argv, lab=self.name, timeout=timeout)
+
+    def fdb(self, node: str, device: str = "vxlan100") -> list[dict[str, Any]]:
+        """`bridge -j fdb show dev DEVICE` in the node; [] when the device is absent."""
+        out = self.run(node, ["bridge", "-j", "fdb", "show", "dev", device])
+        if out.returncode != 0 or not out.stdout.strip():
+            return []
+        return json.loads(out.stdout)
+
+    def ping(self, src: str, address: str, count: int = 2) -> subprocess.CompletedProcess[str]:
+        return self.run(src, ["ping", "-c", str(count), "-W", "1", "-i", "0.2", address])
+
+    def log_tail(self, node: str, name: str = "evpnd.log", lines: int = 10) -> str:
+        log = labstate.lab_dir(self.name) / node / name
+        try:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            tail = "(no log)"
+        return f"--- {log} (last lines)\n{tail}"
