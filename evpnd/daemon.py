@@ -215,9 +215,6 @@ class Daemon:
         await self.reconciler.stop()
         log.info("evpnd stopped; devices and installed entries left in place")
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     # -- devices ------------------------------------------------------------
 
     async def _apply_devices(self, cfg: config_mod.Config) -> None:
@@ -347,6 +344,8 @@ class Daemon:
             self._converged(f"timeout {self.converge_timeout:g}s")
 
     def _converged(self, why: str) -> None:
+        if self.stats.converged_at is not None:  # End-of-RIB and the timeout may both fire
+            return
         self.stats.converged_at = time.time()
         log.info("converged: removing entries no route asks for", why=why)
         asyncio.get_running_loop().create_task(self._release())
