@@ -3,7 +3,8 @@
 Brings `containerlab/evpn-rr.clab.yml` up in network namespaces (an FRR route
 reflector, three hosts running evpnd, endpoints on VNI 100 and 200), waits
 until every host has installed the others' MACs, shows the routes as FRR and
-as the kernel see them, pings between endpoints on different hosts and takes
+as the kernel see them, pings between endpoints on different hosts, shows the
+ARP suppression entries evpnd installed from MAC+IP routes, and takes
 the lab down again (`--keep` leaves it up and prints how to tear it down).
 """
 
@@ -61,6 +62,33 @@ def wait_converged(timeout: float = 90) -> float:
     raise TimeoutError(f"the fabric did not converge within {timeout:g}s")
 
 
+def bridge_address(host: str, vni: int) -> str:
+    """The host's address on its VNI bridge (the topology's exec lines)."""
+    return f"10.{vni}.0.25{host[-1]}"
+
+
+def evpnd_neighbours(host: str, vni: int) -> dict[str, str]:
+    """IP -> MAC of the ARP suppression entries evpnd installed on the host's bridge."""
+    out = lab.run_in_node(host, ["ip", "-j", "neigh", "show", "dev", f"br{vni}"], lab=LAB)
+    return {e["dst"]: e["lladdr"] for e in json.loads(out.stdout or "[]")
+            if "extern_learn" in e and e.get("protocol") == "238"}
+
+
+def wait_macip(host: str, vni: int, timeout: float = 30) -> bool:
+    """Endpoints talk to their host's bridge (its neighbour table learns their IPs, evpnd
+    advertises MAC+IP routes) until `host` holds every remote endpoint of the VNI."""
+    remote = {ip for _, ip, h in ENDPOINTS[vni] if h != host}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for endpoint, _, ep_host in ENDPOINTS[vni]:
+            lab.run_in_node(endpoint, ["ping", "-c", "1", "-W", "1",
+                                       bridge_address(ep_host, vni)], lab=LAB)
+        if remote <= set(evpnd_neighbours(host, vni)):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def section(title: str) -> None:
     print(f"\n=== {title}")
 
@@ -115,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         section("pings between endpoints on different hosts")
         ok, total = pings()
         print(f"\n  {ok}/{total} cross-host pings succeeded")
+
+        section("MAC+IP: endpoints ping their host's bridge (10.100.0.25N); host1's "
+                "ARP suppression entries (ip neigh show dev br100)")
+        if not wait_macip("host1", 100):
+            print("  host1 did not install every remote MAC+IP within 30s")
+            ok = 0
+        print(node("host1", "ip", "neigh", "show", "dev", "br100"))
+        print("  (extern_learn ... proto 238: written by evpnd from MAC+IP routes; host1's\n"
+              "   bridge answers ARP for these endpoints itself, neigh_suppress on vxlan100)")
     finally:
         if args.keep:
             print(f"\nthe lab is still up; take it down with: "

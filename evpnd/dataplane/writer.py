@@ -7,6 +7,19 @@ Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
   NUD_REACHABLE; sticky MACs NUD_REACHABLE|NUD_NOARP (`bridge fdb ... static`),
   which the vxlan driver never moves on a learnt frame. Extern_learn entries
   are never aged.
+- the same MAC in the bridge's own FDB, towards the vxlan port: RTM_NEWNEIGH
+  AF_BRIDGE on the vxlan device, NTF_MASTER|NTF_EXT_LEARNED, NDA_LLADDR only
+  (`bridge fdb replace MAC dev vxlanN master extern_learn`). ARP/ND
+  suppression needs it: the bridge answers a request from its neighbour table
+  only when its FDB places the neighbour's MAC behind a port with
+  neigh_suppress on (br_do_proxy_suppress_arp; without it the request is
+  flooded through the tunnel, checked on 6.18). It also sends known unicast
+  to the vxlan port alone instead of flooding it. A local frame from the MAC
+  takes the entry over (the bridge clears extern_learn: a MAC move), and the
+  bridge never ages it. Written right after, and deleted right before, the
+  vxlan entry (ops `bridge_put` / `bridge_del`); a vxlan device that is no
+  bridge port (EOPNOTSUPP) needs none. Neither counts in
+  `WriteResult.writes`: one remote MAC is one write; see `bridge_writes`.
 - flood remote: 00:00:00:00:00:00 on the vxlan device, NTF_SELF,
   NUD_PERMANENT|NUD_NOARP, NLM_F_CREATE|NLM_F_APPEND, one message per VTEP;
   deleting with NDA_DST removes only that remote.
@@ -36,6 +49,7 @@ from evpnd.dataplane.netlink import (
     NLM_F_CREATE,
     NLM_F_REPLACE,
     NTF_EXT_LEARNED,
+    NTF_MASTER,
     NTF_SELF,
     NUD_NOARP,
     NUD_PERMANENT,
@@ -49,7 +63,12 @@ from evpnd.dataplane.netlink import (
 )
 from evpnd.dataplane.state import FloodEntry, IPAddress, NeighEntry, RemoteMac
 
-Op = Literal["mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put"]
+Op = Literal[
+    "mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put",
+    "bridge_put", "bridge_del",
+]  # fmt: skip
+# The bridge-FDB companions of a remote MAC's vxlan entry (see the module doc).
+_BRIDGE_OPS = ("bridge_put", "bridge_del")
 Entry = RemoteMac | FloodEntry | NeighEntry
 
 # One struct per message shape: ndmsg, then attributes (header, value, padding).
@@ -61,6 +80,7 @@ _NEIGH4 = struct.Struct(_NDMSG + "HH4s" + _LLADDR + "HHB3x")
 _NEIGH6 = struct.Struct(_NDMSG + "HH16s" + _LLADDR + "HHB3x")
 _NEIGH_DEL4 = struct.Struct(_NDMSG + "HH4s")
 _NEIGH_DEL6 = struct.Struct(_NDMSG + "HH16s")
+_BRIDGE_FDB = struct.Struct(_NDMSG + _LLADDR)
 _ZERO_MAC = b"\0" * 6
 _PUT = NLM_F_CREATE | NLM_F_REPLACE
 _OURS = NTF_SELF | NTF_EXT_LEARNED
@@ -86,6 +106,8 @@ class WriteResult:
 
     writes: Counter[str] = field(default_factory=Counter)
     errors: list[EntryError] = field(default_factory=list)
+    # Bridge-FDB companions of remote MACs written (not part of `writes`/`total`).
+    bridge_writes: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -101,6 +123,7 @@ class WriteResult:
     def merge(self, other: WriteResult) -> None:
         self.writes.update(other.writes)
         self.errors.extend(other.errors)
+        self.bridge_writes.update(other.bridge_writes)
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -109,6 +132,23 @@ def _mac_bytes(mac: str) -> bytes:
         # struct's "6s" would silently pad or truncate it
         raise ValueError(f"invalid MAC address {mac!r}")
     return raw
+
+
+def bridge_fdb_request(put: bool, ifindex: int, mac: bytes) -> Request:
+    """The bridge-FDB entry of a remote MAC, towards the vxlan port `ifindex` (pure).
+
+    put: RTM_NEWNEIGH, NTF_MASTER|NTF_EXT_LEARNED, NLM_F_CREATE|NLM_F_REPLACE;
+    otherwise RTM_DELNEIGH, NTF_MASTER (the bridge deletes only an entry that
+    sits on that port, so a MAC meanwhile learnt on a local port stays).
+    """
+    if put:
+        payload = _BRIDGE_FDB.pack(
+            AF_BRIDGE, 0, 0, ifindex, NUD_REACHABLE, NTF_MASTER | NTF_EXT_LEARNED, 0,
+            10, NDA_LLADDR, mac,
+        )  # fmt: skip
+        return RTM_NEWNEIGH, _PUT, payload
+    payload = _BRIDGE_FDB.pack(AF_BRIDGE, 0, 0, ifindex, 0, NTF_MASTER, 0, 10, NDA_LLADDR, mac)
+    return RTM_DELNEIGH, 0, payload
 
 
 class DataplaneWriter:
@@ -151,6 +191,9 @@ class DataplaneWriter:
         return packed
 
     def _request(self, op: Op, entry: Entry, ifindex: int) -> Request:
+        if op in _BRIDGE_OPS:
+            assert isinstance(entry, RemoteMac)
+            return bridge_fdb_request(op == "bridge_put", ifindex, _mac_bytes(entry.mac))
         if op in ("mac_put", "mac_del", "flood_add", "flood_del"):
             assert isinstance(entry, RemoteMac | FloodEntry)
             dst = self._packed_ip(entry.vtep)
@@ -218,7 +261,9 @@ class DataplaneWriter:
             error = failures.get(i)
             # Deleting what is already gone reached the goal.
             if error is None or (op.endswith("_del") and error.errno == errno.ENOENT):
-                result.writes[op] += 1
+                (result.bridge_writes if op in _BRIDGE_OPS else result.writes)[op] += 1
+            elif op in _BRIDGE_OPS and error.errno == errno.EOPNOTSUPP:
+                continue  # the vxlan device is no bridge port: no bridge FDB to fill
             else:
                 failed.append((op, entry, error))
         return failed
@@ -226,10 +271,10 @@ class DataplaneWriter:
     def apply(self, changes: Changes) -> WriteResult:
         """Write all changes, deletes first; never raises for a single entry's failure."""
         ops: list[tuple[Op, Entry]] = [
-            *(("mac_del", e) for e in changes.macs_del),
+            *(op for e in changes.macs_del for op in (("bridge_del", e), ("mac_del", e))),
             *(("flood_del", e) for e in changes.floods_del),
             *(("neigh_del", e) for e in changes.neighs_del),
-            *(("mac_put", e) for e in changes.macs_put),
+            *(op for e in changes.macs_put for op in (("mac_put", e), ("bridge_put", e))),
             *(("flood_add", e) for e in changes.floods_add),
             *(("neigh_put", e) for e in changes.neighs_put),
         ]

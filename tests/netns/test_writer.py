@@ -89,7 +89,17 @@ def fdb_json(ns: str, dev: str = VX) -> list[dict[str, Any]]:
 
 
 def fdb_entry(ns: str, mac: str, dev: str = VX) -> list[dict[str, Any]]:
-    return [e for e in fdb_json(ns, dev) if e["mac"] == mac]
+    """The vxlan device's own entries for `mac` (they carry a dst; bridge entries do not)."""
+    return [e for e in fdb_json(ns, dev) if e["mac"] == mac and "dst" in e]
+
+
+def bridge_entry(ns: str, mac: str, br: str = BR) -> list[dict[str, Any]]:
+    """The bridge's own FDB entries for `mac` (`bridge fdb show br BR`, no dst)."""
+    return [e for e in fdb_json_br(ns, br) if e["mac"] == mac and "dst" not in e]
+
+
+def fdb_json_br(ns: str, br: str = BR) -> list[dict[str, Any]]:
+    return json.loads(sh(ns, f"bridge -j fdb show br {br}") or "[]")
 
 
 def neigh_json(ns: str, dev: str = BR) -> list[dict[str, Any]]:
@@ -147,6 +157,48 @@ def test_vtep_move_and_sticky_flip(seg: str, writer: DataplaneWriter) -> None:
     assert writer.apply(diff(state_of(sticky), dump(seg).owned)).ok
     assert fdb_entry(seg, mac.mac)[0]["state"] == "static"
     assert dump(seg).owned.macs == {sticky.key: sticky}
+
+
+def test_remote_macs_also_enter_the_bridge_fdb_towards_the_vxlan_port(
+    seg: str, writer: DataplaneWriter
+) -> None:
+    """ARP/ND suppression needs the MAC in the bridge's FDB behind the suppressing port."""
+    macs = remote_macs(3, sticky_every=3)
+    result = writer.apply(Changes(macs_put=macs))
+    assert result.ok, result.errors
+    assert result.writes["mac_put"] == 3 and result.total == 3  # one write per remote MAC
+    assert result.bridge_writes["bridge_put"] == 3
+    for mac in macs:
+        (entry,) = bridge_entry(seg, mac.mac)
+        assert entry["ifname"] == VX and entry["master"] == BR, entry
+        assert "extern_learn" in entry["flags"], entry
+    # The dump (and so the reconciler) still sees exactly the vxlan entries.
+    assert dump(seg).owned.macs == {m.key: m for m in macs}
+    assert writer.apply(Changes(macs_put=macs)).ok  # a replace changes nothing
+    assert len(bridge_entry(seg, macs[0].mac)) == 1
+
+    # A MAC meanwhile learnt on a local port is not the bridge entry evpnd deletes.
+    sh(seg, "ip link add port1 type veth peer name port1p")
+    sh(seg, f"ip link set port1 master {BR}")
+    sh(seg, f"bridge fdb replace {macs[1].mac} dev port1 master static")
+    result = writer.apply(Changes(macs_del=macs))
+    assert result.ok, result.errors
+    assert result.writes["mac_del"] == 3 and result.bridge_writes["bridge_del"] == 3
+    assert [e["ifname"] for e in bridge_entry(seg, macs[1].mac)] == ["port1"]
+    assert bridge_entry(seg, macs[0].mac) == bridge_entry(seg, macs[2].mac) == []
+    assert all(fdb_entry(seg, m.mac) == [] for m in macs)
+
+
+def test_a_vxlan_device_outside_a_bridge_gets_no_bridge_entry(ns: str) -> None:
+    sh(ns, f"ip link add {VX} type vxlan id 100 dstport 4789 local {LOCAL_VTEP} nolearning")
+    mac = remote_macs(1)[0]
+    with DataplaneWriter(ns) as writer:
+        put = writer.apply(Changes(macs_put=[mac]))
+        assert put.ok and put.writes["mac_put"] == 1 and not put.bridge_writes, put
+        assert fdb_entry(ns, mac.mac)[0]["dst"] == str(mac.vtep)
+        gone = writer.apply(Changes(macs_del=[mac]))
+        assert gone.ok and gone.writes["mac_del"] == 1, gone
+    assert fdb_entry(ns, mac.mac) == []
 
 
 def test_flood_entries_one_per_vtep(seg: str, writer: DataplaneWriter) -> None:
