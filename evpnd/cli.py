@@ -51,7 +51,11 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _load_or_exit(args.config)
     log.configure(args.log_level or cfg.logging.level, cfg.logging.format)
-    return asyncio.run(daemon.run(cfg, args.config))
+    try:
+        return asyncio.run(daemon.run(cfg, args.config))
+    except daemon.DaemonError as exc:
+        print(f"evpnd: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

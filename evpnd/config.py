@@ -90,6 +90,8 @@ class Bgp(Strict):
     peers: list[Peer] = Field(default_factory=list)
     # Seconds a peer may take to come back before its routes are dropped.
     graceful_restart: int = Field(default=120, ge=0, le=4095)
+    # Seconds ExaBGP waits for the next daemon after a SIGTERM (hand-over).
+    restart_hold: int = Field(default=120, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _unique_peers(self) -> Bgp:

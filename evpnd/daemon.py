@@ -8,19 +8,28 @@ The RIB, the decoder and the delta computation are pure; this module only
 moves their results between the asyncio tasks that own sockets and processes.
 
 Start-up keeps the kernel as the previous run left it (the reconciler holds
-removals) until every peer has sent End-of-RIB or `converge_timeout` passes,
-so a restart does not drop traffic while routes are re-learned.
+removals) until every peer has sent its full table again (End-of-RIB, or
+the EoRR that ends a route refresh) or `converge_timeout` passes, so a
+restart does not drop traffic while routes are re-learned.
 
-SIGTERM/SIGINT: withdraw our routes, stop ExaBGP, leave devices and owned
-FDB/neighbour entries in place (documented in the README). SIGHUP: reload
-the config file; VNI changes apply without restarting BGP sessions, peer or
-identity changes restart the speaker.
+Stopping (devices and owned FDB/neighbour entries always stay in place, see
+the README):
+* SIGTERM with bgp.restart_hold > 0: hand-over. ExaBGP keeps the sessions
+  and our routes for that many seconds; the next `evpnd run` adopts it,
+  refreshes the peers' routes and withdraws only what it no longer wants.
+  Peers never see us go, so a restart or upgrade drops no traffic.
+* SIGINT, or SIGTERM with restart_hold 0: withdraw our routes, stop ExaBGP.
+SIGHUP: reload the config file; VNI changes apply without touching BGP,
+peer changes go through ExaBGP's own reload, which re-establishes only the
+sessions whose settings changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -52,10 +61,11 @@ from evpnd.speaker.messages import (
     EndOfRib,
     Notification,
     PeerState,
+    RouteRefresh,
     RouteUpdate,
     SpeakerShutdown,
 )
-from evpnd.speaker.process import Speaker, is_restart_notice
+from evpnd.speaker.process import Speaker, speaker_notice
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +80,7 @@ class DaemonStats:
     decode_errors: int = 0
     peer_downs: int = 0
     speaker_restarts: int = 0
+    speaker_adopted: bool = False
     converged_at: float | None = None
 
 
@@ -158,7 +169,9 @@ class Daemon:
         self._pending = PendingWrites()
         self._pending_ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._hand_over = False
         self._reload = asyncio.Event()
+        self._lock_fd: int | None = None
         self._eor_waiting: set[object] = set()
         self._local_routes: dict[RouteKey, Route] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -170,11 +183,16 @@ class Daemon:
 
     # -- lifecycle ----------------------------------------------------------
 
+    def request_stop(self, hand_over: bool) -> None:
+        self._hand_over = hand_over
+        self._stop.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        await self._lock_state_dir()
         await self._apply_devices(self.cfg)
         await self.reconciler.start()
         await self.learner.start()
@@ -201,19 +219,62 @@ class Daemon:
         return 1 if failed else 0
 
     async def shutdown(self) -> None:
-        log.info("evpnd stopping: withdrawing local routes")
-        self.speaker.withdraw(list(self._local_routes))
-        with contextlib.suppress(Exception):
-            await self.speaker.flush(timeout=5)
+        handed_over = False
+        speaker = self.speaker
+        if (self._hand_over and isinstance(speaker, Speaker) and speaker.hold > 0
+                and speaker.connected):
+            log.info("evpnd stopping: handing the BGP sessions over", hold=speaker.hold)
+            await self._cancel_tasks()
+            handed_over = await speaker.hand_off()
+        if not handed_over:
+            log.info("evpnd stopping: withdrawing local routes")
+            self.speaker.withdraw(list(self._local_routes))
+            with contextlib.suppress(Exception):
+                await self.speaker.flush(timeout=5)
+            await self._cancel_tasks()
+            await self.speaker.stop()
+        await self.learner.stop()
+        await self.reconciler.stop()
+        self._unlock_state_dir()
+        log.info("evpnd stopped; devices and installed entries left in place",
+                 sessions="held for the next evpnd" if handed_over else "closed")
+
+    async def _cancel_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.speaker.stop()
-        await self.learner.stop()
-        await self.reconciler.stop()
-        log.info("evpnd stopped; devices and installed entries left in place")
+        self._tasks = []
+
+    async def _lock_state_dir(self, wait: float = 15.0) -> None:
+        """One daemon per state_dir: a second would fight over ExaBGP and the kernel.
+
+        Waits a little, for a previous daemon that is still handing over.
+        """
+        state_dir = Path(self.cfg.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state_dir / "evpnd.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise DaemonError(
+                        f"another evpnd is running with state_dir {state_dir}"
+                    ) from None
+                await asyncio.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = None
 
     # -- devices ------------------------------------------------------------
 
@@ -248,14 +309,19 @@ class Daemon:
         if isinstance(event, Resynced):
             log.info("local endpoints resynced", reason=event.reason, macs=event.macs,
                      ips=event.ips)
+            if event.reason == "initial":
+                # Every local route is known now: what a previous daemon
+                # announced beyond them can go.
+                self.speaker.prune()
         return None
 
     # -- BGP input -> RIB ---------------------------------------------------------
 
     async def _bgp_loop(self) -> None:
         async for line in self.speaker.lines():
-            if is_restart_notice(line):
-                self._on_speaker_restart()
+            notice = speaker_notice(line)
+            if notice is not None:
+                self._on_speaker_notice(notice)
                 continue
             for message in self.decoder.decode(line):
                 self._on_message(message)
@@ -275,10 +341,13 @@ class Daemon:
                 self._on_rib_changes(self.rib.peer_down(message.peer))
         elif isinstance(message, EndOfRib):
             if message.is_evpn:
-                self._on_rib_changes(self.rib.sweep_stale(message.peer))
-                self._eor_waiting.discard(message.peer)
-                if not self._eor_waiting and self.reconciler.holding:
-                    self._converged("end-of-rib from every peer")
+                self._table_complete(message.peer, "end-of-rib")
+        elif isinstance(message, RouteRefresh):
+            if message.is_evpn and message.subtype == "begin":
+                # RFC 7313: what the peer does not re-send before EoRR is gone.
+                self.rib.mark_stale(message.peer)
+            elif message.is_evpn and message.subtype == "end":
+                self._table_complete(message.peer, "route refresh")
         elif isinstance(message, Notification):
             log.warning("bgp notification", peer=str(message.peer), code=message.code,
                         subcode=message.subcode, message=message.message,
@@ -289,6 +358,26 @@ class Daemon:
                         reason=message.reason, detail=message.detail)
         elif isinstance(message, SpeakerShutdown):
             log.info("exabgp reported shutdown")
+
+    def _table_complete(self, peer: IPAddress, why: str) -> None:
+        self._on_rib_changes(self.rib.sweep_stale(peer))
+        self._eor_waiting.discard(peer)
+        if not self._eor_waiting and self.reconciler.holding:
+            self._converged(f"{why} from every peer")
+
+    def _on_speaker_notice(self, notice: dict[str, object]) -> None:
+        event = notice.get("event")
+        if event == "restarted":
+            self._on_speaker_restart()
+        elif event == "attached" and notice.get("adopted"):
+            # The established sessions sent their routes to the previous
+            # daemon: ask for them again (BoRR ... EoRR ends the wait).
+            self.stats.speaker_adopted = True
+            states = notice.get("peers")
+            up = [p for p, s in states.items() if s == "up"] if isinstance(states, dict) else []
+            log.info("took over the running exabgp: refreshing routes", peers_up=up)
+            for peer in up:
+                self.speaker.refresh(peer)
 
     def _on_speaker_restart(self) -> None:
         self.stats.speaker_restarts += 1
@@ -389,8 +478,12 @@ class Daemon:
             self._local_routes.pop(key, None)
         self._announce(imet_routes(new))
         if speaker_identity(old) != speaker_identity(new):
-            log.info("bgp settings changed: restarting the speaker")
-            await self._restart_speaker(new)
+            if isinstance(self.speaker, Speaker) and new.bgp.peers:
+                log.info("bgp settings changed: reloading exabgp")
+                await self.speaker.reload(new)
+            else:
+                log.info("bgp peers added or removed entirely: restarting the speaker")
+                await self._restart_speaker(new)
         log.info("config reloaded", vnis=[v.vni for v in new.vnis], removed=sorted(removed_vnis))
         return True
 
@@ -409,11 +502,16 @@ class Daemon:
         self._on_speaker_restart()
 
 
+class DaemonError(RuntimeError):
+    pass
+
+
 class NoSpeaker:
     """The speaker of a config without BGP peers: routes go nowhere."""
 
     pid = None
     connected = False
+    hold = 0.0
 
     def __init__(self) -> None:
         self._stopped = asyncio.Event()
@@ -428,6 +526,12 @@ class NoSpeaker:
         return None
 
     async def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def refresh(self, peer: str) -> None:
+        return None
+
+    def prune(self) -> None:
         return None
 
     async def stop(self) -> None:

@@ -10,37 +10,194 @@ continuously and queues whatever the daemon has not taken yet, without bound
 in that direction). Commands flow the other way: socket -> stdout, where
 back-pressure is harmless (the daemon keeps a window of unacknowledged lines).
 
-The first line on the socket is `evpnd-relay <token> <exabgp pid>`; the token
-comes from the environment the daemon gave ExaBGP, so the daemon accepts only
-the relay of the ExaBGP it started last.
+Hello: the first line on the socket is
+`evpnd-relay <token> <exabgp pid> <peer states as compact JSON>`; the token
+comes from the environment the daemon gave ExaBGP, so a daemon accepts only
+the relay of the ExaBGP it started (or adopts). The peer states tell a daemon
+that adopts a running ExaBGP which sessions are already established.
 
-The relay exits when either side closes: ExaBGP gone -> flush to the daemon
-and exit; daemon gone -> exit at once, and ExaBGP follows (api.terminate).
+Hand-over: the daemon may send `#evpnd hold <seconds>` (never passed on to
+ExaBGP). When the daemon's socket then closes, the relay keeps ExaBGP and its
+sessions alive for that long, keeps draining ExaBGP (dropping what it says,
+remembering only each peer's latest state), and reconnects as soon as the
+next daemon listens. Without a hold, or when the hold runs out, the relay
+has ExaBGP withdraw every route (`evpnd retire`), then SIGTERMs ExaBGP (its
+parent), which closes the sessions, and exits. When
+ExaBGP goes first, the relay hands the daemon what is queued and exits.
+
+Both directions are cut at line boundaries only, so a daemon never gets half
+a JSON line and ExaBGP never gets half a command; acknowledgements of
+commands the previous daemon sent are not passed to the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
 
 TOKEN_ENV = "EVPND_RELAY_TOKEN"
 HELLO = "evpnd-relay"
+CONTROL_PREFIX = b"#evpnd "
 CONNECT_ATTEMPTS = 25
 CONNECT_PAUSE = 0.2
+RECONNECT_PAUSE = 0.1
 FLUSH_TIMEOUT = 5.0
+RETIRE_TIMEOUT = 35.0  # ExaBGP gives up after 30 s (commands.RETIRE_TIMEOUT)
+# A state line is short; anything longer is an UPDATE and is not looked into.
+STATE_LINE_MAX = 4096
+_STATE_MARK = b'"type": "state"'
+_ACKS = (b"done", b"error")
 
 
-class _ToSocket(asyncio.Protocol):
-    """stdin (ExaBGP's output) -> daemon socket, buffering without limit."""
+def hello_line(token: str, pid: int, states: dict[str, str]) -> bytes:
+    compact = json.dumps(states, separators=(",", ":"), sort_keys=True)
+    return f"{HELLO} {token} {pid} {compact}\n".encode()
 
-    def __init__(self, sock: asyncio.Transport, finished: asyncio.Future[str]) -> None:
-        self._sock = sock
+
+def parse_hello(line: bytes) -> tuple[str, int, dict[str, str]] | None:
+    """(token, pid, peer states) from a relay's hello, or None if it is not one."""
+    words = line.decode("ascii", "replace").split()
+    if len(words) not in (3, 4) or words[0] != HELLO or not words[2].isdigit():
+        return None
+    states: dict[str, str] = {}
+    if len(words) == 4:
+        try:
+            loaded = json.loads(words[3])
+        except ValueError:
+            return None
+        if not isinstance(loaded, dict):
+            return None
+        states = {str(k): str(v) for k, v in loaded.items()}
+    return words[1], int(words[2]), states
+
+
+def peer_state(line: bytes) -> tuple[str, str] | None:
+    """(peer address, state) if `line` is ExaBGP's JSON state message."""
+    if len(line) > STATE_LINE_MAX or _STATE_MARK not in line:
+        return None
+    try:
+        message = json.loads(line)
+        neighbor = message["neighbor"]
+        return str(neighbor["address"]["peer"]), str(neighbor["state"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Relay:
+    """The relay's state across daemon connections; the protocols feed it."""
+
+    def __init__(self, stdout: asyncio.WriteTransport) -> None:
+        self.stdout = stdout
+        self.sock: asyncio.Transport | None = None
+        self.hold = 0.0
+        self.states: dict[str, str] = {}
+        self.outstanding = 0  # commands passed to ExaBGP and not acknowledged yet
+        self.all_acked = asyncio.Event()
+        self.foreign_acks = 0  # acks still due for a previous daemon's commands
+        self.dropped_lines = 0
+        self._in_partial: list[bytes] = []  # ExaBGP -> daemon, current line so far
+        self._out_partial = b""  # daemon -> ExaBGP, current command so far
+
+    # ExaBGP -> daemon ---------------------------------------------------
+
+    def from_exabgp(self, data: bytes) -> None:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._in_partial.append(data)
+            return
+        complete = b"".join((*self._in_partial, data[: end + 1])) if self._in_partial \
+            else data[: end + 1]
+        rest = data[end + 1 :]
+        self._in_partial = [rest] if rest else []
+        forward = self._inspect(complete)
+        if self.sock is not None and not self.sock.is_closing():
+            if forward:
+                self.sock.write(forward)
+        else:
+            self.dropped_lines += complete.count(b"\n")
+
+    def _inspect(self, complete: bytes) -> bytes:
+        """Track acks and peer states; returns what the current daemon should get."""
+        keep: list[bytes] | None = None
+        lines = complete.split(b"\n")[:-1]
+        for index, line in enumerate(lines):
+            if len(line) <= 6 and line.strip() in _ACKS:
+                self.outstanding = max(0, self.outstanding - 1)
+                if not self.outstanding:
+                    self.all_acked.set()
+                if self.foreign_acks:
+                    self.foreign_acks -= 1
+                    if keep is None:
+                        keep = lines[:index]
+                    continue
+            else:
+                state = peer_state(line)
+                if state is not None:
+                    self.states[state[0]] = state[1]
+            if keep is not None:
+                keep.append(line)
+        if keep is None:
+            return complete
+        return b"".join(line + b"\n" for line in keep)
+
+    # daemon -> ExaBGP ---------------------------------------------------
+
+    def from_daemon(self, data: bytes) -> None:
+        data = self._out_partial + data if self._out_partial else data
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._out_partial = data
+            return
+        complete, self._out_partial = data[: end + 1], data[end + 1 :]
+        if CONTROL_PREFIX in complete:
+            lines = complete.split(b"\n")[:-1]
+            commands = [line for line in lines if not line.startswith(CONTROL_PREFIX)]
+            for line in lines:
+                if line.startswith(CONTROL_PREFIX):
+                    self._control(line[len(CONTROL_PREFIX) :].decode("ascii", "replace"))
+            complete = b"".join(line + b"\n" for line in commands)
+        if complete:
+            self.command(complete)
+
+    def command(self, lines: bytes) -> None:
+        self.outstanding += lines.count(b"\n")
+        self.all_acked.clear()
+        self.stdout.write(lines)
+
+    async def retire(self, timeout: float) -> None:
+        """Have ExaBGP withdraw everything (commands.RETIRE) and wait until it is sent."""
+        self.command(b"evpnd retire\n")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_acked.wait(), timeout)
+
+    def _control(self, text: str) -> None:
+        words = text.split()
+        if len(words) == 2 and words[0] == "hold":
+            with contextlib.suppress(ValueError):
+                self.hold = max(0.0, float(words[1]))
+
+    def attach(self, sock: asyncio.Transport) -> None:
+        self.sock = sock
+        self._out_partial = b""
+        # Whatever the previous daemon left unacknowledged is answered to nobody.
+        self.foreign_acks = self.outstanding
+
+    def detach(self) -> None:
+        self.sock = None
+        self._out_partial = b""  # half a command must never reach ExaBGP
+
+
+class _FromExabgp(asyncio.Protocol):
+    def __init__(self, relay: Relay, finished: asyncio.Future[str]) -> None:
+        self._relay = relay
         self._finished = finished
 
     def data_received(self, data: bytes) -> None:
-        self._sock.write(data)
+        self._relay.from_exabgp(data)
 
     def eof_received(self) -> bool:
         if not self._finished.done():
@@ -52,42 +209,43 @@ class _ToSocket(asyncio.Protocol):
             self._finished.set_result(f"stdin lost ({exc})")
 
 
-class _FromSocket(asyncio.Protocol):
-    """daemon socket -> stdout (ExaBGP's command input)."""
-
-    def __init__(self, stdout: asyncio.WriteTransport, finished: asyncio.Future[str]) -> None:
-        self._stdout = stdout
-        self._finished = finished
+class _FromDaemon(asyncio.Protocol):
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
-        self._stdout.write(data)
+        self._relay.from_daemon(data)
 
     def eof_received(self) -> bool:
-        if not self._finished.done():
-            self._finished.set_exception(ConnectionError("daemon closed the socket"))
+        self._close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._finished.done():
-            self._finished.set_exception(ConnectionError(f"daemon socket lost ({exc})"))
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class _Quiet(asyncio.Protocol):
     pass
 
 
-async def _connect(path: str, protocol: _FromSocket) -> asyncio.Transport:
+async def _connect(
+    path: str, protocol: _FromDaemon, attempts: int, pause: float
+) -> asyncio.Transport | None:
     loop = asyncio.get_running_loop()
-    for attempt in range(CONNECT_ATTEMPTS):
+    for attempt in range(attempts):
         try:
             transport, _ = await loop.create_unix_connection(lambda: protocol, path)
             assert isinstance(transport, asyncio.Transport)
             return transport
         except (FileNotFoundError, ConnectionRefusedError):
-            if attempt == CONNECT_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(CONNECT_PAUSE)
-    raise AssertionError("unreachable")
+            if attempt < attempts - 1:
+                await asyncio.sleep(pause)
+    return None
 
 
 async def relay(path: str, token: str) -> int:
@@ -95,9 +253,21 @@ async def relay(path: str, token: str) -> int:
     finished: asyncio.Future[str] = loop.create_future()
     # stdout first: the daemon may send commands as soon as it reads the hello.
     stdout, _ = await loop.connect_write_pipe(_Quiet, sys.stdout.buffer)
-    sock = await _connect(path, _FromSocket(stdout, finished))
-    sock.write(f"{HELLO} {token} {os.getppid()}\n".encode())
-    await loop.connect_read_pipe(lambda: _ToSocket(sock, finished), sys.stdin.buffer)
+    state = Relay(stdout)
+
+    async def attach(attempts: int, pause: float) -> _FromDaemon | None:
+        protocol = _FromDaemon(state)
+        sock = await _connect(path, protocol, attempts, pause)
+        if sock is None:
+            return None
+        sock.write(hello_line(token, os.getppid(), state.states))
+        state.attach(sock)
+        return protocol
+
+    session = await attach(CONNECT_ATTEMPTS, CONNECT_PAUSE)
+    if session is None:
+        raise ConnectionRefusedError(f"nothing listens on {path}")
+    await loop.connect_read_pipe(lambda: _FromExabgp(state, finished), sys.stdin.buffer)
 
     def terminate() -> None:
         # ExaBGP sends SIGTERM after its shutdown notice: pass that on first.
@@ -105,19 +275,56 @@ async def relay(path: str, token: str) -> int:
             finished.set_result("terminated")
 
     loop.add_signal_handler(signal.SIGTERM, terminate)
-    try:
-        reason = await finished
-    except ConnectionError:
-        return 1
+    while True:
+        await asyncio.wait({finished, session.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if finished.done():
+            break
+        state.detach()
+        if state.hold <= 0:
+            await _end_exabgp(state)  # the daemon is gone for good
+            return 1
+        sys.stderr.write(f"evpnd relay: daemon gone, holding the sessions {state.hold:g}s\n")
+        attempts = max(1, int(state.hold / RECONNECT_PAUSE))
+        waiting = asyncio.ensure_future(attach(attempts, RECONNECT_PAUSE))
+        await asyncio.wait({finished, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if finished.done():
+            waiting.cancel()
+            break
+        reattached = waiting.result()
+        if reattached is None:
+            sys.stderr.write("evpnd relay: no daemon came back in time, closing the sessions\n")
+            await _end_exabgp(state)
+            return 1
+        session = reattached
+        sys.stderr.write(f"evpnd relay: daemon back, {state.dropped_lines} lines dropped\n")
+
+    reason = finished.result()
     if reason == "terminated":
         await asyncio.sleep(0.05)  # let the read pipe deliver what is already in it
     # ExaBGP is done with us: hand the daemon whatever is still queued.
+    sock = state.sock
+    if sock is None:
+        return 0
     deadline = loop.time() + FLUSH_TIMEOUT
     while sock.get_write_buffer_size() and not sock.is_closing() and loop.time() < deadline:
         await asyncio.sleep(0.01)
     sock.close()
     await asyncio.sleep(0)
     return 0
+
+
+async def _end_exabgp(state: Relay) -> None:
+    """Withdraw our routes, then SIGTERM our ExaBGP: it closes its sessions and exits.
+
+    ExaBGP 5.0.15 only notices a dead API process when it next writes to it,
+    which a quiet peer may never cause; our routes would stay announced with
+    nobody behind them.
+    """
+    await state.retire(RETIRE_TIMEOUT)
+    parent = os.getppid()
+    if parent > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(parent, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ before anything is injected, so the sender's bookkeeping stays simple.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from ipaddress import IPv4Address, ip_address
@@ -50,6 +51,9 @@ from evpnd.speaker import encode
 # Give the reactor back every so many routes: it must keep serving keepalives
 # and reading the sockets while a 100-route batch is injected.
 YIELD_EVERY = 50
+# `evpnd retire`: withdraw everything we announce, answer once it is sent.
+RETIRE = "evpnd retire"
+RETIRE_TIMEOUT = 30.0
 
 # RFC 9135 router's MAC (EVPN type 0x06, sub-type 0x03) and RFC 7432 default
 # gateway (opaque type 0x03, sub-type 0x0d): ExaBGP has no class for either.
@@ -349,6 +353,44 @@ def _handle(self: Any, reactor: Any, service: str, line: str, use_json: bool) ->
     return True
 
 
+def _retire(self: Any, reactor: Any, service: str, line: str, use_json: bool) -> bool:
+    """Withdraw every route of every adj-rib-out; `done` once the UPDATEs are out.
+
+    What the relay says before it ends ExaBGP for good: closing the sessions
+    alone is not enough, since a peer helping with graceful restart keeps
+    our routes as stale for the restart time, pointing at a VTEP nobody
+    serves any more.
+    """
+
+    def pending(name: str) -> bool:
+        peer = reactor._peers.get(name)
+        return peer is not None and peer.neighbor.rib.outgoing.pending()
+
+    def withdraw(name: str, flood_lists: bool) -> None:
+        peer = reactor._peers.get(name)
+        if peer is None:
+            return
+        rib = peer.neighbor.rib.outgoing
+        for change in list(rib.cached_changes(None, [Action.ANNOUNCE])):
+            if (getattr(change.nlri, "CODE", None) == Multicast.CODE) == flood_lists:
+                rib.del_from_rib(change)
+
+    def callback() -> Iterator[bool]:
+        names = list(reactor.peers())
+        deadline = time.monotonic() + RETIRE_TIMEOUT
+        # MACs before flood lists, as a daemon withdraws them: FRR's zebra
+        # keeps remote MACs whose VTEP's Type-3 went first (for a while).
+        for flood_lists in (False, True):
+            for name in names:
+                withdraw(name, flood_lists)
+            while any(pending(name) for name in names) and time.monotonic() < deadline:
+                yield False
+        reactor.processes.answer_done(service)
+
+    reactor.asynchronous.schedule(service, line, callback())
+    return True
+
+
 _registered = False
 
 
@@ -359,6 +401,7 @@ def register() -> None:
         return
     Command.register(encode.ANNOUNCE)(_announce_evpn)
     Command.register(encode.WITHDRAW)(_withdraw_evpn)
+    Command.register(RETIRE, False)(_retire)
     _registered = True
 
 

@@ -49,6 +49,7 @@ from evpnd.speaker.messages import (
     Message,
     Notification,
     PeerState,
+    RouteRefresh,
     RouteUpdate,
     SpeakerShutdown,
 )
@@ -161,7 +162,7 @@ class Decoder:
         kind = doc.get("type")
         if kind == "notification" and doc.get("notification") == "shutdown":
             return [SpeakerShutdown()]
-        if kind not in ("update", "state", "notification"):
+        if kind not in ("update", "state", "notification", "refresh"):
             if not isinstance(kind, str):
                 raise _Malformed("bad-envelope", "no message type")
             self.stats.ignored[f"type-{kind}"[:40]] += 1
@@ -173,6 +174,8 @@ class Decoder:
                 return [_state(peer, neighbor)]
             if kind == "notification":
                 return [_notification(peer, neighbor)]
+            if kind == "refresh":
+                return [_refresh(peer, neighbor)]
             if neighbor.get("direction", "receive") != "receive":
                 # With `send { ... }` configured ExaBGP echoes what it sent: not routes we learned.
                 self.stats.ignored["sent-update"] += 1
@@ -276,6 +279,11 @@ class Decoder:
         if code == 5:
             return _prefix_key(nlri)
         return None
+
+
+def _refresh(peer: IPAddress, neighbor: dict[str, Any]) -> RouteRefresh:
+    body = _dict(neighbor.get("route-refresh"), "route-refresh")
+    return RouteRefresh(peer, _str(body, "afi"), _str(body, "safi"), _str(body, "subtype"))
 
 
 def decode_line(line: str | bytes) -> list[Message]:

@@ -54,6 +54,8 @@ FORBIDDEN: tuple[str, ...] = (
     "help ", "debug ", "# ", "silence-ack ", "enable-ack ", "disable-ack ",
     # first words of every multi-word command (announce route, show neighbor, ...)
     "announce ", "withdraw ", "show ", "flush ", "clear ",
+    # evpnd's own commands (commands.py)
+    "evpnd ",
     # the API would split or pad these
     "[", "]", "(", ")", ",", "\t", "\n", "\r", "  ",
 )

@@ -53,6 +53,8 @@ def environment(log_level: str = "INFO", log_destination: str = "stdout") -> dic
         "daemon.pid": "",
         # A dead relay must end ExaBGP (the supervisor restarts it and replays
         # the routes); a respawned relay would get no replay of received routes.
+        # 5.0.15 acts on this only when it next writes to the dead relay, so
+        # the relay also SIGTERMs ExaBGP itself when it gives up (bridge.py).
         "api.terminate": "true",
         "api.respawn": "false",
         "api.ack": "true",
@@ -159,7 +161,9 @@ def _neighbor(config: Config, peer: Peer) -> list[str]:
         [
             f"processes [ {PROCESS_NAME} ];",
             "neighbor-changes;",
-            *_block("receive", ["parsed;", "update;", "notification;"]),
+            # refresh: BoRR/EoRR tell a daemon that adopted a running ExaBGP
+            # when a peer has re-sent its table (see process.py).
+            *_block("receive", ["parsed;", "update;", "notification;", "refresh;"]),
         ],
     )
     return [f"neighbor {peer.address} {{", *_indent(body), "}"]

@@ -10,34 +10,38 @@ Any argument ExaBGP accepts works (`<config>`, `validate -n <config>`, ...).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
 import sys
+from typing import Any
 
-PR_SET_PDEATHSIG = 1
 
+def _refresh_markers_are_not_requests() -> None:
+    """Stop ExaBGP 5.0.15 from re-sending its adj-rib-out on a peer's BoRR/EoRR.
 
-def _die_with_parent() -> None:
-    """SIGTERM this ExaBGP when the supervising daemon dies.
-
-    Otherwise an orphaned ExaBGP would keep our routes announced with nobody
-    left to withdraw them. SIGTERM (not SIGKILL) so ExaBGP closes its
-    sessions with a NOTIFICATION and peers drop the routes at once.
+    Its reactor calls `Peer.resend` for every ROUTE-REFRESH it receives, the
+    RFC 7313 begin/end markers included, so each route refresh we ask for
+    (process.py, when a daemon adopts a running ExaBGP) would make us re-send
+    every route twice. With enhanced route refresh negotiated, a real request
+    arrives as `enhanced=True`; `False` then means a marker.
     """
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        sys.exit(1)
+    from exabgp.bgp.message.open.capability.refresh import REFRESH
+    from exabgp.reactor.peer import Peer
+
+    original = Peer.resend
+
+    def resend(self: Any, enhanced: bool, family: Any = None) -> None:
+        proto = getattr(self, "proto", None)
+        negotiated = getattr(proto, "negotiated", None)
+        if (family is not None and not enhanced
+                and getattr(negotiated, "refresh", None) == REFRESH.ENHANCED):
+            return
+        original(self, enhanced, family)
+
+    Peer.resend = resend
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if os.environ.get("EVPND_SPEAKER_SUPERVISED") == "1":
-        _die_with_parent()
     # A named-pipe CLI variable would turn ExaBGP's entry point into its pipe
     # helper; it never belongs to us.
     os.environ.pop("exabgp_cli_pipe", None)
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from evpnd.speaker import commands
 
     commands.register()
+    _refresh_markers_are_not_requests()
 
     from exabgp.application.main import main as exabgp_main
 

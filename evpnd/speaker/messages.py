@@ -39,6 +39,25 @@ class EndOfRib:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteRefresh:
+    """A ROUTE-REFRESH from a peer (RFC 2918, RFC 7313).
+
+    `subtype` is "query" (the peer asks us to re-send), "begin" (BoRR: the
+    peer is about to re-send its table) or "end" (EoRR: it has; every route
+    of that family not re-sent since the BoRR is gone).
+    """
+
+    peer: IPAddress
+    afi: str
+    safi: str
+    subtype: str
+
+    @property
+    def is_evpn(self) -> bool:
+        return (self.afi, self.safi) == ("l2vpn", "evpn")
+
+
+@dataclass(frozen=True, slots=True)
 class PeerState:
     """Session state change: "connected", "up" or "down" (with ExaBGP's reason)."""
 
@@ -81,5 +100,12 @@ class DecodeError:
 
 
 Message = (
-    RouteUpdate | EndOfRib | PeerState | Notification | SpeakerShutdown | CommandAck | DecodeError
+    RouteUpdate
+    | EndOfRib
+    | RouteRefresh
+    | PeerState
+    | Notification
+    | SpeakerShutdown
+    | CommandAck
+    | DecodeError
 )

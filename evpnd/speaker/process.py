@@ -20,6 +20,17 @@ Process model::
 * When ExaBGP exits (or its relay disconnects) the supervisor kills what is
   left, emits a `restarted` notice into `lines()`, restarts ExaBGP with capped
   exponential backoff and re-announces every local route.
+* Hand-over (bgp.restart_hold > 0): `hand_off()` leaves ExaBGP running, its
+  sessions up and our routes announced; the relay holds on for that many
+  seconds. The next Speaker on the same state_dir adopts that ExaBGP
+  (`speaker.json` names it, `announced.json` lists what it announces for us;
+  see handoff.py), so a daemon restart or upgrade drops no traffic. Every
+  attachment emits an `attached` notice with the peers' session states: the
+  daemon asks the established ones for a route refresh, since the routes they
+  sent went to the previous daemon.
+* ExaBGP's own log (stdout and stderr) goes to `<state_dir>/exabgp.log`, not
+  to a pipe: a pipe would break when the daemon that read it hands over. The
+  speaker follows that file and passes warnings on.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import structlog
 import evpnd
 from evpnd.config import Config
 from evpnd.model import ImetKey, Route, RouteKey
-from evpnd.speaker import bridge, encode, exabgp_config
+from evpnd.speaker import bridge, encode, exabgp_config, handoff
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +62,11 @@ STREAM_LIMIT = 64 * 1024 * 1024
 SOCKET_NAME = "exabgp-api.sock"
 CONFIG_NAME = "exabgp.conf"
 ENV_FILE_NAME = "exabgp.env"
+RECORD_NAME = "speaker.json"
+ANNOUNCED_NAME = "announced.json"
+LOG_NAME = "exabgp.log"
+LOG_MAX_BYTES = 16 * 1024 * 1024  # then the file starts over (ExaBGP appends)
+LOG_POLL = 0.25
 SUN_PATH_MAX = 107
 
 NOTICE_TYPE = "speaker"
@@ -66,47 +82,65 @@ class SpeakerCounters:
     errors: int = 0  # `error` lines (the whole line was rejected)
     lines_sent: int = 0
     lines_received: int = 0  # JSON lines handed to lines()
+    adoptions: int = 0  # running ExaBGPs taken over from a previous daemon
+    refreshes: int = 0  # route refreshes asked of peers
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
+def _notice(event: str, **fields: object) -> str:
+    # Shaped like ExaBGP's own envelope (`type` names the message) so the
+    # daemon can tell it from ExaBGP's lines before decoding.
+    return json.dumps({"exabgp": "evpnd", "time": time.time(), "type": NOTICE_TYPE,
+                       "speaker": {"event": event, **fields}})  # fmt: skip
+
+
 def restart_notice(restarts: int, reason: str, peers: Iterable[str]) -> str:
     """The synthetic line put into lines() when ExaBGP was lost.
 
-    Shaped like ExaBGP's own envelope (`type` names the message) so a decoder
-    can dispatch on it: every route received before it is from a session that
-    no longer exists (ExaBGP sends no withdrawals when it dies).
+    Every route received before it is from a session that no longer exists
+    (ExaBGP sends no withdrawals when it dies).
     """
-    return json.dumps(
-        {
-            "exabgp": "evpnd",
-            "time": time.time(),
-            "type": NOTICE_TYPE,
-            "speaker": {
-                "event": "restarted",
-                "restarts": restarts,
-                "reason": reason,
-                "peers": sorted(peers),
-            },
-        }
-    )
+    return _notice("restarted", restarts=restarts, reason=reason, peers=sorted(peers))
 
 
-def is_restart_notice(line: str) -> bool:
+def attached_notice(adopted: bool, states: dict[str, str]) -> str:
+    """Put into lines() each time an ExaBGP's relay attaches.
+
+    `adopted`: the ExaBGP was already running (a previous daemon handed it
+    over); `peers` maps each peer address to its last known session state.
+    """
+    return _notice("attached", adopted=adopted, peers=dict(sorted(states.items())))
+
+
+def speaker_notice(line: str) -> dict[str, object] | None:
+    """The body of a notice made by this module, or None for ExaBGP's own lines."""
     if f'"type": "{NOTICE_TYPE}"' not in line:
-        return False
+        return None
     try:
         message = json.loads(line)
     except ValueError:
-        return False
-    return message.get("type") == NOTICE_TYPE and message["speaker"]["event"] == "restarted"
+        return None
+    if message.get("type") != NOTICE_TYPE or not isinstance(message.get("speaker"), dict):
+        return None
+    return message["speaker"]
+
+
+def is_restart_notice(line: str) -> bool:
+    notice = speaker_notice(line)
+    return notice is not None and notice.get("event") == "restarted"
 
 
 @dataclass(frozen=True, slots=True)
 class _Announced:
     token: str
     identity: tuple[object, ...]
+    route: Route = field(compare=False)
+
+    @classmethod
+    def of(cls, route: Route) -> _Announced:
+        return cls(encode.route_token(route), encode.nlri_identity(route), route)
 
 
 @dataclass(slots=True)
@@ -116,11 +150,57 @@ class _Line:
     preview: str
 
 
+REFRESH = "refresh"
+
+
+class AdoptedProcess:
+    """A running ExaBGP that is not our child: watched and signalled through a pidfd.
+
+    Offers the part of asyncio.subprocess.Process the supervisor uses. The
+    exit status of a process we did not start is not ours to collect:
+    `returncode` becomes -1 once it is gone.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._fd: int | None = os.pidfd_open(pid)  # ProcessLookupError if gone
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_reader(self._fd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self.returncode = -1
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        return -1
+
+    def send_signal(self, sig: int) -> None:
+        if self._fd is None:
+            raise ProcessLookupError(self.pid)
+        signal.pidfd_send_signal(self._fd, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+ExabgpProcess = asyncio.subprocess.Process | AdoptedProcess
+Connected = tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]
+
+
 @dataclass(slots=True)
 class _Instance:
-    process: asyncio.subprocess.Process
+    process: ExabgpProcess
     token: str
-    connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    connected: asyncio.Future[Connected]
+    adopted: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -146,9 +226,13 @@ class Speaker:
         stop_timeout: float = 5.0,
         log_level: str = "INFO",
         exec_prefix: Sequence[str] = (),
+        hold: float | None = None,
+        adopt_timeout: float = 10.0,
     ) -> None:
         """`exec_prefix` wraps the ExaBGP command line, e.g. `ip netns exec NS`
-        (it must exec, not fork, so that the PID we watch is ExaBGP's)."""
+        (it must exec, not fork, so that the PID we watch is ExaBGP's).
+        `hold`: seconds ExaBGP waits for the next daemon after hand_off()
+        (default: the config's bgp.restart_hold)."""
         if batch_size < 1 or window < 1:
             raise ValueError("batch_size and window must be positive")
         self.config = config
@@ -163,7 +247,10 @@ class Speaker:
         self.stop_timeout = stop_timeout
         self.log_level = log_level
         self.exec_prefix = tuple(exec_prefix)
+        self.hold = float(config.bgp.restart_hold if hold is None else hold)
+        self.adopt_timeout = adopt_timeout
         self.counters = SpeakerCounters()
+        self.adopted = False  # the current ExaBGP was taken over, not started by us
 
         self._socket_path = self.state_dir / SOCKET_NAME
         if len(os.fsencode(self._socket_path)) > SUN_PATH_MAX:
@@ -174,6 +261,7 @@ class Speaker:
         self._routes: dict[RouteKey, _Announced] = {}
         self._sent: dict[RouteKey, _Announced] = {}
         self._dirty: OrderedDict[RouteKey, None] = OrderedDict()
+        self._commands: deque[str] = deque()  # other command lines (route refresh)
         self._inflight: deque[_Line] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -183,6 +271,10 @@ class Speaker:
         self._supervisor: asyncio.Task[None] | None = None
         self._terminating: dict[int, asyncio.Future[None]] = {}
         self._stopping = False
+        self._handing_off = False
+        self._prune_wanted = False
+        self._adoptable: handoff.SpeakerRecord | None = None
+        self._log_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._up = asyncio.Event()
 
@@ -212,12 +304,16 @@ class Speaker:
         if self._supervisor is not None or self._stopping:
             raise SpeakerError("a Speaker starts once")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._adoptable = self._running_exabgp()
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         self._server = await asyncio.start_unix_server(
             self._on_relay, path=str(self._socket_path), limit=STREAM_LIMIT
         )
         os.chmod(self._socket_path, 0o600)
+        self._log_task = asyncio.create_task(
+            _follow_log(self.state_dir / LOG_NAME), name="exabgp-log"
+        )
         self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -230,10 +326,7 @@ class Speaker:
         All or nothing: a route the encoder refuses (EncodeError) leaves the
         announced set as it was.
         """
-        encoded = [
-            (route.key, _Announced(encode.route_token(route), encode.nlri_identity(route)))
-            for route in routes
-        ]
+        encoded = [(route.key, _Announced.of(route)) for route in routes]
         for key, entry in encoded:
             if self._routes.get(key) != entry:
                 self._routes[key] = entry
@@ -246,6 +339,87 @@ class Speaker:
             if self._routes.pop(key, None) is not None or key in self._sent:
                 self._mark(key)
         self._kick()
+
+    def refresh(self, peer: str) -> None:
+        """Ask `peer` to send its EVPN routes again (ROUTE-REFRESH; BoRR/EoRR follow)."""
+        self._commands.append(f"neighbor {peer} announce route-refresh l2vpn evpn")
+        self.counters.refreshes += 1
+        self._idle.clear()
+        self._kick()
+
+    def prune(self) -> None:
+        """Withdraw what a previous daemon announced and this one does not want.
+
+        Call once every local route is known (after the first local dump):
+        until then, a route missing from the desired set may just not be
+        learned yet. Takes effect when an adopted ExaBGP attaches, if later.
+        """
+        self._prune_wanted = True
+        if self._writer is not None:
+            self._prune_now()
+
+    def _prune_now(self) -> None:
+        orphans = [key for key in self._sent if key not in self._routes]
+        if orphans:
+            log.info("withdrawing routes the previous daemon announced", routes=len(orphans))
+        for key in orphans:
+            self._mark(key)
+        self._kick()
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new BGP configuration to the running ExaBGP (its own reload).
+
+        ExaBGP re-establishes only the sessions whose neighbor changed, starts
+        new ones and closes removed ones. Every route is offered again:
+        ExaBGP skips what a peer's adj-rib-out already holds, and a new or
+        re-created peer gets everything.
+        """
+        self.config = config
+        self.hold = float(config.bgp.restart_hold)
+        instance = self._instance
+        if instance is None or self._writer is None:
+            return  # the next start writes the new configuration
+        self._write_files()
+        self._writer.write(f"#evpnd hold {self.hold:g}\n".encode())
+        with contextlib.suppress(ProcessLookupError):
+            instance.process.send_signal(signal.SIGUSR1)
+        log.info("exabgp reloading its configuration", pid=instance.process.pid)
+        self._sent.clear()
+        for key in self._routes:
+            self._mark(key)
+        self._kick()
+
+    async def hand_off(self, timeout: float = 5.0) -> bool:
+        """Stop, leaving ExaBGP, its sessions and our routes to the next daemon.
+
+        Falls back to stop() (and returns False) when no hold is configured
+        or no ExaBGP is attached.
+        """
+        if self.hold <= 0 or self._writer is None or self._stopped.is_set():
+            await self.stop()
+            return False
+        with contextlib.suppress(TimeoutError, SpeakerError):
+            await self.flush(timeout)
+        announced = [entry.route for entry in self._sent.values()]
+        _write_private(self.state_dir / ANNOUNCED_NAME, handoff.routes_to_json(announced))
+        self._handing_off = True
+        self._stopping = True
+        self._stopped.set()
+        self._wakeup.set()
+        # Stop listening first, or the relay would come straight back to us.
+        await self._close_server()
+        writer = self._writer
+        if writer is not None:
+            writer.close()
+        if self._supervisor is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._supervisor), 5)
+            self._supervisor = None
+        await self._stop_following_log()
+        self._received.put_nowait(_EOF)
+        log.info("speaker handed over: exabgp keeps the sessions", hold=self.hold,
+                 routes=len(announced))  # fmt: skip
+        return True
 
     async def flush(self, timeout: float | None = None) -> None:
         """Until every change so far has been acknowledged by a connected ExaBGP.
@@ -294,6 +468,15 @@ class Speaker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._supervisor
             self._supervisor = None
+        await self._close_server()
+        await self._stop_following_log()
+        for name in (RECORD_NAME, ANNOUNCED_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / name).unlink()
+        self._received.put_nowait(_EOF)
+        log.info("speaker stopped", **self.counters.as_dict())
+
+    async def _close_server(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -301,8 +484,14 @@ class Speaker:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
-        self._received.put_nowait(_EOF)
-        log.info("speaker stopped", **self.counters.as_dict())
+
+    async def _stop_following_log(self) -> None:
+        if self._log_task is not None:
+            await asyncio.sleep(LOG_POLL)  # ExaBGP's last words
+            self._log_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._log_task
+            self._log_task = None
 
     # ------------------------------------------------------------ supervision
 
@@ -310,8 +499,9 @@ class Speaker:
         backoff = self.backoff_initial
         while not self._stopping:
             started = time.monotonic()
+            adopt, self._adoptable = self._adoptable, None
             try:
-                reason = await self._run_instance()
+                reason = await self._run_instance(adopt)
             except OSError as exc:  # could not even start it (missing python, ...)
                 reason = f"could not start exabgp: {exc}"
             except Exception as exc:  # a bug here must not end supervision
@@ -335,46 +525,95 @@ class Speaker:
                 await asyncio.wait_for(self._stopped.wait(), backoff)
             backoff = min(backoff * 2, self.backoff_max)
 
-    async def _run_instance(self) -> str:
-        loop = asyncio.get_running_loop()
+    async def _spawn(self) -> _Instance:
         token = secrets.token_hex(16)
         config_path, exabgp_env = self._write_files()
-        process = await asyncio.create_subprocess_exec(
-            *self.exec_prefix, self.python, "-m", "evpnd.speaker.launcher", str(config_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=self._child_env(exabgp_env, token),
-            cwd=str(self.state_dir),
-            limit=STREAM_LIMIT,
-            start_new_session=True,  # the daemon's terminal signals are not ExaBGP's
+        # ExaBGP's log goes to a file it appends to: it must outlive us.
+        log_fd = os.open(self.state_dir / LOG_NAME,
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # fmt: skip
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.exec_prefix, self.python, "-m", "evpnd.speaker.launcher",
+                str(config_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                env=self._child_env(exabgp_env, token),
+                cwd=str(self.state_dir),
+                start_new_session=True,  # the daemon's terminal signals are not ExaBGP's
+            )
+        finally:
+            os.close(log_fd)
+        _write_private(
+            self.state_dir / RECORD_NAME,
+            handoff.record_to_json(handoff.SpeakerRecord(process.pid, token, str(config_path))),
         )
-        instance = _Instance(process, token, loop.create_future())
-        self._instance = instance
         log.info("exabgp started", pid=process.pid, config=str(config_path))
-        assert process.stdout is not None
-        pump = asyncio.create_task(_pump_log(process.stdout, process.pid))
+        return _Instance(process, token, asyncio.get_running_loop().create_future())
+
+    def _running_exabgp(self) -> handoff.SpeakerRecord | None:
+        """The ExaBGP a previous daemon left running for us, if any."""
+        path = self.state_dir / RECORD_NAME
+        try:
+            record = handoff.record_from_json(path.read_text())
+            cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return None
+        except (OSError, handoff.HandoffError) as exc:
+            log.warning("ignoring the previous speaker record", file=str(path), error=str(exc))
+            return None
+        if b"evpnd.speaker.launcher" not in cmdline or os.fsencode(record.config) not in cmdline:
+            return None  # that PID is something else by now
+        return record
+
+    async def _adopt(self, record: handoff.SpeakerRecord) -> _Instance | None:
+        try:
+            process = AdoptedProcess(record.pid)
+        except ProcessLookupError:
+            return None
+        log.info("adopting the running exabgp", pid=record.pid)
+        return _Instance(process, record.token, asyncio.get_running_loop().create_future(),
+                         adopted=True)  # fmt: skip
+
+    async def _run_instance(self, adopt: handoff.SpeakerRecord | None = None) -> str:
+        instance = await self._adopt(adopt) if adopt is not None else None
+        if instance is None:
+            instance = await self._spawn()
+        process = instance.process
+        self._instance = instance
         exited = asyncio.create_task(process.wait())
         reader_task: asyncio.Task[str] | None = None
         writer_task: asyncio.Task[None] | None = None
+        keep = False  # hand-over: ExaBGP stays up for the next daemon
         try:
             if self._stopping:  # stop() came while the child was being spawned
                 return "stopping"
+            timeout = self.adopt_timeout if instance.adopted else self.connect_timeout
             done, _ = await asyncio.wait(
-                {instance.connected, exited}, timeout=self.connect_timeout,
+                {instance.connected, exited}, timeout=timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if instance.connected not in done:
+                if instance.adopted:
+                    return ("the adopted exabgp exited" if exited in done
+                            else "the adopted exabgp's relay did not come back in time")
                 return (f"exabgp exited with {process.returncode} before its relay connected"
                         if exited in done else "the relay did not connect in time")
-            reader, writer = instance.connected.result()
-            self._attach(writer)
-            log.info("exabgp relay attached", pid=process.pid, routes=len(self._routes))
+            reader, writer, states = instance.connected.result()
+            if instance.adopted:
+                self.counters.adoptions += 1
+                await self._adopted_config(instance)
+            self._attach(writer, instance.adopted, states)
+            log.info("exabgp relay attached", pid=process.pid, adopted=instance.adopted,
+                     routes=len(self._routes), peers=states)
             reader_task = asyncio.create_task(self._read(reader))
             writer_task = asyncio.create_task(self._write_loop(writer))
             done, _ = await asyncio.wait(
                 {exited, reader_task, writer_task}, return_when=asyncio.FIRST_COMPLETED
             )
+            if self._handing_off and exited not in done:
+                keep = True
+                return "handed over"
             if reader_task in done and exited not in done:
                 # The relay closes first when ExaBGP dies; its exit status
                 # says more, and follows within moments.
@@ -390,21 +629,33 @@ class Speaker:
                 writer_task.cancel()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await writer_task
-            await self._terminate(process)
+            if not keep:
+                await self._terminate(process)
             if reader_task is not None:
                 # The relay flushes what ExaBGP said last, then closes.
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(reader_task, 2)
+                    await asyncio.wait_for(reader_task, 0 if keep else 2)
             if instance.connected.done() and not instance.connected.cancelled():
                 instance.connected.result()[1].close()
             else:
                 instance.connected.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(pump, 2)
             exited.cancel()
             self._instance = None
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _adopted_config(self, instance: _Instance) -> None:
+        """An adopted ExaBGP runs the previous daemon's configuration: reload if ours differs."""
+        path = self.state_dir / CONFIG_NAME
+        try:
+            before = path.read_text()
+        except OSError:
+            before = ""
+        self._write_files()
+        if path.read_text() != before:
+            log.info("configuration differs from the adopted exabgp's: reloading it")
+            with contextlib.suppress(ProcessLookupError):
+                instance.process.send_signal(signal.SIGUSR1)
+
+    async def _terminate(self, process: ExabgpProcess) -> None:
         """SIGTERM, then SIGKILL after stop_timeout; only ever our own child.
 
         stop() and the supervisor may both ask; the second waits for the first.
@@ -418,7 +669,7 @@ class Speaker:
             pending.add_done_callback(lambda _: self._terminating.pop(process.pid, None))
         await asyncio.shield(pending)
 
-    async def _signal_and_wait(self, process: asyncio.subprocess.Process) -> None:
+    async def _signal_and_wait(self, process: ExabgpProcess) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
@@ -457,36 +708,58 @@ class Speaker:
         except (TimeoutError, ValueError, ConnectionError):
             writer.close()
             return
-        words = hello.decode("ascii", "replace").split()
+        parsed = bridge.parse_hello(hello)
         if (
             instance is None
-            or len(words) != 3
-            or words[0] != bridge.HELLO
-            or not secrets.compare_digest(words[1], instance.token)
+            or parsed is None
+            or not secrets.compare_digest(parsed[0], instance.token)
             or instance.connected.done()
         ):
             log.warning("rejected a relay connection", hello=hello[:80])
             writer.close()
             return
-        instance.connected.set_result((reader, writer))
+        instance.connected.set_result((reader, writer, parsed[2]))
 
-    def _attach(self, writer: asyncio.StreamWriter) -> None:
-        # A fresh ExaBGP knows nothing: everything desired is dirty again,
-        # route types in flood-list-first order.
+    def _attach(self, writer: asyncio.StreamWriter, adopted: bool, states: dict[str, str]) -> None:
         self._writer = writer
-        self._sent.clear()
         self._inflight.clear()
+        # Tell the relay how long to keep ExaBGP up if we go away.
+        writer.write(f"#evpnd hold {self.hold:g}\n".encode())
+        # A fresh ExaBGP knows nothing; an adopted one holds what the
+        # previous daemon announced, and only differences need sending.
+        self._sent = self._previously_announced() if adopted else {}
+        self.adopted = adopted
         keys = sorted(self._routes, key=lambda k: 0 if isinstance(k, ImetKey) else 1)
         for key in keys:
             self._mark(key)
+        if self._prune_wanted:
+            self._prune_now()
+        self._received.put_nowait(attached_notice(adopted, states))
         self._up.set()
         self._kick()
+
+    def _previously_announced(self) -> dict[RouteKey, _Announced]:
+        path = self.state_dir / ANNOUNCED_NAME
+        try:
+            text = path.read_text()
+            # Consumed: if this daemon dies without handing over, the list
+            # would no longer be true for the one after it.
+            path.unlink()
+            routes = handoff.routes_from_json(text)
+            return {route.key: _Announced.of(route) for route in routes}
+        except FileNotFoundError:
+            log.warning("no record of the adopted exabgp's routes: re-announcing ours, "
+                        "cannot withdraw the previous daemon's")  # fmt: skip
+        except (OSError, handoff.HandoffError, encode.EncodeError) as exc:
+            log.warning("unreadable record of the adopted exabgp's routes", error=str(exc))
+        return {}
 
     def _detach(self) -> None:
         self._writer = None
         self._up.clear()
         self._idle.clear()
         self._inflight.clear()
+        self._commands.clear()
         self._sent.clear()
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
@@ -521,7 +794,7 @@ class Speaker:
             self.counters.acks += 1
             if sent.verb == encode.ANNOUNCE:
                 self.counters.announced += sent.count
-            else:
+            elif sent.verb == encode.WITHDRAW:
                 self.counters.withdrawn += sent.count
         else:
             self.counters.errors += 1
@@ -540,7 +813,8 @@ class Speaker:
         self._update_idle()
 
     def _update_idle(self) -> None:
-        if self._writer is not None and not self._dirty and not self._inflight:
+        if (self._writer is not None and not self._dirty and not self._inflight
+                and not self._commands):
             self._idle.set()
         else:
             self._idle.clear()
@@ -567,6 +841,9 @@ class Speaker:
         changed (another label or ESI) is withdrawn first and stays dirty, so
         the next line announces it: ExaBGP would otherwise keep both.
         """
+        if self._commands:
+            command = self._commands.popleft()
+            return command, _Line(REFRESH, 0, command)
         verb: str | None = None
         tokens: list[str] = []
         while self._dirty and len(tokens) < self.batch_size:
@@ -611,20 +888,42 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def _pump_log(stream: asyncio.StreamReader, pid: int) -> None:
-    """ExaBGP's own log (stdout+stderr): drained always, or ExaBGP blocks on it."""
+async def _follow_log(path: Path) -> None:
+    """ExaBGP's own log file -> our log: warnings and errors as such, the rest at debug.
+
+    Starts at the current end (an adopted ExaBGP's past is not news) and
+    starts the file over when it grows past LOG_MAX_BYTES; ExaBGP appends,
+    so it simply carries on at the new end.
+    """
+    try:
+        position = path.stat().st_size
+    except FileNotFoundError:
+        position = 0
+    partial = b""
     while True:
+        await asyncio.sleep(LOG_POLL)
         try:
-            raw = await stream.readline()
-        except (ValueError, asyncio.LimitOverrunError):
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < position:  # started over
+                    position = 0
+                handle.seek(position)
+                data = handle.read(1024 * 1024)
+                position += len(data)
+        except FileNotFoundError:
+            position = 0
             continue
-        if not raw:
-            return
-        line = raw.decode("utf-8", "replace").rstrip()
-        if not line:
-            continue
-        lowered = line.lower()
-        if "critical" in lowered or "error" in lowered or "traceback" in lowered:
-            log.warning("exabgp", pid=pid, line=line)
-        else:
-            log.debug("exabgp", pid=pid, line=line)
+        *lines, partial = (partial + data).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            lowered = line.lower()
+            if "critical" in lowered or "error" in lowered or "traceback" in lowered:
+                log.warning("exabgp", line=line)
+            else:
+                log.debug("exabgp", line=line)
+        if position >= LOG_MAX_BYTES and position >= size:
+            with contextlib.suppress(OSError):
+                os.truncate(path, 0)
+            position = 0

@@ -120,6 +120,12 @@ def rr_evpn() -> dict:
     return json.loads(out.stdout or "{}")
 
 
+def rr_peer(address: str) -> dict:
+    """The route reflector's view of one session (`show bgp l2vpn evpn summary json`)."""
+    out = run("rr", ["vtysh", "-c", "show bgp l2vpn evpn summary json"])
+    return json.loads(out.stdout or "{}").get("peers", {}).get(address, {})
+
+
 def rr_routes() -> dict[str, dict[str, dict]]:
     """RD -> prefix -> best path, from FRR's `show bgp l2vpn evpn json`."""
     table: dict[str, dict[str, dict]] = {}
@@ -371,9 +377,12 @@ def test_frozen_host_is_dropped_when_the_hold_timer_expires(fabric: None) -> Non
           f"(hold time 9 s); thawed, the fabric converged in {rejoined:.1f}s")
 
 
-def test_restart_keeps_host1_kernel_entries(fabric: None) -> None:
+def test_restart_keeps_entries_and_sessions_and_loses_no_ping(fabric: None) -> None:
+    """SIGTERM hands ExaBGP over: the next evpnd adopts it, nobody sees host1 leave."""
     (old,) = evpnd_pids("host1")
+    (speaker,) = launcher_pids("host1")
     baseline = {v: (remote_macs("host1", v), floods("host1", v)) for v in VNIS["host1"]}
+    rr_before = rr_peer(VTEP["host1"])
     host1_counts: list[int] = []
     host2_towards_host1: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -400,6 +409,7 @@ def test_restart_keeps_host1_kernel_entries(fabric: None) -> None:
         os.kill(old, signal.SIGTERM)
         wait_for("host1's evpnd to exit after SIGTERM", lambda: not alive(old), timeout=15)
         stopped = time.monotonic() - t0
+        time.sleep(1)  # a second with no evpnd at all on host1
         new = start_evpnd("host1")
         out, _ = pinger.communicate(timeout=count * 0.1 + 15)
     finally:
@@ -410,16 +420,45 @@ def test_restart_keeps_host1_kernel_entries(fabric: None) -> None:
     _reap(old)
     converged = wait_converged("after host1's evpnd was restarted")
     assert new is not None and evpnd_pids("host1") == [new]
+    # The same ExaBGP, the same BGP session: the route reflector never saw host1 go.
+    assert launcher_pids("host1") == [speaker]
+    rr_after = rr_peer(VTEP["host1"])
+    assert rr_after["connectionsDropped"] == rr_before["connectionsDropped"], rr_after
+    log = labstate.lab_dir(LAB) / "host1" / "evpnd.log"
+    assert "took over the running exabgp" in log.read_text()
 
-    # Host1's own kernel entries stayed through stop and start.
+    # Host1's own kernel entries stayed through stop and start, and host2 kept
+    # its entry towards host1 the whole time.
     expected = sum(len(fdb_) + len(fl) for fdb_, fl in baseline.values())
     assert host1_counts and min(host1_counts) == expected, (expected, sorted(set(host1_counts)))
     assert {v: (remote_macs("host1", v), floods("host1", v)) for v in VNIS["host1"]} == baseline
+    missing = [t for t, n in host2_towards_host1 if n == 0]
+    assert not missing, f"host2 lost its entries towards host1 at {missing[0]:.1f}s"
 
     summary = next((line for line in out.splitlines() if "packets transmitted" in line), out)
-    missing = [t for t, n in host2_towards_host1 if n == 0]
-    gap = f"{missing[0]:.1f}s..{missing[-1]:.1f}s" if missing else "never"
-    print(f"\nhost1 restart (SIGTERM at 1.0s, exited at {stopped:.1f}s): ping h2e1->h1e1: "
-          f"{summary}; host2 had no entry towards 10.0.1.2 at {gap}; "
-          f"re-converged {converged:.1f}s after the ping run; "
+    print(f"\nhost1 restart (SIGTERM at 1.0s, exited at {stopped:.1f}s, new evpnd 1 s later): "
+          f"ping h2e1->h1e1: {summary}; re-converged {converged:.1f}s after the ping run; "
           f"{len(host1_counts)} samples of host1's FDB, all {expected} entries")  # fmt: skip
+    assert f"{count} packets transmitted, {count} received" in summary, summary
+
+
+def test_sigint_withdraws_host1_and_the_others_drop_it(fabric: None) -> None:
+    """SIGINT is the clean stop: our routes are withdrawn and ExaBGP exits."""
+    (old,) = evpnd_pids("host1")
+    (speaker,) = launcher_pids("host1")
+    gone = VTEP["host1"]
+
+    def no_trace() -> bool:
+        return all(gone not in remote_macs(h, 100).values() and gone not in floods(h, 100)
+                   for h in ("host2", "host3"))  # fmt: skip
+
+    os.kill(old, signal.SIGINT)
+    wait_for("host2 and host3 to drop every entry towards 10.0.1.2", no_trace, timeout=20)
+    wait_for("host1's evpnd and ExaBGP to exit",
+             lambda: not alive(old) and not alive(speaker), timeout=20)  # fmt: skip
+    _reap(old)
+    # Documented stop state: host1's own kernel entries stay for the next start.
+    assert remote_macs("host1", 100)
+    start_evpnd("host1")
+    wait_converged("after host1's evpnd was started again")
+    assert ping("h2e1", "10.100.0.11")

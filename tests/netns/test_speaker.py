@@ -370,6 +370,80 @@ async def test_speaker_against_frr(frr_lab: FrrLab,
     assert spk.counters.errors == 0
 
 
+def is_attached(message: dict) -> bool:
+    return message.get("type") == "speaker" and message["speaker"]["event"] == "attached"
+
+
+def is_refresh_end(message: dict) -> bool:
+    return (message.get("type") == "refresh"
+            and message["neighbor"]["route-refresh"]["subtype"] == "end")
+
+
+@pytest.mark.netns
+async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
+    frr_lab: FrrLab, speaker: tuple[Speaker, Received]
+) -> None:
+    spk, received = speaker
+    await received.wait(is_up)
+    routes = mac_routes(5, with_ip=False)
+    spk.announce([imet_route(), *routes])
+    await spk.flush(30)
+
+    def frr_macs(count: int) -> Callable[[], Any]:
+        async def check() -> bool:
+            return len(await frr_lab.remote_macs()) == count
+        return check
+
+    await eventually(frr_macs(5), what="FRR to learn 5 MACs")
+    pid = spk.pid
+    assert pid is not None and await spk.hand_off() is True
+    await asyncio.sleep(1.5)
+    assert netns.pids_in(frr_lab.speaker_ns) and os.path.exists(f"/proc/{pid}")
+    peer = await frr_lab.peer()
+    assert peer["state"] == "Established" and peer["connectionsDropped"] == 0
+    assert len(await frr_lab.remote_macs()) == 5  # nobody withdrew anything
+
+    # The next speaker adopts that ExaBGP: same process, same session.
+    nxt = Speaker(spk.config, state_dir=spk.state_dir, exec_prefix=spk.exec_prefix,
+                  backoff_initial=0.2, stop_timeout=3, hold=2)  # fmt: skip
+    seen = Received()
+    await nxt.start()
+    collector = asyncio.create_task(seen.collect(nxt))
+    try:
+        attached = seen.lines[await seen.wait(is_attached, timeout=20)]["speaker"]
+        assert attached["adopted"] is True and attached["peers"] == {FRR_IP: "up"}
+        assert nxt.pid == pid and nxt.counters.restarts == 0
+        # Wants four of the five MACs now; the fifth must go, the rest stay put.
+        nxt.announce([imet_route(), *routes[:4]])
+        nxt.prune()
+        nxt.refresh(FRR_IP)
+        await nxt.flush(30)
+        assert nxt.counters.announced == 0  # ExaBGP already holds them: nothing re-sent
+        assert nxt.counters.withdrawn == 1
+        await eventually(frr_macs(4), what="FRR to drop the MAC nobody wants")
+        assert routes[4].mac not in await frr_lab.remote_macs()
+        # The refresh brings FRR's table again, closed by an EoRR.
+        end = await seen.wait(is_refresh_end, timeout=20)
+        assert any(route["code"] == 3 for line in seen.lines[:end]
+                   for _, route in announced_evpn(line))
+        peer = await frr_lab.peer()
+        assert peer["connectionsDropped"] == 0
+
+        # Handed over again, but nobody comes within the 2 s hold: our routes
+        # are withdrawn (a graceful-restart helper would keep them otherwise)
+        # and the session closes.
+        assert await nxt.hand_off() is True
+        await eventually(frr_macs(0), what="FRR to drop our routes after the hold")
+        assert not await frr_lab.bgp_routes(RD)
+        await eventually(lambda: asyncio.sleep(0, not os.path.exists(f"/proc/{pid}")),
+                         what="the abandoned ExaBGP to exit")
+    finally:
+        await nxt.stop()
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+
+
 @pytest.mark.netns
 async def test_throughput_against_frr(frr_lab: FrrLab,
                                       speaker: tuple[Speaker, Received]) -> None:
@@ -476,6 +550,8 @@ while True:
     buffer += data
     while b"\\n" in buffer:
         line, buffer = buffer.split(b"\\n", 1)
+        if line.startswith(b"#evpnd "):
+            continue  # for the relay, which this fake stands in for
         log.write("%d line %s\\n" % (os.getpid(), line.decode())); log.flush()
         unacked += 1
 """
