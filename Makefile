@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the daemon, the demo and the tests use:
 #   iproute2/iputils-ping: lab plumbing and pings; frr: route reflector and FRR VTEPs;
-#   gobgpd: the alternative route reflector; python3-venv: the virtualenv.
-APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip
+#   gobgpd: the alternative route reflector; python3-venv: the virtualenv;
+#   mosquitto (+ mosquitto_passwd) and openssl: the MQTT tests start a real broker
+#   on a loopback port, with TLS certificates and a password file made by the test.
+APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench lint deps venv clean

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab_cli.add_subparsers(sub)
 
+    from evpnd.control import cli as control_cli
+
+    control_cli.add_subparsers(sub)
+
     return parser
 
 

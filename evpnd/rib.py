@@ -59,6 +59,7 @@ MacRef = tuple[int, str]  # (vni, mac)
 IpRef = tuple[int, IPAddress]  # (vni, ip)
 VtepRef = tuple[int, IPAddress]  # (vni, vtep)
 PathId = tuple[IPAddress, RouteKey]  # (peer, route key)
+_Where = tuple[IPAddress | None, int]  # where a MAC is (remote VTEP, None = here) and its seq
 _K = TypeVar("_K")
 # Lower is better: (class, -seq, VTEP, peer, route key); see the module docstring.
 Rank = tuple[int, int, tuple[int, int], tuple[int, int], tuple[str, int, str, tuple[int, int]]]
@@ -185,6 +186,25 @@ class RibCounts:
 
 
 @dataclass(slots=True)
+class RibStats:
+    """Cumulative counters (they never go down), read by the metrics collector.
+
+    `announced` and `withdrawn` count, by route type, every route a peer sent
+    (reflections of our own routes included; stale sweeps and session losses
+    are not withdrawals). `mac_moves` counts RFC 7432 section 15
+    moves: the location of a MAC (our host, or a remote VTEP) changed straight
+    to another one whose sequence number is higher. Keys: "remote-to-local",
+    "local-to-remote", "remote-to-remote". A MAC that disappears and comes
+    back elsewhere, or a tie settled by the VTEP address, is not a move.
+    """
+
+    # Plain dicts, not Counters: dataclasses.asdict() mangles a Counter.
+    announced: dict[int, int] = field(default_factory=dict)
+    withdrawn: dict[int, int] = field(default_factory=dict)
+    mac_moves: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Stored:
     route: Route
     vnis: tuple[int, ...]
@@ -266,16 +286,19 @@ class Rib:
         self._advertised: dict[MacRef, _Adv] = {}
         self._conflicts: dict[MacRef, MacConflict] = {}
         self._own_ignored = 0
+        self.stats = RibStats()
 
     # ------------------------------------------------------------ remote routes
 
     def announce(self, peer: IPAddress, route: Route) -> RibChanges:
         tx = _Tx()
+        _count(self.stats.announced, route.key.route_type)
         self._announce(tx, peer, route)
         return self._commit(tx)
 
     def withdraw(self, peer: IPAddress, key: RouteKey) -> RibChanges:
         tx = _Tx()
+        _count(self.stats.withdrawn, key.route_type)
         self._withdraw(tx, peer, key)
         return self._commit(tx)
 
@@ -285,8 +308,10 @@ class Rib:
         """One received UPDATE as a single change set (withdrawals first, as on the wire)."""
         tx = _Tx()
         for key in withdrawn:
+            _count(self.stats.withdrawn, key.route_type)
             self._withdraw(tx, peer, key)
         for route in announced:
+            _count(self.stats.announced, route.key.route_type)
             self._announce(tx, peer, route)
         return self._commit(tx)
 
@@ -604,6 +629,7 @@ class Rib:
         changes = RibChanges()
         for ref in sorted(tx.macs):
             remote, local_wins, conflict = self._select(ref)
+            before = self._location(ref)
             if remote != self._remote_best.get(ref):
                 if remote is None:
                     del self._remote_best[ref]
@@ -614,6 +640,7 @@ class Rib:
                 # Neighbours follow the VTEP that owns their MAC.
                 tx.ips.update((ref[0], r.ip) for r in self._mac_cands.get(ref, {}).values() if r.ip)
             self._publish_advert(ref, local_wins, changes)
+            self._count_move(before, self._location(ref))
             if conflict != self._conflicts.get(ref):
                 if conflict is None:
                     del self._conflicts[ref]
@@ -641,6 +668,21 @@ class Rib:
                     del self._vteps[vni]
                 changes.vteps_removed.append((vni, vtep))
         return changes
+
+    def _location(self, ref: MacRef) -> _Where | None:
+        """Where the published state puts a MAC: (remote VTEP or None for us, seq)."""
+        adv = self._advertised.get(ref)
+        if adv is not None:
+            return None, adv.seq
+        remote = self._remote_best.get(ref)
+        return None if remote is None else (remote.vtep, remote.seq)
+
+    def _count_move(self, before: _Where | None, after: _Where | None) -> None:
+        if before is None or after is None or before[0] == after[0] or after[1] <= before[1]:
+            return
+        origin = "local" if before[0] is None else "remote"
+        target = "local" if after[0] is None else "remote"
+        _count(self.stats.mac_moves, f"{origin}-to-{target}")
 
     def _publish_advert(self, ref: MacRef, local_wins: bool, changes: RibChanges) -> None:
         old = self._advertised.get(ref)
@@ -681,6 +723,10 @@ def _adverts(ref: MacRef, adv: _Adv) -> list[LocalAdvert]:
     vni, mac = ref
     ips: list[IPAddress | None] = [None, *sorted(adv.ips, key=_addr)]
     return [LocalAdvert(vni, mac, ip, adv.seq, adv.sticky) for ip in ips]
+
+
+def _count(counts: dict[_K, int], key: _K) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 def _discard(index: dict[_K, dict[PathId, MacIpRoute]], ref: _K, pid: PathId) -> None:

@@ -680,6 +680,7 @@ def resync_events(known: LocalSnapshot, dumped: LocalSnapshot, reason: str) -> l
 class LearnerCounters:
     messages: int = 0
     events: int = 0
+    by_event: dict[str, int] = field(default_factory=dict)  # event class name -> count
     resyncs: int = 0
     overruns: int = 0
     parse_errors: int = 0
@@ -933,6 +934,8 @@ class LocalLearner:
         for event in events:
             self._queue.put_nowait(event)
             self.counters.events += 1
+            kind = type(event).__name__
+            self.counters.by_event[kind] = self.counters.by_event.get(kind, 0) + 1
 
     def _start_reading(self) -> None:
         if not self._reading and self._sock is not None and self._loop is not None:

@@ -27,7 +27,7 @@ import errno
 import socket
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -72,6 +72,9 @@ class ReconcilerStats:
     repairs: int = 0  # entries re-added after someone else removed them
     resyncs: int = 0  # full dump + diff runs (start-up, lost events, renames)
     takeovers: int = 0  # owned entries an admin overwrote (then left alone)
+    # Plain dicts with string keys, not Counters: dataclasses.asdict() mangles a Counter.
+    writes_by_op: dict[str, int] = field(default_factory=dict)  # "mac_put", "flood_del", ...
+    errors_by_kind: dict[str, int] = field(default_factory=dict)  # "mac_put:ENODEV", ...
 
 
 class Reconciler:
@@ -284,6 +287,12 @@ class Reconciler:
                 inst.add_neigh(neigh)
         self.stats.writes += result.total
         self.stats.errors += len(result.errors)
+        by_op, by_kind = self.stats.writes_by_op, self.stats.errors_by_kind
+        for op, n in result.writes.items():
+            by_op[op] = by_op.get(op, 0) + n
+        for error in result.errors:
+            kind = f"{error.op}:{errno.errorcode.get(error.errno, error.errno)}"
+            by_kind[kind] = by_kind.get(kind, 0) + 1
         self.recent_errors.extend(result.errors)
         if result.errors:
             log.warning(

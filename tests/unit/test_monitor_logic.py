@@ -772,3 +772,19 @@ def test_diff_takes_any_consistent_known_to_any_dumped(
     assert consumer.snapshot() == known
     consumer.apply(diff_snapshots(known, dumped))
     assert consumer.snapshot() == dumped
+
+
+def test_learner_counts_events_by_kind() -> None:
+    learner = LocalLearner([W100])  # not started: no socket, just the message path
+    for msg in topology():
+        learner._table.apply(msg)
+    mac = nlmsg(
+        RTM_NEWNEIGH,
+        ndmsg(AF_BRIDGE, P1, NUD_REACHABLE, 0, nla(NDA_LLADDR, raw_mac(MAC_A)),
+              nla(NDA_MASTER, struct.pack("=I", BR))),
+    )  # fmt: skip
+    learner._handle(mac)
+    learner._handle(mac)  # a refresh of the same entry is no new event
+    learner._handle(nlmsg(RTM_DELNEIGH, mac[16:]))
+    assert dict(learner.counters.by_event) == {"LocalMacAdded": 1, "LocalMacRemoved": 1}
+    assert learner.counters.events == 2

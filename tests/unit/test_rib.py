@@ -727,3 +727,56 @@ def test_change_sets_replay_to_the_rib_state(ops: list[tuple[Any, ...]]) -> None
         adverts.values(), key=lambda a: (a.vni, a.mac, a.ip is not None, int(a.ip or 0))
     )
     assert advert_order == rib.advertisements()
+
+
+# ------------------------------------------------------------- counters (metrics)
+
+
+def test_received_routes_are_counted_by_type_and_action() -> None:
+    rib = new_rib()
+    prefix = PrefixRoute(
+        key=PrefixKey("10.0.0.2:100", 0, ip_network("10.1.0.0/24")),
+        nexthop=V2,
+        vni=100,
+        gateway=None,
+        route_targets=(RT100,),
+    )
+    rib.apply_update(P1, [mac_route(M1, V2), mac_route(M2, V2), imet(V2), prefix], [])
+    rib.announce(P1, mac_route(M1, V3, seq=1))
+    rib.withdraw(P1, mac_route(M2, V2).key)
+    rib.apply_update(P1, [], [imet(V2).key, prefix.key])
+    rib.announce(P1, mac_route(M2, LOCAL))  # our own route reflected back still arrived
+    assert rib.stats.announced == {2: 4, 3: 1, 5: 1}
+    assert rib.stats.withdrawn == {2: 1, 3: 1, 5: 1}
+    # Session loss and stale sweeps remove routes nobody sent a withdrawal for.
+    rib.mark_stale(P1)
+    rib.sweep_stale(P1)
+    rib.announce(P2, mac_route(M2, V3))
+    rib.peer_down(P2)
+    assert rib.stats.withdrawn[2] == 1
+
+
+def test_mac_moves_are_counted_by_direction() -> None:
+    rib = new_rib()
+    rib.announce(P1, mac_route(M1, V2))  # first seen: not a move
+    rib.announce(P1, mac_route(M1, V3, seq=1))  # another VTEP claims it with seq 1
+    assert dict(rib.stats.mac_moves) == {"remote-to-remote": 1}
+    rib.local_mac_added(100, M1)  # learned here: claimed with seq 2
+    assert rib.stats.mac_moves["remote-to-local"] == 1
+    rib.announce(P1, mac_route(M1, V9, seq=3))  # and away again
+    assert rib.stats.mac_moves["local-to-remote"] == 1
+    assert sum(rib.stats.mac_moves.values()) == 3
+
+
+def test_changes_that_are_not_moves_are_not_counted() -> None:
+    rib = new_rib()
+    rib.announce(P1, mac_route(M1, V3))
+    rib.announce(P2, mac_route(M1, V2))  # same sequence, lower VTEP: a tie, not a move
+    assert vtep_of(rib, M1) == V2
+    rib.withdraw(P2, mac_route(M1, V2).key)  # back to the older copy
+    assert vtep_of(rib, M1) == V3
+    rib.withdraw(P1, mac_route(M1, V3).key)  # gone ...
+    rib.announce(P1, mac_route(M1, V9, seq=1))  # ... then back somewhere else
+    rib.announce(P1, mac_route(M2, V2, sticky=True))
+    rib.local_mac_added(100, M2)  # a sticky remote keeps it: a conflict, not a move
+    assert not rib.stats.mac_moves

@@ -1,0 +1,281 @@
+"""The control socket: newline-delimited JSON requests, one JSON response each.
+
+Requests::
+
+    {"command": "show", "what": "mac", "args": {"vni": 100}}
+    {"command": "reload"}
+    {"command": "ping"}
+
+Responses: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+A connection may carry several requests, one per line. A malformed or
+failing request gets an error response and never stops the server; a
+request longer than `max_request` bytes gets one and the connection is
+closed.
+
+The socket is created with mode 0600 (umask held while binding, so it is
+never reachable by others, not even for a moment); with a group it is
+chowned to that group and opened to 0660. A stale socket left by a killed
+daemon is removed at start; a live one (another daemon answers) is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from evpnd import __version__
+from evpnd.control import views
+from evpnd.control.settings import SUN_PATH_MAX, ControlConfig
+from evpnd.control.snapshot import DaemonView, Snapshot, take_snapshot
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST = 64 * 1024
+IDLE_TIMEOUT = 60.0
+MAX_CLIENTS = 32
+
+Reload = Callable[[], Awaitable[bool]]
+Response = dict[str, Any]
+
+
+class ControlError(RuntimeError):
+    """The control socket cannot be set up (bad path, unknown group, another daemon)."""
+
+
+def resolve_group(group: str | int) -> int:
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlError(f"control socket group {group!r} does not exist") from None
+
+
+def error(message: str) -> Response:
+    return {"ok": False, "error": message}
+
+
+class ControlServer:
+    """Serves `show` (and `reload`) for one daemon on a unix socket."""
+
+    def __init__(
+        self,
+        daemon: DaemonView,
+        path: str | Path,
+        *,
+        group: str | int | None = None,
+        reload: Reload | None = None,
+        max_request: int = MAX_REQUEST,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
+        snapshot: Callable[[], Snapshot] | None = None,
+    ) -> None:
+        """`snapshot` replaces `take_snapshot(daemon)` (tests, or a daemon that builds its own)."""
+        self.path = Path(path)
+        self.group = group
+        self.max_request = max_request
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self.requests = 0
+        self.errors = 0
+        self._snapshot = snapshot or (lambda: take_snapshot(daemon))
+        self._reload = reload
+        self._reload_lock = asyncio.Lock()
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: tuple[int, int] | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def for_daemon(cls, daemon: DaemonView, reload: Reload | None = None) -> ControlServer:
+        """From the daemon's config: `control.socket`/`control.group`, else the defaults."""
+        control = getattr(daemon.cfg, "control", None) or ControlConfig()
+        return cls(
+            daemon, control.socket_path(daemon.cfg.state_dir), group=control.group, reload=reload
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if len(os.fsencode(self.path)) > SUN_PATH_MAX:
+            raise ControlError(f"control socket path {self.path} is too long for a unix socket")
+        gid = None if self.group is None else resolve_group(self.group)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(self.path))
+            finally:
+                os.umask(old)
+            if gid is not None:
+                os.chown(self.path, -1, gid)
+                os.chmod(self.path, 0o660)
+            else:
+                os.chmod(self.path, 0o600)
+            st = os.stat(self.path)
+            self._inode = (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(
+                self._on_client, sock=sock, limit=self.max_request
+            )
+        except BaseException:
+            sock.close()
+            self._unlink_own()
+            raise
+        log.info("control socket listening", path=str(self.path),
+                 mode=oct(stat.S_IMODE(st.st_mode)), group=self.group)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._clients):
+            writer.close()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        self._unlink_own()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlError(f"{self.path} exists and is not a socket; not removing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass  # nobody listens: left over by a daemon that did not stop cleanly
+        except OSError as exc:
+            raise ControlError(f"cannot check the existing socket {self.path}: {exc}") from None
+        else:
+            raise ControlError(f"another process answers on the control socket {self.path}")
+        finally:
+            probe.close()
+        log.info("removing stale control socket", path=str(self.path))
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _unlink_own(self) -> None:
+        # Only our own socket: a successor may already have bound the path.
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if self._inode == (st.st_dev, st.st_ino):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    # ------------------------------------------------------------ connections
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self.max_clients:
+            with contextlib.suppress(ConnectionError, OSError):
+                await _send(writer, error("too many control connections; try again"))
+            writer.close()
+            return
+        self._clients.add(writer)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except TimeoutError:
+                    break
+                except (ValueError, asyncio.LimitOverrunError):
+                    self.errors += 1
+                    await _send(writer, error(f"request too large (limit {self.max_request} "
+                                              "bytes per line)"))
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                response = await self.handle_line(line)
+                await _send(writer, response)
+        except (ConnectionError, OSError):
+            pass  # the client went away
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def handle_line(self, line: bytes) -> Response:
+        self.requests += 1
+        try:
+            request = json.loads(line)
+        except (ValueError, RecursionError):
+            self.errors += 1
+            return error("request is not valid JSON")
+        response = await self.handle(request)
+        if not response.get("ok"):
+            self.errors += 1
+        return response
+
+    async def handle(self, request: object) -> Response:
+        """One decoded request -> its response; never raises."""
+        if not isinstance(request, dict):
+            return error("request must be a JSON object")
+        command = request.get("command")
+        try:
+            if command == "show":
+                return self._show(request)
+            if command == "reload":
+                return await self._do_reload()
+            if command == "ping":
+                return {"ok": True, "data": {"version": __version__, "pid": os.getpid()}}
+        except views.ViewError as exc:
+            return error(str(exc))
+        except Exception as exc:  # a bug in a view must not take the daemon down
+            log.exception("control request failed", command=command)
+            return error(f"internal error: {type(exc).__name__}: {exc}")
+        return error(f"unknown command {command!r}; one of: show, reload, ping")
+
+    def _show(self, request: dict[str, Any]) -> Response:
+        what = request.get("what")
+        args = request.get("args") or {}
+        if not isinstance(what, str):
+            return error(f"'show' needs 'what': one of {', '.join(views.VIEWS)}")
+        if not isinstance(args, dict):
+            return error("'args' must be a JSON object")
+        return {"ok": True, "data": views.show(self._snapshot(), what, args)}
+
+    async def _do_reload(self) -> Response:
+        if self._reload is None:
+            return error("this daemon does not take reload requests")
+        async with self._reload_lock:
+            done = await self._reload()
+        if not done:
+            return error("reload refused (invalid config, or not read from a file); "
+                         "the running config is kept; see the daemon log")
+        return {"ok": True, "data": {"reloaded": True}}
+
+
+async def _send(writer: asyncio.StreamWriter, response: Response) -> None:
+    try:
+        text = json.dumps(response, separators=(",", ":"), default=str)
+    except (TypeError, ValueError) as exc:  # e.g. a non-string dict key in a view
+        log.error("control answer is not JSON", error=str(exc))
+        text = json.dumps(error(f"internal error: answer is not JSON: {exc}"))
+    writer.write(text.encode() + b"\n")
+    await writer.drain()

@@ -1,0 +1,215 @@
+"""What `show` reads from the daemon: the `DaemonView` protocol and one `Snapshot` of it.
+
+`take_snapshot()` is the only place that touches the daemon (and the kernel,
+for the live MTU of each VNI device); the views are pure functions of the
+`Snapshot`. Everything runs on the daemon's event loop between two awaits, so
+the snapshot is consistent without copying the RIB.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from evpnd import __version__
+from evpnd.config import Config
+from evpnd.control.peers import PeerRecord, PeerTracker
+from evpnd.dataplane.monitor import LocalSnapshot
+from evpnd.dataplane.state import ForwardingState
+from evpnd.model import IPAddress, Route
+from evpnd.rib import Rib
+
+# --------------------------------------------------------------------------
+# What the daemon must offer (evpnd.daemon.Daemon has all of it once it holds
+# a `peer_tracker`).
+
+
+class SpeakerView(Protocol):
+    @property
+    def pid(self) -> int | None: ...  # the ExaBGP child, None while it is down
+
+    @property
+    def connected(self) -> bool: ...  # its relay is attached
+
+    # Speaker also has `counters: SpeakerCounters`; NoSpeaker (no peers) has none.
+
+
+class ReconcilerView(Protocol):
+    @property
+    def desired(self) -> ForwardingState: ...
+
+    @property
+    def installed(self) -> ForwardingState: ...
+
+    @property
+    def conflicts(self) -> int: ...
+
+    holding: bool
+    stats: Any  # ReconcilerStats (a dataclass of counters)
+
+
+class LearnerView(Protocol):
+    counters: Any  # LearnerCounters (a dataclass of counters)
+
+    def snapshot(self) -> LocalSnapshot: ...
+
+
+class DecoderView(Protocol):
+    stats: Any  # DecodeStats
+
+
+class DaemonStatsView(Protocol):
+    started: float
+    converged_at: float | None
+    # plus the counters local_events, updates, decode_errors, peer_downs, speaker_restarts
+
+
+class DaemonView(Protocol):
+    """Exactly what `take_snapshot` reads from `evpnd.daemon.Daemon`."""
+
+    cfg: Config
+    config_path: Path | None
+    rib: Rib
+    stats: DaemonStatsView  # DaemonStats
+    decoder: DecoderView
+    speaker: SpeakerView
+    reconciler: ReconcilerView
+    learner: LearnerView
+    peer_tracker: PeerTracker  # new: fed by the daemon (see evpnd/control/peers.py)
+
+
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerStatus:
+    pid: int | None = None
+    connected: bool = False
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Snapshot:
+    """The daemon's state at one moment, as the views need it."""
+
+    cfg: Config
+    rib: Rib
+    now: float
+    started: float
+    peers: Mapping[IPAddress, PeerRecord] = field(default_factory=dict)
+    local: LocalSnapshot = field(
+        default_factory=lambda: LocalSnapshot(MappingProxyType({}), MappingProxyType({}))
+    )
+    desired: ForwardingState = field(default_factory=ForwardingState)
+    installed: ForwardingState = field(default_factory=ForwardingState)
+    out_routes: tuple[Route, ...] = ()  # our announced routes (Type-3 per VNI, Type-2 per MAC)
+    mtus: Mapping[str, int | None] = field(default_factory=dict)  # live device MTUs
+    speaker: SpeakerStatus = field(default_factory=SpeakerStatus)
+    version: str = __version__
+    pid: int | None = None
+    config_path: str | None = None
+    converged_at: float | None = None
+    holding: bool = False
+    dataplane_conflicts: int = 0
+    daemon_counters: Mapping[str, Any] = field(default_factory=dict)
+    decoder_counters: Mapping[str, Any] = field(default_factory=dict)
+    dataplane_counters: Mapping[str, Any] = field(default_factory=dict)
+    learner_counters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def take_snapshot(
+    daemon: DaemonView,
+    *,
+    now: float | None = None,
+    mtu_of: Callable[[str], int | None] | None = None,
+) -> Snapshot:
+    cfg = daemon.cfg
+    read_mtu = mtu_of or device_mtu
+    devices = {name for v in cfg.vnis for name in (v.bridge_name, v.vxlan_name)}
+    stats = _counters(daemon.stats)
+    speaker = daemon.speaker
+    recon = daemon.reconciler
+    return Snapshot(
+        cfg=cfg,
+        rib=daemon.rib,
+        now=time.time() if now is None else now,
+        started=daemon.stats.started,
+        peers=daemon.peer_tracker.records(),
+        local=daemon.learner.snapshot(),
+        desired=recon.desired,
+        installed=recon.installed,
+        out_routes=tuple(out_routes(cfg, daemon.rib)),
+        mtus={name: read_mtu(name) for name in sorted(devices)},
+        speaker=SpeakerStatus(
+            speaker.pid, bool(speaker.connected), _counters(getattr(speaker, "counters", None))
+        ),
+        pid=os.getpid(),
+        config_path=None if daemon.config_path is None else str(daemon.config_path),
+        converged_at=daemon.stats.converged_at,
+        holding=bool(recon.holding),
+        dataplane_conflicts=recon.conflicts,
+        daemon_counters={k: v for k, v in stats.items() if k not in ("started", "converged_at")},
+        decoder_counters=_counters(daemon.decoder.stats),
+        dataplane_counters=_counters(recon.stats),
+        learner_counters=_counters(daemon.learner.counters),
+    )
+
+
+def out_routes(cfg: Config, rib: Rib) -> list[Route]:
+    """Our routes, built by the daemon's own (pure) helpers from the config and the RIB."""
+    # Imported here: evpnd.daemon imports the control server, which imports this module.
+    from evpnd.daemon import imet_routes, mac_route
+
+    routes: list[Route] = list(imet_routes(cfg))
+    for advert in rib.advertisements():
+        try:
+            routes.append(mac_route(cfg, advert))
+        except KeyError:  # the VNI left the config a moment ago
+            continue
+    return routes
+
+
+def _counters(obj: object) -> dict[str, Any]:
+    """A dataclass of counters -> plain JSON (nested Counters with tuple keys included)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    if not isinstance(obj, Mapping):
+        return {}
+    return {str(k): _plain(v) for k, v in obj.items()}
+
+
+def _plain(value: object) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {_key(k): _plain(v) for k, v in sorted(value.items(), key=lambda i: str(i[0]))}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _key(key: object) -> str:
+    # Counter keys such as (2, "announce") become "2:announce".
+    return ":".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+_SIOCGIFMTU = 0x8921
+_IFREQ = struct.Struct("16si12x")
+
+
+def device_mtu(name: str) -> int | None:
+    """The live MTU of a device in the daemon's network namespace; None if it is missing."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            raw = fcntl.ioctl(sock, _SIOCGIFMTU, _IFREQ.pack(name.encode()[:15], 0))
+    except OSError:
+        return None
+    return int(_IFREQ.unpack(raw)[1])

@@ -1,0 +1,474 @@
+"""Every evpnd metric, built at scrape time from the daemon's live objects.
+
+The collector owns no counter: it reads the ones kept by the objects that own
+the facts (RIB, decoder, speaker, reconciler, learner, daemon stats; see
+source.py) and turns them into Prometheus metric families. Nothing is
+instrumented elsewhere, and a scrape costs one pass over the RIB and the
+dataplane tables.
+
+`collect()` reads mutable daemon state without locks: call it on the event
+loop thread only (server.py does). A section that fails is logged, skipped
+and counted in `evpnd_metrics_collect_errors_total`; the rest of the scrape
+is still served.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib import metadata
+
+import structlog
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+import evpnd
+from evpnd.dataplane.state import ForwardingState
+from evpnd.desired import VniDevices
+from evpnd.metrics.source import MetricsSource
+from evpnd.rib import RibCounts
+
+log = structlog.get_logger(__name__)
+
+ROUTE_TYPES = (2, 3, 5)
+ROUTE_ACTIONS = ("announce", "withdraw")
+MAC_MOVES = ("remote-to-local", "local-to-remote", "remote-to-remote")
+WRITE_OPS = ("mac_put", "mac_del", "flood_add", "flood_del", "neigh_put", "neigh_del")
+LOCAL_EVENTS = ("mac_added", "mac_removed", "ip_learned", "ip_removed", "resynced")
+ENTRY_STATES = ("installed", "desired")
+UNKNOWN_VNI = "unknown"
+ESTABLISHED = "established"  # evpnd.control.peers.ESTABLISHED
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO = {
+    "version": evpnd.__version__,
+    "exabgp_version": _version("exabgp"),
+    "python_version": platform.python_version(),
+}
+
+
+def event_label(class_name: str) -> str:
+    """LocalMacAdded -> mac_added, Resynced -> resynced."""
+    name = class_name.removeprefix("Local")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _counter(
+    name: str, doc: str, labels: Iterable[str], values: Mapping[tuple[str, ...], float]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=list(labels))
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _gauge(
+    name: str, doc: str, labels: Iterable[str], values: Mapping[tuple[str, ...], float]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=list(labels))
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def entries_per_vni(
+    state: ForwardingState, devices: Mapping[int, VniDevices]
+) -> dict[str, dict[str, int]]:
+    """{"mac"|"flood"|"neigh": {vni label: entries}}, every configured VNI present."""
+    vni_of: dict[str, str] = {}
+    for vni, dev in devices.items():
+        vni_of[dev.vxlan_device] = vni_of[dev.bridge] = str(vni)
+    out: dict[str, dict[str, int]] = {}
+    for kind, names in (
+        ("mac", (device for device, _ in state.macs)),
+        ("flood", (f.device for f in state.floods)),
+        ("neigh", (device for device, _ in state.neighs)),
+    ):
+        per = dict.fromkeys((str(v) for v in devices), 0)
+        for device, n in Counter(names).items():
+            label = vni_of.get(device, UNKNOWN_VNI)
+            per[label] = per.get(label, 0) + n
+        out[kind] = per
+    return out
+
+
+class EvpndCollector(Collector):
+    """A prometheus_client collector over a `MetricsSource` (the daemon)."""
+
+    def __init__(self, source: MetricsSource, *, clock: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self.errors = 0
+        self._clock = clock
+        self._counts: RibCounts | None = None
+
+    def _rib_counts(self) -> RibCounts:
+        # One pass over the RIB per scrape, shared by the sections that need it.
+        if self._counts is None:
+            self._counts = self.source.rib.counts()
+        return self._counts
+
+    def collect(self) -> Iterator[Metric]:
+        sections: tuple[Callable[[], Iterable[Metric]], ...] = (
+            self._daemon,
+            self._bgp,
+            self._speaker,
+            self._decoder,
+            self._evpn,
+            self._local,
+            self._dataplane,
+            self._loop,
+        )
+        self._counts = None
+        for section in sections:
+            try:
+                families = list(section())
+            except Exception:
+                self.errors += 1
+                log.exception("metrics section failed", section=section.__name__.strip("_"))
+                continue
+            yield from families
+        self._counts = None
+        yield CounterMetricFamily(
+            "evpnd_metrics_collect_errors_total",
+            "Scrape sections that failed and were left out (the log says why).",
+            value=self.errors,
+        )
+
+    # -- sections -------------------------------------------------------------
+
+    def _daemon(self) -> Iterator[Metric]:
+        stats = self.source.stats
+        yield InfoMetricFamily("evpnd_build", "evpnd build and runtime versions.", BUILD_INFO)
+        yield GaugeMetricFamily(
+            "evpnd_start_time_seconds", "When evpnd started (Unix time).", stats.started
+        )
+        yield GaugeMetricFamily(
+            "evpnd_uptime_seconds",
+            "Seconds since evpnd started.",
+            max(0.0, self._clock() - stats.started),
+        )
+        yield GaugeMetricFamily(
+            "evpnd_converged",
+            "1 once every peer sent its full table (End-of-RIB) or the start-up timeout "
+            "passed; stale kernel entries are released then.",
+            0 if stats.converged_at is None else 1,
+        )
+
+    def _bgp(self) -> Iterator[Metric]:
+        src = self.source
+        counts = self._rib_counts()
+        records = {str(peer): rec for peer, rec in src.peer_tracker.records().items()}
+        peers = sorted({str(p.address) for p in src.cfg.bgp.peers} | set(records))
+        up: dict[tuple[str, ...], float] = {}
+        ups: dict[tuple[str, ...], float] = {}
+        drops: dict[tuple[str, ...], float] = {}
+        for peer in peers:
+            rec = records.get(peer)
+            up[(peer,)] = int(rec is not None and rec.state == ESTABLISHED)
+            ups[(peer,)] = 0 if rec is None else rec.established_count
+            drops[(peer,)] = 0 if rec is None else rec.drops
+        yield _gauge(
+            "evpnd_bgp_session_up",
+            "1 while the BGP session with the peer is established, else 0.",
+            ["peer"],
+            up,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_bgp_sessions_up", "Established BGP sessions.", sum(up.values())
+        )
+        yield _counter(
+            "evpnd_bgp_session_established_total",
+            "Times the BGP session with the peer came up.",
+            ["peer"],
+            ups,
+        )
+        yield _counter(
+            "evpnd_bgp_session_drops_total",
+            "Times an established BGP session with the peer went down.",
+            ["peer"],
+            drops,
+        )
+        yield CounterMetricFamily(
+            "evpnd_bgp_updates_received_total",
+            "EVPN UPDATE messages received.",
+            src.stats.updates,
+        )
+        received = {(str(t), a): 0 for t in ROUTE_TYPES for a in ROUTE_ACTIONS}
+        rib_stats = src.rib.stats
+        for action, by_type in (
+            ("announce", rib_stats.announced),
+            ("withdraw", rib_stats.withdrawn),
+        ):
+            for rtype, n in by_type.items():
+                received[(str(rtype), action)] = n
+        yield _counter(
+            "evpnd_bgp_routes_received_total",
+            "EVPN routes received from peers, by route type and announce/withdraw.",
+            ["type", "action"],
+            received,
+        )
+        held = {(str(t),): 0 for t in ROUTE_TYPES}
+        held.update({(str(t),): n for t, n in counts.routes_by_type.items()})
+        yield _gauge(
+            "evpnd_bgp_routes", "EVPN routes held in the RIB, by route type.", ["type"], held
+        )
+        per_peer = {(peer,): 0 for peer in peers}
+        per_peer.update({(peer,): n for peer, n in counts.routes_by_peer.items()})
+        yield _gauge(
+            "evpnd_bgp_peer_routes", "EVPN routes held in the RIB, by peer.", ["peer"], per_peer
+        )
+        yield GaugeMetricFamily(
+            "evpnd_bgp_routes_stale",
+            "Routes kept from before an ExaBGP restart, not re-sent yet.",
+            counts.stale,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_bgp_routes_not_imported",
+            "Routes held whose route targets match no local VNI.",
+            counts.not_imported,
+        )
+        yield CounterMetricFamily(
+            "evpnd_bgp_own_routes_ignored_total",
+            "Received routes whose next hop is our own VTEP (our routes reflected back).",
+            counts.own_routes_ignored,
+        )
+
+    def _speaker(self) -> Iterator[Metric]:
+        speaker = self.source.speaker
+        counters = speaker.counters
+        advertised = {(str(t),): 0 for t in ROUTE_TYPES}
+        for rtype, n in Counter(key.route_type for key in speaker.announced()).items():
+            advertised[(str(rtype),)] = n
+        yield _gauge(
+            "evpnd_bgp_routes_advertised",
+            "Local EVPN routes we advertise, by route type.",
+            ["type"],
+            advertised,
+        )
+        yield _counter(
+            "evpnd_bgp_routes_sent_total",
+            "Routes in announce/withdraw commands ExaBGP accepted (resets when the "
+            "speaker is replaced on a config reload).",
+            ["action"],
+            {("announce",): counters.announced, ("withdraw",): counters.withdrawn},
+        )
+        yield _counter(
+            "evpnd_exabgp_command_acks_total",
+            "Command lines ExaBGP answered, by answer (done or error).",
+            ["result"],
+            {("done",): counters.acks, ("error",): counters.errors},
+        )
+        yield GaugeMetricFamily(
+            "evpnd_exabgp_connected",
+            "1 while ExaBGP runs and its API relay is attached.",
+            int(speaker.connected),
+        )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_restarts_total",
+            "ExaBGP restarts (the process was lost, or a reload changed BGP settings).",
+            self.source.stats.speaker_restarts,
+        )
+
+    def _decoder(self) -> Iterator[Metric]:
+        stats = self.source.decoder.stats
+        yield CounterMetricFamily(
+            "evpnd_exabgp_lines_received_total", "Lines of ExaBGP output decoded.", stats.lines
+        )
+        yield _counter(
+            "evpnd_decode_errors_total",
+            "ExaBGP input dropped as malformed, by reason.",
+            ["reason"],
+            {(reason,): n for reason, n in stats.errors.items()},
+        )
+        yield _counter(
+            "evpnd_decode_ignored_total",
+            "ExaBGP input that is valid but not acted on (other families, route types), by reason.",
+            ["reason"],
+            {(reason,): n for reason, n in stats.ignored.items()},
+        )
+
+    def _evpn(self) -> Iterator[Metric]:
+        rib = self.source.rib
+        counts = self._rib_counts()
+        yield GaugeMetricFamily(
+            "evpnd_rib_remote_macs", "Remote MACs with a best path (all VNIs).", counts.remote_macs
+        )
+        yield GaugeMetricFamily(
+            "evpnd_rib_remote_neighbors",
+            "Remote IP-to-MAC bindings (all VNIs).",
+            counts.remote_neighs,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_rib_flood_vteps",
+            "Remote VTEPs in flood lists, summed over VNIs.",
+            counts.vteps,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_local_macs", "MACs learned on local bridge ports.", counts.local_macs
+        )
+        yield GaugeMetricFamily(
+            "evpnd_local_macs_advertised",
+            "Local MACs we advertise (the others lost to a remote route).",
+            counts.advertised_macs,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_mac_conflicts",
+            "MACs in a sticky conflict (reported in the log).",
+            counts.conflicts,
+        )
+        moves = dict.fromkeys(((m,) for m in MAC_MOVES), 0)
+        moves.update({(d,): n for d, n in rib.stats.mac_moves.items()})
+        yield _counter(
+            "evpnd_mac_moves_total",
+            "MAC moves (a higher mobility sequence number at another location), by direction.",
+            ["direction"],
+            moves,
+        )
+
+    def _local(self) -> Iterator[Metric]:
+        counters = self.source.learner.counters
+        events = dict.fromkeys(((e,) for e in LOCAL_EVENTS), 0)
+        for name, n in counters.by_event.items():
+            events[(event_label(name),)] = n
+        yield _counter(
+            "evpnd_local_events_total",
+            "Local endpoint events from the kernel bridge and neighbour tables.",
+            ["event"],
+            events,
+        )
+        yield CounterMetricFamily(
+            "evpnd_local_netlink_messages_total",
+            "Netlink messages read by local learning.",
+            counters.messages,
+        )
+        yield _counter(
+            "evpnd_local_netlink_errors_total",
+            "Local learning netlink trouble: unparsable messages, receive-buffer overruns.",
+            ["kind"],
+            {("parse",): counters.parse_errors, ("overrun",): counters.overruns},
+        )
+        yield CounterMetricFamily(
+            "evpnd_local_resyncs_total",
+            "Full re-reads of the local bridge and neighbour tables.",
+            counters.resyncs,
+        )
+
+    def _dataplane(self) -> Iterator[Metric]:
+        src = self.source
+        rec = src.reconciler
+        stats = rec.stats
+        tables = {
+            "installed": entries_per_vni(rec.installed, src.devices),
+            "desired": entries_per_vni(rec.desired, src.devices),
+        }
+        for kind, name, doc in (
+            ("mac", "evpnd_fdb_entries", "Remote MACs in vxlan FDBs"),
+            ("flood", "evpnd_flood_entries", "Flood-list (head-end replication) entries"),
+            ("neigh", "evpnd_neighbor_entries", "ARP/ND suppression neighbour entries"),
+        ):
+            values = {
+                (vni, state): n
+                for state, per_kind in tables.items()
+                for vni, n in per_kind[kind].items()
+            }
+            yield _gauge(
+                name,
+                f"{doc} evpnd owns, by VNI; state=installed is what the kernel holds, "
+                "state=desired what the routes ask for.",
+                ["vni", "state"],
+                values,
+            )
+        writes = dict.fromkeys(((op,) for op in WRITE_OPS), 0)
+        writes.update({(op,): n for op, n in stats.writes_by_op.items()})
+        yield _counter(
+            "evpnd_reconcile_writes_total",
+            "Successful kernel writes by the reconciler, by operation.",
+            ["op"],
+            writes,
+        )
+        yield _counter(
+            "evpnd_netlink_errors_total",
+            "Entries the kernel refused, by operation and errno.",
+            ["op", "errno"],
+            {tuple(kind.split(":", 1)): n for kind, n in stats.errors_by_kind.items()},
+        )
+        yield CounterMetricFamily(
+            "evpnd_reconcile_repairs_total",
+            "Owned entries re-added after something else deleted them.",
+            stats.repairs,
+        )
+        yield CounterMetricFamily(
+            "evpnd_reconcile_resyncs_total",
+            "Full kernel dumps and diffs (start-up, lost netlink events).",
+            stats.resyncs,
+        )
+        yield CounterMetricFamily(
+            "evpnd_reconcile_takeovers_total",
+            "Owned entries an administrator overwrote (then left alone).",
+            stats.takeovers,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_dataplane_conflicts",
+            "Desired entries whose key an administrator's static entry holds.",
+            rec.conflicts,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_dataplane_holding",
+            "1 while start-up keeps stale kernel entries until BGP has converged.",
+            int(rec.holding),
+        )
+
+    def _loop(self) -> Iterator[Metric]:
+        lag = self.source.loop_lag
+        yield GaugeMetricFamily(
+            "evpnd_event_loop_lag_last_seconds",
+            "The latest event-loop lag measurement: how late a timer fired.",
+            lag.last,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_event_loop_lag_max_seconds",
+            "The largest event-loop lag since start.",
+            lag.max,
+        )
+        buckets = [
+            ("+Inf" if bound == float("inf") else repr(bound), n) for bound, n in lag.histogram()
+        ]
+        yield HistogramMetricFamily(
+            "evpnd_event_loop_lag_seconds",
+            "Event-loop lag measurements: how late a timer fired.",
+            buckets=buckets,
+            sum_value=lag.sum,
+        )
+
+
+def build_registry(source: MetricsSource, *, process: bool = True) -> CollectorRegistry:
+    """A registry of its own (never the global one) with evpnd's collector.
+
+    With `process`, also prometheus_client's process (CPU, memory, file
+    descriptors), platform and garbage-collector metrics.
+    """
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry()
+    registry.register(EvpndCollector(source))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
