@@ -445,6 +445,51 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
 
 
 @pytest.mark.netns
+async def test_reload_restarts_only_the_sessions_that_changed(
+    frr_lab: FrrLab, speaker: tuple[Speaker, Received]
+) -> None:
+    spk, received = speaker
+    await received.wait(is_up)
+    spk.announce([imet_route(), *mac_routes(3, with_ip=False)])
+    await spk.flush(30)
+    pid = spk.pid
+
+    def with_peers(*peers: dict[str, Any]) -> Config:
+        raw = spk.config.model_dump(mode="json", exclude_unset=True)
+        return Config.model_validate({**raw, "bgp": {**raw["bgp"], "peers": list(peers)}})
+
+    frr = {"address": FRR_IP, "remote_asn": ASN, "hold_time": 9}
+    # A peer added (it never answers) and later removed: FRR's session is untouched.
+    await spk.reload(with_peers(frr, {"address": "192.0.2.3", "remote_asn": ASN}))
+    await spk.flush(30)
+    assert "192.0.2.3" in (spk.state_dir / "exabgp.conf").read_text()
+    await asyncio.sleep(3)  # ExaBGP has re-read its configuration and tries the new peer
+    await spk.reload(with_peers(frr))
+    await spk.flush(30)
+    await asyncio.sleep(2)
+    peer = await frr_lab.peer()
+    assert peer["state"] == "Established" and peer["connectionsDropped"] == 0, peer
+    assert spk.pid == pid and spk.counters.restarts == 0
+    assert len(await frr_lab.remote_macs()) == 3
+
+    # The FRR peer itself changes (hold time): that session, and only it, is re-made,
+    # and our routes are announced on the new one.
+    await spk.reload(with_peers({**frr, "hold_time": 15}))
+
+    async def remade() -> bool:
+        peer = await frr_lab.peer()
+        return peer.get("connectionsDropped") == 1 and peer.get("state") == "Established"
+
+    await eventually(remade, what="FRR's session to be re-established after the change")
+    await eventually(lambda: _count_is(frr_lab, 3), what="our 3 MACs back at FRR")
+    assert spk.pid == pid and spk.counters.restarts == 0
+
+
+async def _count_is(frr_lab: FrrLab, count: int) -> bool:
+    return len(await frr_lab.remote_macs()) == count
+
+
+@pytest.mark.netns
 async def test_throughput_against_frr(frr_lab: FrrLab,
                                       speaker: tuple[Speaker, Received]) -> None:
     """10k Type-2 through ExaBGP into FRR (and 10k from FRR back); measured, not asserted."""

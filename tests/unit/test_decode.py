@@ -41,6 +41,7 @@ from evpnd.speaker.messages import (
     Message,
     Notification,
     PeerState,
+    RouteRefresh,
     RouteUpdate,
     SpeakerShutdown,
 )
@@ -700,3 +701,14 @@ def test_exabgp_round_trip_agrees_with_the_frr_capture() -> None:
         "update"
     ]["announce"]
     assert generated["l2vpn evpn"]["10.99.0.2"][0] == captured["l2vpn evpn"]["10.99.0.2"][0]
+
+
+@pytest.mark.parametrize(("reserved", "subtype"), [(0, "query"), (1, "begin"), (2, "end")])
+def test_route_refresh_markers_from_exabgps_own_encoder(reserved: int, subtype: str) -> None:
+    from exabgp.bgp.message.refresh import RouteRefresh as ExaRefresh
+
+    line = JSON("5.0.0").refresh(NEIGHBOR, "receive", ExaRefresh(AFI.l2vpn, SAFI.evpn, reserved),
+                                 None, b"", b"")
+    (message,) = decode_line(line)
+    assert message == RouteRefresh(ip_address("10.99.0.2"), "l2vpn", "evpn", subtype)
+    assert message.is_evpn
