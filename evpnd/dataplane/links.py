@@ -38,6 +38,7 @@ from evpnd.config import Config
 from evpnd.dataplane import linkplan
 from evpnd.dataplane.linkplan import (
     ADDRGENMODE_NONE,
+    KERNEL_MIN_MTU,
     MUTABLE,
     OWNER_PREFIX,
     Action,
@@ -386,9 +387,15 @@ async def _execute(
 ) -> None:
     match action:
         case CreateBridge(vni=vni, device=name, mtu=mtu):
-            await ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            # An MTU given at creation is not "set by the user": the bridge
+            # would follow its smallest port (a 1500-byte container veth) and
+            # the next start would set it back. Only a real change of MTU
+            # marks it (BROPT_MTU_SET_BY_USER; setting the same value is a
+            # no-op), so the bridge is born at the minimum and then raised.
+            await ipr.link("add", ifname=name, kind="bridge", mtu=KERNEL_MIN_MTU)
             created[name] = vni
             await _mark(ipr, name, vni)
+            await ipr.link("set", index=await _index(ipr, name), mtu=mtu)
         case CreateVxlan(vni=vni, device=name):
             await ipr.link("add", **await _vxlan_request(ipr, action))
             created[name] = vni
