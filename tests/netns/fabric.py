@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from evpnd import lab
 from evpnd.lab import state as labstate
+from tests.conftest import require_program, require_root
 
 T = TypeVar("T")
+
+# (program, Debian package) that labs with FRR nodes and ping checks need.
+FRR_LAB_NEEDS: tuple[tuple[str, str], ...] = (
+    *((daemon, "frr") for daemon in ("zebra", "staticd", "bgpd", "vtysh")),
+    ("ping", "iputils-ping"),
+    ("bridge", "iproute2"),
+)
+
+
+@contextlib.contextmanager
+def running_lab(
+    lab_file: Path, needs: Iterable[tuple[str, str]] = FRR_LAB_NEEDS
+) -> Iterator[lab.UpReport]:
+    """The lab up for the duration (a stale instance removed first), always taken down.
+
+    What it needs must be there: a failure in CI, a skip with the reason locally.
+    """
+    require_root()
+    for program, package in needs:
+        require_program(program, package)
+    lab.down(lab_file)  # an interrupted run's instance would make `up` refuse
+    try:
+        yield lab.up(lab_file)
+    finally:
+        lab.down(lab_file)
 
 
 def wait_for(

@@ -26,9 +26,8 @@ import pytest
 
 from evpnd.dataplane.dump import RTPROT_EVPND
 from evpnd.dataplane.netlink import inside_netns
-from evpnd.lab import realize
-from tests.conftest import REPO, require_program, require_root
-from tests.netns.fabric import Fabric, T
+from tests.conftest import REPO
+from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, running_lab
 from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
@@ -186,17 +185,8 @@ class ArpCapture:
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[float]:
-    require_root()
-    for daemon in ("zebra", "staticd", "bgpd", "vtysh"):
-        require_program(daemon, "frr")
-    require_program("ping", "iputils-ping")
-    require_program("ip", "iproute2")
-    realize.down(LAB_FILE)  # a stale lab of this name (an interrupted run)
-    try:
-        realize.up(LAB_FILE)
+    with running_lab(LAB_FILE, needs=(*FRR_LAB_NEEDS, ("ip", "iproute2"))):
         yield wait_installed("after lab up")
-    finally:
-        realize.down(LAB_FILE)
 
 
 def test_hosts_bridge_and_do_not_route(fabric: float) -> None:

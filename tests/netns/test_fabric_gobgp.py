@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from evpnd import lab
-from tests.conftest import REPO, require_program, require_root
+from tests.conftest import REPO
 from tests.netns import fabric
-from tests.netns.fabric import Fabric, T
+from tests.netns.fabric import Fabric, T, running_lab
 
 pytestmark = pytest.mark.netns
 
@@ -113,21 +112,15 @@ def converged() -> bool:
 
 @pytest.fixture(scope="module")
 def gobgp_lab() -> Iterator[None]:
-    require_root()
-    require_program("gobgpd", "gobgpd")
-    require_program("gobgp", "gobgpd")
-    require_program("ping", "iputils-ping")
-    require_program("bridge", "iproute2")
-    lab.down(GOBGP_LAB)  # a stale instance (an interrupted run) would make `up` refuse
-    try:
-        report = lab.up(GOBGP_LAB).render()
+    needs = (("gobgpd", "gobgpd"), ("gobgp", "gobgpd"), ("ping", "iputils-ping"),
+             ("bridge", "iproute2"))
+    with running_lab(GOBGP_LAB, needs=needs) as up:
+        report = up.render()
         assert "jauderho/gobgp:v3.10.0 -> host gobgpd -f " in report
         assert "--api-hosts 127.0.0.1:50051" in report
         wait_for("both sessions on GoBGP and Type-3 flood entries on both hosts", converged,
                  timeout=CONVERGE_TIMEOUT)  # fmt: skip
         yield
-    finally:
-        lab.down(GOBGP_LAB)
 
 
 @pytest.mark.parametrize(("src", "dst"), [("h1e1", "h2e1"), ("h2e1", "h1e1")])

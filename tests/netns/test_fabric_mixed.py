@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from evpnd import lab
-from tests.conftest import REPO, require_program, require_root
+from tests.conftest import REPO
 from tests.netns import fabric
-from tests.netns.fabric import Fabric, T
+from tests.netns.fabric import Fabric, T, running_lab
 
 pytestmark = pytest.mark.netns
 
@@ -88,20 +87,11 @@ def converged() -> bool:
 
 @pytest.fixture(scope="module")
 def mixed_lab() -> Iterator[None]:
-    require_root()
-    for daemon in ("zebra", "staticd", "bgpd", "vtysh"):
-        require_program(daemon, "frr")
-    require_program("ping", "iputils-ping")
-    require_program("bridge", "iproute2")
-    lab.down(MIXED)  # a stale instance (an interrupted run) would make `up` refuse
-    try:
-        report = lab.up(MIXED)
+    with running_lab(MIXED) as report:
         assert "evpnd:latest -> " in report.render()
         wait_for("BGP sessions on rr and Type-3 flood entries evpnd <-> FRR", converged,
                  timeout=CONVERGE_TIMEOUT)  # fmt: skip
         yield
-    finally:
-        lab.down(MIXED)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ import pytest
 from evpnd import netns
 from evpnd.lab import program, realize, topology
 from evpnd.lab import state as labstate
-from tests.conftest import REPO, require_program, require_root
-from tests.netns.fabric import Fabric, T
+from tests.conftest import REPO
+from tests.netns.fabric import Fabric, T, running_lab
 from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
@@ -184,18 +184,9 @@ def _reap(pid: int) -> None:
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[None]:
-    require_root()
-    for daemon in ("zebra", "staticd", "bgpd", "vtysh"):
-        require_program(daemon, "frr")
-    require_program("ping", "iputils-ping")
-    require_program("bridge", "iproute2")
-    realize.down(LAB_FILE)  # a stale lab of this name (an interrupted run)
-    try:
-        realize.up(LAB_FILE)
+    with running_lab(LAB_FILE):
         wait_converged("after lab up")
         yield
-    finally:
-        realize.down(LAB_FILE)
 
 
 def test_endpoints_reach_their_vni_and_only_their_vni(fabric: None) -> None:

@@ -389,12 +389,7 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
     spk.announce([imet_route(), *routes])
     await spk.flush(30)
 
-    def frr_macs(count: int) -> Callable[[], Any]:
-        async def check() -> bool:
-            return len(await frr_lab.remote_macs()) == count
-        return check
-
-    await eventually(frr_macs(5), what="FRR to learn 5 MACs")
+    await eventually(frr_macs(frr_lab, 5), what="FRR to learn 5 MACs")
     pid = spk.pid
     assert pid is not None and await spk.hand_off() is True
     await asyncio.sleep(1.5)
@@ -420,7 +415,7 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
         await nxt.flush(30)
         assert nxt.counters.announced == 0  # ExaBGP already holds them: nothing re-sent
         assert nxt.counters.withdrawn == 1
-        await eventually(frr_macs(4), what="FRR to drop the MAC nobody wants")
+        await eventually(frr_macs(frr_lab, 4), what="FRR to drop the MAC nobody wants")
         assert routes[4].mac not in await frr_lab.remote_macs()
         # The refresh brings FRR's table again, closed by an EoRR.
         end = await seen.wait(is_refresh_end, timeout=20)
@@ -433,7 +428,7 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
         # are withdrawn (a graceful-restart helper would keep them otherwise)
         # and the session closes.
         assert await nxt.hand_off() is True
-        await eventually(frr_macs(0), what="FRR to drop our routes after the hold")
+        await eventually(frr_macs(frr_lab, 0), what="FRR to drop our routes after the hold")
         assert not await frr_lab.bgp_routes(RD)
         await eventually(lambda: asyncio.sleep(0, not os.path.exists(f"/proc/{pid}")),
                          what="the abandoned ExaBGP to exit")
@@ -481,12 +476,17 @@ async def test_reload_restarts_only_the_sessions_that_changed(
         return peer.get("connectionsDropped") == 1 and peer.get("state") == "Established"
 
     await eventually(remade, what="FRR's session to be re-established after the change")
-    await eventually(lambda: _count_is(frr_lab, 3), what="our 3 MACs back at FRR")
+    await eventually(frr_macs(frr_lab, 3), what="our 3 MACs back at FRR")
     assert spk.pid == pid and spk.counters.restarts == 0
 
 
-async def _count_is(frr_lab: FrrLab, count: int) -> bool:
-    return len(await frr_lab.remote_macs()) == count
+def frr_macs(frr_lab: FrrLab, count: int) -> Callable[[], Any]:
+    """A check for eventually(): FRR's zebra holds exactly `count` remote MACs."""
+
+    async def check() -> bool:
+        return len(await frr_lab.remote_macs()) == count
+
+    return check
 
 
 @pytest.mark.netns
