@@ -356,10 +356,10 @@ def _handle(self: Any, reactor: Any, service: str, line: str, use_json: bool) ->
 def _retire(self: Any, reactor: Any, service: str, line: str, use_json: bool) -> bool:
     """Withdraw every route of every adj-rib-out; `done` once the UPDATEs are out.
 
-    What the relay says before it ends ExaBGP for good: closing the sessions
-    alone is not enough, since a peer helping with graceful restart keeps
-    our routes as stale for the restart time, pointing at a VTEP nobody
-    serves any more.
+    What the relay says before it ends ExaBGP for good. Closing the sessions
+    alone would leave it to each peer: one acting as graceful-restart helper
+    for our families keeps our routes as stale for the restart time (RFC
+    4724), pointing at a VTEP nobody serves any more.
     """
 
     def pending(name: str) -> bool:
