@@ -67,6 +67,7 @@ ANNOUNCED_NAME = "announced.json"
 LOG_NAME = "exabgp.log"
 LOG_MAX_BYTES = 16 * 1024 * 1024  # then the file starts over (ExaBGP appends)
 LOG_POLL = 0.25
+RECORD_DELAY = 2.0  # announced.json follows the announced set this far behind
 SUN_PATH_MAX = 107
 
 NOTICE_TYPE = "speaker"
@@ -275,6 +276,8 @@ class Speaker:
         self._prune_wanted = False
         self._adoptable: handoff.SpeakerRecord | None = None
         self._log_task: asyncio.Task[None] | None = None
+        self._record_task: asyncio.Task[None] | None = None
+        self._record_due = asyncio.Event()
         self._stopped = asyncio.Event()
         self._up = asyncio.Event()
 
@@ -314,6 +317,7 @@ class Speaker:
         self._log_task = asyncio.create_task(
             _follow_log(self.state_dir / LOG_NAME), name="exabgp-log"
         )
+        self._record_task = asyncio.create_task(self._record_loop(), name="announced-record")
         self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -400,8 +404,7 @@ class Speaker:
             return False
         with contextlib.suppress(TimeoutError, SpeakerError):
             await self.flush(timeout)
-        announced = [entry.route for entry in self._sent.values()]
-        _write_private(self.state_dir / ANNOUNCED_NAME, handoff.routes_to_json(announced))
+        announced = self._record_announced()
         self._handing_off = True
         self._stopping = True
         self._stopped.set()
@@ -486,6 +489,11 @@ class Speaker:
             self._socket_path.unlink()
 
     async def _stop_following_log(self) -> None:
+        if self._record_task is not None:
+            self._record_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._record_task
+            self._record_task = None
         if self._log_task is not None:
             await asyncio.sleep(LOG_POLL)  # ExaBGP's last words
             self._log_task.cancel()
@@ -728,6 +736,7 @@ class Speaker:
         # A fresh ExaBGP knows nothing; an adopted one holds what the
         # previous daemon announced, and only differences need sending.
         self._sent = self._previously_announced() if adopted else {}
+        self._record_due.set()
         self.adopted = adopted
         keys = sorted(self._routes, key=lambda k: 0 if isinstance(k, ImetKey) else 1)
         for key in keys:
@@ -741,11 +750,7 @@ class Speaker:
     def _previously_announced(self) -> dict[RouteKey, _Announced]:
         path = self.state_dir / ANNOUNCED_NAME
         try:
-            text = path.read_text()
-            # Consumed: if this daemon dies without handing over, the list
-            # would no longer be true for the one after it.
-            path.unlink()
-            routes = handoff.routes_from_json(text)
+            routes = handoff.routes_from_json(path.read_text())
             return {route.key: _Announced.of(route) for route in routes}
         except FileNotFoundError:
             log.warning("no record of the adopted exabgp's routes: re-announcing ours, "
@@ -754,7 +759,32 @@ class Speaker:
             log.warning("unreadable record of the adopted exabgp's routes", error=str(exc))
         return {}
 
+    def _record_announced(self) -> list[Route]:
+        announced = [entry.route for entry in self._sent.values()]
+        _write_private(self.state_dir / ANNOUNCED_NAME, handoff.routes_to_json(announced))
+        return announced
+
+    async def _record_loop(self) -> None:
+        """Keep announced.json close to what ExaBGP holds for us, even if we crash.
+
+        The next daemon adopts our ExaBGP after a crash as after a hand-over,
+        and withdraws from this list what it no longer wants.
+        """
+        while True:
+            await self._record_due.wait()
+            await asyncio.sleep(RECORD_DELAY)
+            self._record_due.clear()
+            if self._writer is not None:
+                try:
+                    self._record_announced()
+                except OSError as exc:
+                    log.warning("cannot record the announced routes", error=str(exc))
+
     def _detach(self) -> None:
+        if not self._handing_off:
+            # ExaBGP is gone and took our routes along: the record is void.
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / ANNOUNCED_NAME).unlink()
         self._writer = None
         self._up.clear()
         self._idle.clear()
@@ -865,11 +895,13 @@ class Speaker:
             tokens.append(token)
             if op == encode.WITHDRAW:
                 del self._sent[key]
+                self._record_due.set()
                 if desired is None:
                     del self._dirty[key]
             else:
                 assert desired is not None
                 self._sent[key] = desired
+                self._record_due.set()
                 del self._dirty[key]
         if verb is None:
             return None

@@ -433,6 +433,34 @@ def test_restart_keeps_entries_and_sessions_and_loses_no_ping(fabric: None) -> N
     assert f"{count} packets transmitted, {count} received" in summary, summary
 
 
+def test_a_crashed_daemons_successor_adopts_exabgp_and_withdraws_what_went_away(
+    fabric: None,
+) -> None:
+    """SIGKILL leaves no hand-over, yet ExaBGP waits and the next evpnd knows what it sent."""
+    (old,) = evpnd_pids("host1")
+    (speaker,) = launcher_pids("host1")
+    gone_mac = ENDPOINTS["h1e2"][3]
+    time.sleep(3)  # the announced-routes record trails the announcements by 2 s
+    os.kill(old, signal.SIGKILL)
+    wait_for("host1's evpnd to die", lambda: not alive(old), timeout=10)
+    _reap(old)
+    # While no evpnd runs, h1e2 leaves: its MAC goes from host1's bridge.
+    run("host1", ["ip", "link", "set", "eth3", "down"])
+    run("host1", ["bridge", "fdb", "del", gone_mac, "dev", "eth3", "master"])
+    assert VTEP["host1"] == remote_macs("host2", 100)[gone_mac]  # nobody withdrew it yet
+    try:
+        start_evpnd("host1")
+        wait_for("host2 and host3 to drop h1e2's MAC",
+                 lambda: all(gone_mac not in remote_macs(h, 100) for h in ("host2", "host3")),
+                 timeout=30)  # fmt: skip
+        assert launcher_pids("host1") == [speaker]  # adopted, not restarted
+        assert ping("h2e1", "10.100.0.11")
+        assert remote_macs("host2", 100)[ENDPOINTS["h1e1"][3]] == VTEP["host1"]
+    finally:
+        run("host1", ["ip", "link", "set", "eth3", "up"])
+    wait_converged("after h1e2 came back")
+
+
 def test_sigint_withdraws_host1_and_the_others_drop_it(fabric: None) -> None:
     """SIGINT is the clean stop: our routes are withdrawn and ExaBGP exits."""
     (old,) = evpnd_pids("host1")
