@@ -8,7 +8,11 @@ PY := $(VENV)/bin/python
 #   gobgpd: the alternative route reflector; python3-venv: the virtualenv;
 #   mosquitto (+ mosquitto_passwd) and openssl: the MQTT tests start a real broker
 #   on a loopback port, with TLS certificates and a password file made by the test.
-APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl
+#   docker.io and busybox-static: tests/docker starts a private dockerd (its own data-root,
+#   exec-root and socket; never the system one) and imports an offline image made from
+#   busybox-static, to test the network driver (evpnd/docker) for real.
+APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
+	docker.io busybox-static
 PYTEST_ARGS ?=
 
 .PHONY: demo test bench lint deps venv clean
