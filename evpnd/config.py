@@ -25,7 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from evpnd.control.settings import ControlConfig
 from evpnd.dataplane.state import normalize_mac
+from evpnd.metrics.settings import MetricsConfig
+from evpnd.mqtt.settings import MqttConfig
 
 IPAddress = IPv4Address | IPv6Address
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
@@ -92,6 +95,9 @@ class Bgp(Strict):
     graceful_restart: int = Field(default=120, ge=0, le=4095)
     # Seconds ExaBGP waits for the next daemon after a SIGTERM (hand-over).
     restart_hold: int = Field(default=120, ge=0, le=3600)
+    # Seconds to wait for every peer's full table (End-of-RIB, or EoRR after a
+    # route refresh) before removing entries no route asks for.
+    eor_timeout: int = Field(default=60, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _unique_peers(self) -> Bgp:
@@ -289,6 +295,9 @@ class Config(Strict):
     vnis: list[Vni] = Field(default_factory=list)
     state_dir: Path = Path("/run/evpnd")
     logging: Logging = Field(default_factory=Logging)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    mqtt: MqttConfig | None = None  # None: no MQTT at all
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -9,7 +9,7 @@ moves their results between the asyncio tasks that own sockets and processes.
 
 Start-up keeps the kernel as the previous run left it (the reconciler holds
 removals) until every peer has sent its full table again (End-of-RIB, or
-the EoRR that ends a route refresh) or `converge_timeout` passes, so a
+the EoRR that ends a route refresh) or bgp.eor_timeout passes, so a
 restart does not drop traffic while routes are re-learned.
 
 Stopping (devices and owned FDB/neighbour entries always stay in place, see
@@ -19,9 +19,14 @@ the README):
   refreshes the peers' routes and withdraws only what it no longer wants.
   Peers never see us go, so a restart or upgrade drops no traffic.
 * SIGINT, or SIGTERM with restart_hold 0: withdraw our routes, stop ExaBGP.
-SIGHUP: reload the config file; VNI changes apply without touching BGP,
-peer changes go through ExaBGP's own reload, which re-establishes only the
-sessions whose settings changed.
+SIGHUP (or `reload` on the control socket): reload the config file; VNI
+changes apply without touching BGP, peer changes go through ExaBGP's own
+reload, which re-establishes only the sessions whose settings changed.
+
+Operations (issue 4): the control socket (`evpnd show`), the Prometheus
+endpoint and MQTT start once the state_dir lock is ours (a previous daemon
+that is handing over still owns the socket and the port until then) and stop
+before it is released. Their glue is in evpnd/services.py.
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from evpnd import config as config_mod
+from evpnd.control.peers import PeerTracker
+from evpnd.control.server import ControlError, ControlServer
 from evpnd.dataplane import links
 from evpnd.dataplane.events import (
     LocalEvent,
@@ -53,8 +61,10 @@ from evpnd.dataplane.monitor import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
 from evpnd.desired import StateDelta, VniDevices, delta, desired_state
+from evpnd.metrics.looplag import LoopLagMonitor
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, Route, RouteKey
 from evpnd.rib import LocalAdvert, Rib, RibChanges, VniPolicy
+from evpnd.services import MetricsEndpoint, MqttBridge
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import (
     DecodeError,
@@ -65,7 +75,7 @@ from evpnd.speaker.messages import (
     RouteUpdate,
     SpeakerShutdown,
 )
-from evpnd.speaker.process import Speaker, speaker_notice
+from evpnd.speaker.process import Speaker, SpeakerCounters, speaker_notice
 
 log = structlog.get_logger(__name__)
 
@@ -152,11 +162,13 @@ class Daemon:
         cfg: config_mod.Config,
         config_path: str | Path | None = None,
         *,
-        converge_timeout: float = 60.0,
+        converge_timeout: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
-        self.converge_timeout = converge_timeout
+        self.converge_timeout = float(
+            cfg.bgp.eor_timeout if converge_timeout is None else converge_timeout
+        )
         self.stats = DaemonStats()
         self.decoder = Decoder()
         self.rib = Rib(cfg.vtep.address, vni_policies(cfg))
@@ -174,7 +186,15 @@ class Daemon:
         self._lock_fd: int | None = None
         self._eor_waiting: set[object] = set()
         self._local_routes: dict[RouteKey, Route] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life
+        self._one_shots: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()  # SIGHUP and the control socket both reload
+        # Operations: `evpnd show`, metrics, MQTT (started in run(), after the lock).
+        self.peer_tracker = PeerTracker()
+        self.control = ControlServer.for_daemon(self, reload=self.reload)
+        self.loop_lag = LoopLagMonitor(cfg.metrics.lag_interval)
+        self.metrics = MetricsEndpoint(self)
+        self.mqtt = MqttBridge(lambda: self.cfg, self.rib, self._on_rib_changes)
 
     def _new_speaker(self, cfg: config_mod.Config) -> Speaker | NoSpeaker:
         # Without peers (static or multicast flooding only) there is nothing
@@ -193,6 +213,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         await self._lock_state_dir()
+        await self._start_operations()
         await self._apply_devices(self.cfg)
         await self.reconciler.start()
         await self.learner.start()
@@ -205,18 +226,48 @@ class Daemon:
             asyncio.create_task(self._local_loop(), name="local-learning"),
             asyncio.create_task(self._bgp_loop(), name="bgp-input"),
             asyncio.create_task(self._dataplane_loop(), name="dataplane-writer"),
-            asyncio.create_task(self._converge(), name="converge"),
             asyncio.create_task(self._reload_loop(), name="reload"),
         ]
+        self._one_shot(self._converge(), "converge")
         log.info("evpnd running", vnis=[v.vni for v in self.cfg.vnis],
                  peers=[str(p.address) for p in self.cfg.bgp.peers])
-        stop = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if t is not stop and t.exception() is not None]
+        failed = await self._until_stopped()
         for task in failed:
-            log.error("task failed", task=task.get_name(), error=repr(task.exception()))
+            error = repr(task.exception()) if not task.cancelled() and task.exception() \
+                else "ended on its own"
+            log.error("task failed", task=task.get_name(), error=error)
+            self.mqtt.error("task_failed", error, task=task.get_name())
         await self.shutdown()
         return 1 if failed else 0
+
+    async def _until_stopped(self) -> list[asyncio.Task[None]]:
+        """Until a stop signal, or until one of the service tasks ends (a failure:
+        they run for the daemon's life). A task replaced meanwhile (a speaker
+        restart re-creates bgp-input) is not an end."""
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            while True:
+                done, _ = await asyncio.wait([stop, *self._tasks],
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                if stop in done:
+                    return []
+                ended = [t for t in done if t in self._tasks]
+                if ended:
+                    return ended
+        finally:
+            stop.cancel()
+
+    def _one_shot(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A task that is meant to end; its failure is logged, never silent."""
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("task failed", task=name, error=repr(task.exception()))
+
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(finished)
+        self._one_shots.add(task)
+        task.add_done_callback(self._one_shots.discard)
 
     async def shutdown(self) -> None:
         handed_over = False
@@ -233,16 +284,36 @@ class Daemon:
                 await self.speaker.flush(timeout=5)
             await self._cancel_tasks()
             await self.speaker.stop()
+        await self._stop_operations()
         await self.learner.stop()
         await self.reconciler.stop()
         self._unlock_state_dir()
         log.info("evpnd stopped; devices and installed entries left in place",
                  sessions="held for the next evpnd" if handed_over else "closed")
 
+    async def _start_operations(self) -> None:
+        try:
+            await self.control.start()
+        except (ControlError, OSError) as exc:
+            self._unlock_state_dir()
+            raise DaemonError(f"control socket: {exc}") from None
+        self.loop_lag.start()
+        await self.mqtt.start()
+        problem = await self.metrics.start(self.cfg.metrics)
+        if problem:
+            self.mqtt.error("metrics_endpoint", problem)
+
+    async def _stop_operations(self) -> None:
+        await self.control.stop()
+        await self.metrics.stop()
+        await self.loop_lag.stop()
+        await self.mqtt.stop()
+
     async def _cancel_tasks(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._one_shots]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
@@ -295,10 +366,15 @@ class Daemon:
     def _on_local(self, event: LocalEvent) -> RibChanges | None:
         if isinstance(event, LocalMacAdded):
             log.info("local mac", vni=event.vni, mac=event.mac, port=event.port)
-            changes, _ = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static)
+            changes, advert = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static)
+            self.mqtt.local_mac(event.vni, event.mac, learned=True, port=event.port,
+                                sticky=event.static, seq=None if advert is None else advert.seq)
             return changes
         if isinstance(event, LocalMacRemoved):
             log.info("local mac gone", vni=event.vni, mac=event.mac)
+            if self.mqtt.registered(event.vni, event.mac):
+                return None  # still registered over MQTT: stays advertised
+            self.mqtt.local_mac(event.vni, event.mac, learned=False, port=event.port)
             return self.rib.local_mac_removed(event.vni, event.mac)
         if isinstance(event, LocalIpLearned):
             log.info("local ip", vni=event.vni, mac=event.mac, ip=str(event.ip))
@@ -310,10 +386,14 @@ class Daemon:
             log.info("local endpoints resynced", reason=event.reason, macs=event.macs,
                      ips=event.ips)
             if event.reason == "initial":
-                # Every local route is known now: what a previous daemon
-                # announced beyond them can go.
-                self.speaker.prune()
+                # Every local route is known now (once MQTT's registrations are
+                # read too): what a previous daemon announced beyond them can go.
+                self._one_shot(self._prune(), "prune")
         return None
+
+    async def _prune(self) -> None:
+        await self.mqtt.initial_sync()
+        self.speaker.prune()
 
     # -- BGP input -> RIB ---------------------------------------------------------
 
@@ -327,6 +407,7 @@ class Daemon:
                 self._on_message(message)
 
     def _on_message(self, message: object) -> None:
+        self.peer_tracker.observe(message)
         if isinstance(message, RouteUpdate):
             self.stats.updates += 1
             self._on_rib_changes(
@@ -335,6 +416,7 @@ class Daemon:
         elif isinstance(message, PeerState):
             log.info("peer state", peer=str(message.peer), state=message.state,
                      reason=message.reason)
+            self.mqtt.peer_state(message.peer, message.state, message.reason)
             if message.state == "down":
                 self.stats.peer_downs += 1
                 # ExaBGP sends no withdrawals for a lost session.
@@ -356,6 +438,8 @@ class Daemon:
             self.stats.decode_errors += 1
             log.warning("malformed input dropped", peer=str(message.peer),
                         reason=message.reason, detail=message.detail)
+            self.mqtt.error("malformed_input", message.detail, reason=message.reason,
+                            peer=str(message.peer))
         elif isinstance(message, SpeakerShutdown):
             log.info("exabgp reported shutdown")
 
@@ -368,7 +452,7 @@ class Daemon:
     def _on_speaker_notice(self, notice: dict[str, object]) -> None:
         event = notice.get("event")
         if event == "restarted":
-            self._on_speaker_restart()
+            self._on_speaker_restart(str(notice.get("reason") or "exabgp lost"))
         elif event == "attached" and notice.get("adopted"):
             # The established sessions sent their routes to the previous
             # daemon: ask for them again (BoRR ... EoRR ends the wait).
@@ -376,14 +460,18 @@ class Daemon:
             states = notice.get("peers")
             up = [p for p, s in states.items() if s == "up"] if isinstance(states, dict) else []
             log.info("took over the running exabgp: refreshing routes", peers_up=up)
+            self.peer_tracker.adopted(states if isinstance(states, dict) else {})
+            self.mqtt.peers_adopted(up)
             for peer in up:
                 self.speaker.refresh(peer)
 
-    def _on_speaker_restart(self) -> None:
+    def _on_speaker_restart(self, reason: str) -> None:
         self.stats.speaker_restarts += 1
+        self.peer_tracker.speaker_restarted(reason=reason)
+        self.mqtt.speaker_restarted(self.stats.speaker_restarts, reason)
         stale = {peer: self.rib.mark_stale(peer) for peer in self.rib.peers()}
         log.warning("exabgp restarted: received routes are stale until re-sent",
-                    stale=sum(stale.values()))
+                    stale=sum(stale.values()), reason=reason)
         asyncio.get_running_loop().call_later(
             self.converge_timeout, self._sweep_all_stale
         )
@@ -407,6 +495,7 @@ class Daemon:
         for conflict in changes.conflicts:
             log.warning("mac conflict", vni=conflict.vni, mac=conflict.mac,
                         reason=conflict.reason, vteps=[str(v) for v in conflict.vteps])
+        self.mqtt.rib_changes(changes)
         step = delta(changes, self.devices)
         if step:
             self._pending.add(step)
@@ -454,6 +543,10 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
+        async with self._reload_lock:
+            return await self._reload_config()
+
+    async def _reload_config(self) -> bool:
         if self.config_path is None:
             log.warning("reload requested but the config was not read from a file")
             return False
@@ -462,11 +555,17 @@ class Daemon:
         except config_mod.ConfigError as exc:
             log.error("reload refused: invalid config, keeping the running one",
                       errors=[str(i) for i in exc.issues])
+            self.mqtt.error("reload_refused", f"{len(exc.issues)} error(s) in "
+                            f"{self.config_path}", errors=[str(i) for i in exc.issues])
             return False
         old = self.cfg
         await self._apply_devices(new)
         removed_vnis = {v.vni for v in old.vnis} - {v.vni for v in new.vnis}
         old_imets = {r.key for r in imet_routes(old)}
+        for vni in sorted(removed_vnis):
+            # Withdraw the VNI's own MACs while the old config still names its RD.
+            for local in self.rib.local_macs(vni):
+                self._on_rib_changes(self.rib.local_mac_removed(vni, local.mac))
         self.cfg = new
         self.devices = vni_devices(new)
         self._on_rib_changes(self.rib.reconfigure(vni_policies(new)))
@@ -477,6 +576,12 @@ class Daemon:
         for key in stale_imets:
             self._local_routes.pop(key, None)
         self._announce(imet_routes(new))
+        for peer in {p.address for p in old.bgp.peers} - {p.address for p in new.bgp.peers}:
+            self.peer_tracker.forget(peer)
+        await self.mqtt.reconfigure(old, new)
+        problem = await self.metrics.reconfigure(old.metrics, new.metrics)
+        if problem:
+            self.mqtt.error("metrics_endpoint", problem)
         if speaker_identity(old) != speaker_identity(new):
             if isinstance(self.speaker, Speaker) and new.bgp.peers:
                 log.info("bgp settings changed: reloading exabgp")
@@ -499,7 +604,7 @@ class Daemon:
                 task.cancel()
         self._tasks = [t for t in self._tasks if t.get_name() != "bgp-input"]
         self._tasks.append(asyncio.create_task(self._bgp_loop(), name="bgp-input"))
-        self._on_speaker_restart()
+        self._on_speaker_restart("bgp peers added or removed by a reload")
 
 
 class DaemonError(RuntimeError):
@@ -515,6 +620,10 @@ class NoSpeaker:
 
     def __init__(self) -> None:
         self._stopped = asyncio.Event()
+        self.counters = SpeakerCounters()  # all zero: nothing is ever sent
+
+    def announced(self) -> dict[RouteKey, str]:
+        return {}
 
     async def start(self) -> None:
         return None

@@ -328,6 +328,18 @@ def render_status(data: JSON) -> str:
         ("decoder errors", _counter_text(dec.get("errors", {}))),
         *(("learner " + k.replace("_", " "), v) for k, v in data["learner"].items()),
     ])
+    mqtt = data.get("mqtt")
+    if mqtt:
+        lines += _pairs("MQTT", [
+            ("broker", mqtt["broker"]),
+            ("state", f"{mqtt['state']} for "
+                      f"{duration(data['started'] + data['uptime'] - mqtt['since'])}"),
+            ("topic prefix", mqtt["topic_prefix"]),
+            ("endpoints", mqtt.get("advertised_endpoints", mqtt["endpoints"])),
+            ("queued", mqtt["queued"]),
+            ("last error", mqtt["last_error"] or "-"),
+            *((k.replace("_", " "), v) for k, v in mqtt["counters"].items()),
+        ])
     return "\n".join(lines)
 
 

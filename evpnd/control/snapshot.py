@@ -84,6 +84,7 @@ class DaemonView(Protocol):
     reconciler: ReconcilerView
     learner: LearnerView
     peer_tracker: PeerTracker  # new: fed by the daemon (see evpnd/control/peers.py)
+    # Optional: `mqtt.status()` -> a dict, or None without MQTT (evpnd.services.MqttBridge).
 
 
 # --------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class Snapshot:
     decoder_counters: Mapping[str, Any] = field(default_factory=dict)
     dataplane_counters: Mapping[str, Any] = field(default_factory=dict)
     learner_counters: Mapping[str, Any] = field(default_factory=dict)
+    mqtt: Mapping[str, Any] | None = None  # MqttService status; None without MQTT
 
 
 def take_snapshot(
@@ -160,7 +162,14 @@ def take_snapshot(
         decoder_counters=_counters(daemon.decoder.stats),
         dataplane_counters=_counters(recon.stats),
         learner_counters=_counters(daemon.learner.counters),
+        mqtt=_mqtt_status(daemon),
     )
+
+
+def _mqtt_status(daemon: object) -> Mapping[str, Any] | None:
+    mqtt = getattr(daemon, "mqtt", None)
+    status = None if mqtt is None else mqtt.status()
+    return None if status is None else _counters(status)
 
 
 def out_routes(cfg: Config, rib: Rib) -> list[Route]:

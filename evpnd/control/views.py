@@ -479,6 +479,7 @@ def status(snap: Snapshot) -> JSON:
         "daemon": dict(snap.daemon_counters),
         "decoder": dict(snap.decoder_counters),
         "learner": dict(snap.learner_counters),
+        "mqtt": None if snap.mqtt is None else dict(snap.mqtt),
     }
 
 

@@ -16,6 +16,7 @@ class Role(StrEnum):
     FRR = "frr"  # host FRR daemons, one pathspace per node (see frr.py)
     EVPND = "evpnd"  # this checkout's evpnd (see program.py)
     GOBGP = "gobgp"  # the host's gobgpd (see gobgp.py)
+    MOSQUITTO = "mosquitto"  # the host's mosquitto (see mosquitto.py)
     NAMESPACE = "namespace"  # nothing runs; exec lines use the host's tools
 
 
@@ -31,6 +32,10 @@ _GOBGP = ImageSpec(
     Role.GOBGP,
     "host gobgpd 3.10.0: gobgpd -f <bound gobgpd.conf> --api-hosts 127.0.0.1:50051 (in the node)",
 )
+_MOSQUITTO = ImageSpec(
+    Role.MOSQUITTO,
+    "host mosquitto 2.0.11: /usr/sbin/mosquitto -c <bound mosquitto.conf> (in the node)",
+)
 _SHELL = ImageSpec(Role.NAMESPACE, "nothing started: the namespace alone; exec uses host tools")
 
 # Keys are normalized references (see `normalize`): no docker.io/ or library/
@@ -44,6 +49,8 @@ IMAGE_MAP: dict[str, ImageSpec] = {
     # GoBGP: only the release installed on the host (Debian gobgpd 3.10.0).
     # osrg/gobgp is left out on purpose: its tags do not pin a gobgpd version.
     "jauderho/gobgp:v3.10.0": _GOBGP,
+    # MQTT broker: only the release installed on the host (Debian mosquitto 2.0.11).
+    "eclipse-mosquitto:2.0.11": _MOSQUITTO,
     # Endpoints: images only used for a shell, `ip` and `ping`.
     "alpine:3": _SHELL,
     "alpine:latest": _SHELL,
@@ -58,6 +65,8 @@ FRR_DAEMONS = "/etc/frr/daemons"
 EVPND_CONFIG = "/etc/evpnd/evpnd.yaml"
 # gobgpd's config: TOML in gobgpd.conf / gobgpd.toml, or gobgpd.yaml / .yml / .json;
 # gobgpd's -t follows the bound file's extension (see gobgp.py).
+# The Eclipse Mosquitto image's config file.
+MOSQUITTO_CONFIG = "/mosquitto/config/mosquitto.conf"
 GOBGP_CONFIGS = tuple(f"/etc/gobgp/gobgpd.{ext}" for ext in ("conf", "toml", "yaml", "yml", "json"))
 
 

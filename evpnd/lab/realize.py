@@ -31,9 +31,9 @@ from pathlib import Path
 
 from evpnd import config as evpnd_config
 from evpnd import netns
-from evpnd.lab import commands, frr, gobgp, links, program, topology
+from evpnd.lab import commands, frr, gobgp, links, mosquitto, program, topology
 from evpnd.lab import state as labstate
-from evpnd.lab.images import EVPND_CONFIG, FRR_CONFIG, FRR_DAEMONS, Role
+from evpnd.lab.images import EVPND_CONFIG, FRR_CONFIG, FRR_DAEMONS, MOSQUITTO_CONFIG, Role
 from evpnd.lab.report import NOTES, DownReport, NodeReport, UpReport
 from evpnd.lab.state import RUNTIME_ROOT, LabState, NodeState
 from evpnd.lab.teardown import down, teardown
@@ -115,6 +115,9 @@ def _preflight(topo: Topology, runtime_root: Path) -> None:
             problems += [f"node {name!r}: {p}" for p in _check_evpnd(node)]
         elif node.role is Role.GOBGP:
             problems += [f"node {name!r}: {p}" for p in _check_gobgp(node)]
+        elif node.role is Role.MOSQUITTO:
+            complaint = mosquitto.check_config(_bound(node, MOSQUITTO_CONFIG))
+            problems += [f"node {name!r}: {complaint}"] if complaint else []
     if problems:
         raise LabError(source, problems)
 
@@ -152,6 +155,12 @@ def _check_gobgp(node: Node) -> list[str]:
     assert cfg is not None  # topology.py insists on the bind
     complaint = gobgp.check_config(cfg)
     return [f"{cfg} is not a valid gobgpd config: {complaint}"] if complaint else []
+
+
+def _bound(node: Node, target: str) -> Path:
+    path = node.bound(target)
+    assert path is not None  # topology.py insists on the bind
+    return path
 
 
 def _frr_node(node: Node, pathspace: str, runtime_dir: Path) -> frr.FrrNode:
@@ -266,6 +275,16 @@ def _start(topo: Topology, node: Node, ns: NodeState) -> NodeReport:
             raise LabError(str(topo.path), [f"node {node.name!r}: {exc}"]) from exc
         return NodeReport(node.name, ns.netns, image, (
             f"host {shlex.join(gobgp.gobgpd_command(cfg))} (log {runtime_dir / 'gobgpd.log'})"
+        ))  # fmt: skip
+    if node.role is Role.MOSQUITTO:
+        cfg = _bound(node, MOSQUITTO_CONFIG)
+        try:
+            ns.pids = [mosquitto.start(ns.netns, cfg, runtime_dir, node.env)]
+        except mosquitto.MosquittoError as exc:
+            raise LabError(str(topo.path), [f"node {node.name!r}: {exc}"]) from exc
+        return NodeReport(node.name, ns.netns, image, (
+            f"host {shlex.join(mosquitto.mosquitto_command(cfg, mosquitto.program() or ''))} "
+            f"(log {runtime_dir / 'mosquitto.log'})"
         ))  # fmt: skip
     return NodeReport(node.name, ns.netns, image, "namespace only, nothing started")
 

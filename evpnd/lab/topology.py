@@ -348,6 +348,8 @@ def _check_role(node: Node) -> None:
         )
     if role is images.Role.EVPND and not node.bound(images.EVPND_CONFIG):
         raise ValueError(f"evpnd node needs a bind to {images.EVPND_CONFIG} (its config)")
+    if role is images.Role.MOSQUITTO and not node.bound(images.MOSQUITTO_CONFIG):
+        raise ValueError(f"mosquitto node needs a bind to {images.MOSQUITTO_CONFIG} (its config)")
     if role is images.Role.GOBGP and node.gobgp_config is None:
         raise ValueError(
             f"GoBGP node needs its config: a bind to one of {', '.join(images.GOBGP_CONFIGS)}"

@@ -133,6 +133,7 @@ class EvpndCollector(Collector):
             self._local,
             self._dataplane,
             self._loop,
+            self._mqtt,
         )
         self._counts = None
         for section in sections:
@@ -455,6 +456,49 @@ class EvpndCollector(Collector):
             buckets=buckets,
             sum_value=lag.sum,
         )
+
+    def _mqtt(self) -> Iterator[Metric]:
+        """Only with an `mqtt:` section (the source's optional `mqtt`, see source.py)."""
+        bridge = getattr(self.source, "mqtt", None)
+        status = None if bridge is None else bridge.status()
+        if status is None:
+            return
+        yield GaugeMetricFamily(
+            "evpnd_mqtt_connected", "1 while connected to the MQTT broker.",
+            int(bool(status["connected"])),
+        )  # fmt: skip
+        states = dict.fromkeys(((s,) for s in MQTT_STATES), 0)
+        states[(status["state"],)] = 1
+        yield _gauge(
+            "evpnd_mqtt_state", "The MQTT connection state (1 for the current one).",
+            ["state"], states,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "evpnd_mqtt_queued_events", "Events waiting to be sent to the broker.",
+            status["queued"],
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "evpnd_mqtt_endpoints",
+            "Endpoints registered over MQTT and advertised.",
+            status.get("advertised_endpoints", status["endpoints"]),
+        )
+        counters = status["counters"]
+        for name, doc in MQTT_COUNTERS:
+            yield CounterMetricFamily(f"evpnd_mqtt_{name}_total", doc, counters.get(name, 0))
+
+
+MQTT_STATES = ("connecting", "connected", "disconnected", "stopped")
+MQTT_COUNTERS = (
+    ("connects", "Connections made to the MQTT broker."),
+    ("reconnects", "Connections made after the first one."),
+    ("connect_failures", "Connection attempts that failed (refused, unreachable, TLS)."),
+    ("published", "Messages the broker took (events, summaries, status)."),
+    ("dropped", "Events not sent: broker down, queue full, or lost at a disconnect."),
+    ("invalid_messages", "Endpoint registrations refused as invalid."),
+    ("registrations", "Endpoint registrations received."),
+    ("unregistrations", "Endpoint unregistrations received (cleared, deleted, gone)."),
+    ("resyncs", "Full re-reads of the retained registrations after a connect."),
+)
 
 
 def build_registry(source: MetricsSource, *, process: bool = True) -> CollectorRegistry:

@@ -162,3 +162,7 @@ class MetricsSource(Protocol):
 
     @property
     def loop_lag(self) -> LoopLagView: ...
+
+    # Optional, read with getattr: `mqtt.status()` -> the MQTT connection's
+    # state and counters as a dict, or None without an `mqtt:` section
+    # (evpnd.services.MqttBridge).

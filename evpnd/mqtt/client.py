@@ -160,6 +160,9 @@ class MqttService:
         self._up = asyncio.Event()
         self._changes: asyncio.Queue[object] = asyncio.Queue()
         self._registry = EndpointRegistry()
+        # Set once the retained registrations of the first connection were all
+        # read (and passed on to registrations()).
+        self.synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dropped_in_outage = 0
 
@@ -235,6 +238,10 @@ class MqttService:
         """Remove the retained summary of a VNI (it left the config)."""
         self._summaries[vni] = None
         self._mark_summary(vni)
+
+    def pending(self) -> int:
+        """Registration changes passed on and not yet taken by registrations()."""
+        return self._changes.qsize()
 
     async def registrations(self) -> AsyncIterator[Registration]:
         """Registration changes, in order, until stop(). One consumer."""
@@ -437,6 +444,7 @@ class MqttService:
                 self.counters.resyncs += 1
                 for unreg in gone:
                     self._pass_on(unreg, reason="gone-from-broker")
+                self.synced.set()
                 log.info("mqtt registrations synced", endpoints=len(self._registry),
                          unregistered=len(gone))
             return

@@ -21,6 +21,7 @@ asn: 65000
 vtep: {{address: 192.0.2.11, device: eth0}}
 state_dir: {state}
 logging: {{level: debug, format: json}}
+bgp: {{eor_timeout: 1}}
 vnis:
   - vni: 100
     flood: static
@@ -76,6 +77,10 @@ def test_static_flooding_reload_and_clean_stop(host: tuple[str, Path, Path]) -> 
     try:
         wait_for(lambda: floods(ns, "vxlan100") == {"192.0.2.21", "192.0.2.22"})
         assert link_exists(ns, "br100")
+        # It keeps running past its start-up timers (a one-shot timer ending
+        # once stopped every daemon after 60 s).
+        time.sleep(2.5)
+        assert proc.poll() is None and "stopping" not in log.read_text()
 
         # SIGHUP applies a new VNI without a restart.
         cfg.write_text(CONFIG.format(state=tmp / "state", extra=EXTRA_VNI))

@@ -12,6 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evpnd import config
+from evpnd.control.settings import ControlConfig
+from evpnd.metrics.settings import MetricsConfig
+from evpnd.mqtt.settings import MqttConfig, MqttTls
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -40,7 +43,8 @@ def test_example_file_is_valid_and_documents_every_field() -> None:
     text = EXAMPLE.read_text()
     # Every field of the model appears in the documented example.
     for model in (config.Config, config.Vtep, config.Peer, config.Bgp, config.Vni,
-                  config.VxlanOptions, config.Logging):
+                  config.VxlanOptions, config.Logging, ControlConfig, MetricsConfig,
+                  MqttConfig, MqttTls):
         for name, field in model.model_fields.items():
             assert f"{field.alias or name}:" in text, f"{model.__name__}.{name} undocumented"
 

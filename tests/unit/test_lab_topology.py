@@ -15,7 +15,18 @@ import pytest
 import yaml
 
 from evpnd import config as evpnd_config
-from evpnd.lab import cli, commands, frr, gobgp, images, program, schema, state, topology
+from evpnd.lab import (
+    cli,
+    commands,
+    frr,
+    gobgp,
+    images,
+    mosquitto,
+    program,
+    schema,
+    state,
+    topology,
+)
 from evpnd.lab.topology import LabError
 from tests.conftest import REPO, require_program
 
@@ -95,6 +106,8 @@ def test_lab_file_parses_and_only_uses_known_images(path: Path) -> None:
             assert node.bound(images.FRR_CONFIG) and node.bound(images.FRR_DAEMONS)
         if node.role is images.Role.GOBGP:
             assert node.gobgp_config is not None
+        if node.role is images.Role.MOSQUITTO:
+            assert node.bound(images.MOSQUITTO_CONFIG)
 
 
 @pytest.mark.parametrize("path", EVPND_CONFIGS, ids=ids(EVPND_CONFIGS))
@@ -450,6 +463,7 @@ def test_image_map_is_explicit() -> None:
         "frrouting/frr:v8.4.4": images.Role.FRR,
         "evpnd:latest": images.Role.EVPND,
         "jauderho/gobgp:v3.10.0": images.Role.GOBGP,
+        "eclipse-mosquitto:2.0.11": images.Role.MOSQUITTO,
         "alpine:3": images.Role.NAMESPACE,
         "alpine:latest": images.Role.NAMESPACE,
         "busybox:latest": images.Role.NAMESPACE,
@@ -466,6 +480,7 @@ def test_image_map_is_explicit() -> None:
         ("docker.io/frrouting/frr:v8.4.4", images.Role.FRR),
         ("evpnd", images.Role.EVPND),
         ("docker.io/jauderho/gobgp:v3.10.0", images.Role.GOBGP),
+        ("docker.io/library/eclipse-mosquitto:2.0.11", images.Role.MOSQUITTO),
     ],
 )
 def test_image_references_are_normalized(reference: str, role: images.Role) -> None:
@@ -626,3 +641,18 @@ def test_missing_schema_support_is_noted_not_fatal(
     # The lab's own checks still run.
     with pytest.raises(LabError, match="key 'cpu'"):
         topology.load(write_topo(tmp_path, minimal(extra_node="      cpu: 1\n")))
+
+
+def test_mosquitto_node_needs_its_config_and_runs_the_host_broker(tmp_path: Path) -> None:
+    path = write_topo(tmp_path, (
+        "name: m\ntopology:\n  nodes:\n    b: {kind: linux, image: eclipse-mosquitto:2.0.11}\n"
+        "    c: {kind: linux, image: 'alpine:3'}\n"
+        "  links:\n    - endpoints: ['b:eth1', 'c:eth1']\n"
+    ))  # fmt: skip
+    with pytest.raises(LabError, match=r"mosquitto node needs a bind to "
+                                       r"/mosquitto/config/mosquitto\.conf"):
+        topology.load(path)
+    conf = REPO / "containerlab" / "configs" / "evpn-ops" / "broker" / "mosquitto.conf"
+    assert mosquitto.mosquitto_command(conf, "/usr/sbin/mosquitto") == [
+        "/usr/sbin/mosquitto", "-c", str(conf)]
+    assert "listener 1883 0.0.0.0" in conf.read_text()

@@ -1,0 +1,137 @@
+"""The daemon's MQTT glue with a real RIB and a recording stand-in for MqttService."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+from typing import Any
+
+from evpnd import config
+from evpnd.mqtt.codec import EndpointRegistered, EndpointUnregistered
+from evpnd.rib import Rib, RibChanges, VniPolicy
+from evpnd.services import MqttBridge
+from tests.unit.test_rib import M1, P1, RT100, V2, V3, mac_route
+
+LOCAL = IPv4Address("10.0.0.5")
+CFG = config.parse("""router_id: 10.0.0.5
+asn: 65000
+vtep: {address: 10.0.0.5, device: eth0}
+bgp: {peers: [{address: 10.255.0.1, remote_asn: 65000}]}
+vnis: [{vni: 100}]
+mqtt: {host: 127.0.0.1, topic_prefix: evpnd/t}
+""")
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.summaries: dict[int, dict[str, Any] | None] = {}
+        self.synced = asyncio.Event()
+
+    def publish(self, event: Any) -> bool:
+        self.events.append(event.as_dict())
+        return True
+
+    def retain_summary(self, vni: int, summary: dict[str, Any]) -> bool:
+        self.summaries[vni] = summary
+        return True
+
+    def clear_summary(self, vni: int) -> None:
+        self.summaries[vni] = None
+
+    def pending(self) -> int:
+        return 0
+
+
+def bridge() -> tuple[MqttBridge, Rib, FakeService, list[RibChanges]]:
+    rib = Rib(LOCAL, [VniPolicy(100, frozenset({RT100}))])
+    applied: list[RibChanges] = []
+    glue = MqttBridge(lambda: CFG, rib, applied.append)
+    glue.service = service = FakeService()
+    return glue, rib, service, applied
+
+
+def names(service: FakeService) -> list[str]:
+    return [e["event"] for e in service.events]
+
+
+def test_remote_macs_installed_moved_removed_are_derived_from_rib_changes() -> None:
+    glue, rib, service, _ = bridge()
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V2)))
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V2, seq=0)))  # the same again: nothing
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V3, seq=1)))  # behind another VTEP now
+    glue.rib_changes(rib.withdraw(P1, mac_route(M1, V2).key))  # the loser goes: no event
+    glue.rib_changes(rib.withdraw(P1, mac_route(M1, V3, seq=1).key))
+    assert names(service) == ["remote_mac_installed", "remote_mac_moved", "remote_mac_removed"]
+    installed, moved, removed = service.events
+    assert (installed["vtep"], installed["peer"], installed["seq"]) == ("10.0.0.2", str(P1), 0)
+    assert (moved["previous_vtep"], moved["vtep"], moved["seq"]) == ("10.0.0.2", "10.0.0.3", 1)
+    assert (removed["vtep"], removed["peer"]) == ("10.0.0.3", str(P1))
+
+
+def test_a_remote_route_taking_a_local_mac_is_a_move_from_local() -> None:
+    glue, rib, service, _ = bridge()
+    glue.rib_changes(rib.local_mac_added(100, M1)[0])
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V2, seq=5)))
+    assert service.events[-1]["event"] == "remote_mac_moved"
+    assert service.events[-1]["previous_vtep"] == "local"
+
+
+def test_registrations_are_advertised_replaced_and_withdrawn() -> None:
+    glue, rib, service, applied = bridge()
+    ip1, ip2 = IPv4Address("10.100.0.5"), IPv4Address("10.100.0.6")
+    glue._on_registration(EndpointRegistered(100, M1, ip1))
+    assert [(a.mac, a.ip) for a in applied[-1].local_advertise] == [(M1, None), (M1, ip1)]
+    assert glue.registered(100, M1)
+    glue._on_registration(EndpointRegistered(100, M1, ip1))  # re-read after a reconnect
+    assert len(applied) == 1
+    glue._on_registration(EndpointRegistered(100, M1, ip2))  # replaces: ip1's route goes
+    withdrawn = [(a.mac, a.ip) for c in applied[1:] for a in c.local_withdraw]
+    advertised = [(a.mac, a.ip) for c in applied[1:] for a in c.local_advertise]
+    assert withdrawn == [(M1, ip1)] and advertised == [(M1, ip2)]
+    glue._on_registration(EndpointRegistered(200, M1))  # VNI not configured: ignored
+    glue._on_registration(EndpointUnregistered(100, M1))
+    assert [(a.mac, a.ip) for a in applied[-1].local_withdraw] == [(M1, None), (M1, ip2)]
+    assert not glue.registered(100, M1) and rib.local_macs(100) == []
+    learned = [e for e in service.events if e["event"] == "local_mac_learned"]
+    assert [e["source"] for e in learned] == ["mqtt", "mqtt"]
+    assert names(service)[-1] == "local_mac_removed"
+
+
+def test_summaries_only_when_counts_change() -> None:
+    glue, rib, service, _ = bridge()
+    glue._dirty.add(100)
+    glue.flush_summaries()
+    assert service.summaries[100] == {"local_macs": 0, "advertised_macs": 0,
+                                      "registered_endpoints": 0, "remote_macs": 0,
+                                      "remote_neighbors": 0, "vteps": []}  # fmt: skip
+    service.summaries.clear()
+    glue._dirty.add(100)
+    glue.flush_summaries()
+    assert service.summaries == {}  # unchanged: not re-sent
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V2)))
+    glue.flush_summaries()
+    assert service.summaries[100]["remote_macs"] == 1
+
+
+def test_peer_events_once_per_change_and_down_on_exabgp_restart() -> None:
+    glue, _, service, _ = bridge()
+    glue.peer_state(P1, "up", None)
+    glue.peer_state(P1, "up", None)
+    glue.peer_state(P1, "down", "hold timer expired")
+    glue.peer_state(P1, "down", "connection refused")  # ExaBGP repeats it on every retry
+    glue.peer_state(P1, "up", None)
+    glue.speaker_restarted(1, "exabgp exited")
+    assert names(service) == ["peer_up", "peer_down", "peer_up", "peer_down",
+                              "exabgp_restarted"]  # fmt: skip
+    assert service.events[0]["asn"] == 65000
+    glue.peers_adopted([str(P1)])  # taken over: already up, no event
+    assert len(service.events) == 5
+
+
+def test_without_mqtt_nothing_is_published() -> None:
+    glue, rib, _, _ = bridge()
+    glue.service = None
+    glue.rib_changes(rib.announce(P1, mac_route(M1, V2)))
+    glue.peer_state(P1, "up", None)
+    assert glue.status() is None
