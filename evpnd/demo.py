@@ -2,8 +2,8 @@
 
 Brings `containerlab/evpn-rr.clab.yml` up in network namespaces (an FRR route
 reflector, three hosts running evpnd, endpoints on VNI 100 and 200), waits
-until every host has installed the others' MACs, shows the routes as FRR and
-as the kernel see them, pings between endpoints on different hosts, shows the
+until every host has installed the others' MACs, shows the routes as FRR,
+as evpnd (`evpnd show`) and as the kernel see them, pings between endpoints on different hosts, shows the
 ARP suppression entries evpnd installed from MAC+IP routes, and takes
 the lab down again (`--keep` leaves it up and prints how to tear it down).
 """
@@ -36,6 +36,12 @@ HOSTS_OF_VNI = {100: ["host1", "host2", "host3"], 200: ["host1", "host2"]}
 def node(name: str, *argv: str) -> str:
     result = lab.run_in_node(name, list(argv), lab=LAB)
     return (result.stdout + result.stderr).rstrip()
+
+
+def evpnd_show(host: str, *view: str) -> str:
+    """`evpnd show VIEW` inside the host, against its daemon's control socket."""
+    config = REPO / "containerlab" / "configs" / LAB / host / "evpnd.yaml"
+    return node(host, sys.executable, "-m", "evpnd", "show", *view, "-c", str(config))
 
 
 def remote_macs(host: str, vni: int) -> set[str]:
@@ -133,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn"))
         section("FRR route reflector: show bgp l2vpn evpn summary")
         print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn summary"))
+
+        for view in (["peers"], ["vni"], ["routes"], ["mac", "--vni", "100"]):
+            section(f"host1: evpnd's own view (evpnd show {' '.join(view)})")
+            print(evpnd_show("host1", *view))
 
         for host in ("host1", "host2", "host3"):
             section(f"{host}: what evpnd programmed (bridge fdb show dev vxlan100)")
