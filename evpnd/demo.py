@@ -3,8 +3,9 @@
 Brings `containerlab/evpn-rr.clab.yml` up in network namespaces (an FRR route
 reflector, three hosts running evpnd, endpoints on VNI 100 and 200), waits
 until every host has installed the others' MACs, shows the routes as FRR,
-as evpnd (`evpnd show`) and as the kernel see them, pings between endpoints on different hosts, shows the
-ARP suppression entries evpnd installed from MAC+IP routes, and takes
+as evpnd (`evpnd show`) and as the kernel see them, pings between endpoints
+on different hosts, shows the ARP suppression entries evpnd installed from
+MAC+IP routes, and takes
 the lab down again (`--keep` leaves it up and prints how to tear it down).
 """
 
