@@ -31,7 +31,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from evpnd import netns
-from evpnd.lab import program, topology
+from evpnd.lab import mosquitto, program, topology
 from evpnd.lab import state as labstate
 from tests.conftest import REPO
 from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, running_lab
@@ -478,6 +478,32 @@ def test_endpoint_registered_over_mqtt_on_host1_is_installed_on_host2(fabric: No
         sub.wait_event("evpnd/host2/events/remote_mac_removed", "host2's event",
                        lambda e: e["mac"] == mac)  # fmt: skip
     assert show_json("host1", "status")["mqtt"]["advertised_endpoints"] == 0
+
+
+def test_broker_outage_is_visible_and_forwarding_goes_on(fabric: None) -> None:
+    """The broker dies: both hosts say so in `show status` and metrics, traffic keeps
+    crossing the overlay, and they reconnect on their own when it is back."""
+    (broker,) = procs("broker", "mosquitto")  # started by `lab up`, i.e. by this test
+    reconnects = metric(scrape("host1"), "evpnd_mqtt_reconnects_total")
+    os.kill(broker, signal.SIGTERM)
+    wait_for("the broker to exit", lambda: not alive(broker), timeout=10)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(broker, os.WNOHANG)
+    try:
+        wait_for("both hosts to report the broker lost", lambda: all(
+            show_json(h, "status")["mqtt"]["state"] != "connected" for h in HOSTS))  # fmt: skip
+        status = show_json("host1", "status")["mqtt"]
+        assert status["last_error"], status
+        assert metric(scrape("host1"), "evpnd_mqtt_connected") == 0
+        # Forwarding does not depend on the broker.
+        (src, _, _), (_, dst_ip, _) = ENDPOINT["host1"], ENDPOINT["host2"]
+        assert FABRIC.ping(src, dst_ip, count=3).returncode == 0
+    finally:
+        mosquitto.start(ns("broker"), REPO / "containerlab" / "configs" / LAB / "broker"
+                        / "mosquitto.conf", labstate.lab_dir(LAB) / "broker")  # fmt: skip
+    wait_for("both hosts to reconnect to the broker", lambda: all(
+        show_json(h, "status")["mqtt"]["state"] == "connected" for h in HOSTS), timeout=60)
+    assert metric(scrape("host1"), "evpnd_mqtt_reconnects_total") > reconnects
 
 
 def test_restart_hands_over_the_socket_metrics_and_registrations(fabric: None) -> None:
