@@ -27,6 +27,7 @@ from pydantic import (
 
 from evpnd.control.settings import ControlConfig
 from evpnd.dataplane.state import normalize_mac
+from evpnd.docker.settings import DockerConfig
 from evpnd.metrics.settings import MetricsConfig
 from evpnd.mqtt.settings import MqttConfig
 
@@ -298,6 +299,8 @@ class Config(Strict):
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     mqtt: MqttConfig | None = None  # None: no MQTT at all
+    # The Docker network driver; its networks' VNIs join these (checks in evpnd/docker/driver.py).
+    docker: DockerConfig = Field(default_factory=DockerConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -27,6 +27,15 @@ Operations (issue 4): the control socket (`evpnd show`), the Prometheus
 endpoint and MQTT start once the state_dir lock is ours (a previous daemon
 that is handing over still owns the socket and the port until then) and stop
 before it is released. Their glue is in evpnd/services.py.
+
+Docker (issue 5, `docker.enabled`): the network driver starts after the
+lock too, recovers its networks and endpoints (nothing in the kernel changes
+for them), and the daemon then runs with the effective config: `self.cfg` is
+the config file's VNIs plus the Docker networks' (`self.file_cfg` is the file
+alone). A network created or removed later is applied like a reload adding
+or removing a VNI (`_apply_config`). On a SIGTERM hand-over the driver just
+stops listening: the next daemon recovers the same state. Glue in
+evpnd/docker/glue.py.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from evpnd.dataplane.monitor import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
 from evpnd.desired import StateDelta, VniDevices, delta, desired_state
+from evpnd.docker.glue import DaemonHooks, DockerGlue, VniConflict
 from evpnd.metrics.looplag import LoopLagMonitor
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, Route, RouteKey
 from evpnd.rib import LocalAdvert, Rib, RibChanges, VniPolicy
@@ -78,6 +88,8 @@ from evpnd.speaker.messages import (
 from evpnd.speaker.process import Speaker, SpeakerCounters, speaker_notice
 
 log = structlog.get_logger(__name__)
+
+FLUSH_TIMEOUT = 2.0  # seconds a Docker Join waits for ExaBGP to take the container's routes
 
 Entry = RemoteMac | FloodEntry | NeighEntry
 
@@ -164,6 +176,7 @@ class Daemon:
         *,
         converge_timeout: float | None = None,
     ) -> None:
+        self.file_cfg = cfg  # the config file as read; self.cfg adds the Docker networks' VNIs
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
         self.converge_timeout = float(
@@ -186,6 +199,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._eor_waiting: set[object] = set()
         self._local_routes: dict[RouteKey, Route] = {}
+        self._static_keys: set[RouteKey] = set()  # Type-3s and gateways: from the config
         self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life
         self._one_shots: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()  # SIGHUP and the control socket both reload
@@ -195,6 +209,10 @@ class Daemon:
         self.loop_lag = LoopLagMonitor(cfg.metrics.lag_interval)
         self.metrics = MetricsEndpoint(self)
         self.mqtt = MqttBridge(lambda: self.cfg, self.rib, self._on_rib_changes)
+        self.docker = DockerGlue(DaemonHooks(
+            file_config=lambda: self.file_cfg, rib=lambda: self.rib, apply=self._on_rib_changes,
+            vnis_changed=self._docker_vnis_changed, flush=self._flush_speaker,
+        ))  # fmt: skip
 
     def _new_speaker(self, cfg: config_mod.Config) -> Speaker | NoSpeaker:
         # Without peers (static or multicast flooding only) there is nothing
@@ -214,11 +232,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         await self._lock_state_dir()
         await self._start_operations()
-        await self._apply_devices(self.cfg)
-        await self.reconciler.start()
-        await self.learner.start()
-        await self.speaker.start()
-        self._announce(imet_routes(self.cfg))
+        await self._start_docker()
+        async with self.docker.serialized():  # Docker calls wait until we run
+            await self._rebase(self.docker.effective(self.file_cfg, strict=False))
+            await self._apply_devices(self.cfg)
+            await self.reconciler.start()
+            await self.learner.start()
+            await self.speaker.start()
+            self._announce_static(self.cfg)
+            self.docker.activate()
         self._eor_waiting = {p.address for p in self.cfg.bgp.peers}
         if not self._eor_waiting:
             self._converged("no BGP peers configured")
@@ -230,6 +252,7 @@ class Daemon:
         ]
         self._one_shot(self._converge(), "converge")
         log.info("evpnd running", vnis=[v.vni for v in self.cfg.vnis],
+                 docker_vnis=[v.vni for v in self.docker.vnis()],
                  peers=[str(p.address) for p in self.cfg.bgp.peers])
         failed = await self._until_stopped()
         for task in failed:
@@ -270,6 +293,9 @@ class Daemon:
         task.add_done_callback(self._one_shots.discard)
 
     async def shutdown(self) -> None:
+        # First: no Docker call may change anything while we stop. Its devices,
+        # veths and state stay; the next daemon recovers them.
+        await self.docker.stop()
         handed_over = False
         speaker = self.speaker
         if (self._hand_over and isinstance(speaker, Speaker) and speaker.hold > 0
@@ -302,6 +328,22 @@ class Daemon:
         problem = await self.metrics.start(self.cfg.metrics)
         if problem:
             self.mqtt.error("metrics_endpoint", problem)
+
+    async def _start_docker(self) -> None:
+        try:
+            await self.docker.start(self.file_cfg)
+        except Exception as exc:
+            await self._stop_operations()
+            self._unlock_state_dir()
+            raise DaemonError(f"docker network driver: {exc}") from None
+
+    async def _rebase(self, cfg: config_mod.Config) -> None:
+        """Before anything runs: the RIB, devices and learner take `cfg` (the effective one)."""
+        self.cfg = cfg
+        self.devices = vni_devices(cfg)
+        self._on_rib_changes(self.rib.reconfigure(vni_policies(cfg), self.docker.gateways()))
+        self.learner = LocalLearner(watched_vnis(cfg))
+        await self.reconciler.set_desired(desired_state(self.rib, self.devices))
 
     async def _stop_operations(self) -> None:
         await self.control.stop()
@@ -372,8 +414,9 @@ class Daemon:
             return changes
         if isinstance(event, LocalMacRemoved):
             log.info("local mac gone", vni=event.vni, mac=event.mac)
-            if self.mqtt.registered(event.vni, event.mac):
-                return None  # still registered over MQTT: stays advertised
+            if self.mqtt.registered(event.vni, event.mac) or \
+                    self.docker.registered(event.vni, event.mac):
+                return None  # still registered over MQTT or by Docker: stays advertised
             self.mqtt.local_mac(event.vni, event.mac, learned=False, port=event.port)
             return self.rib.local_mac_removed(event.vni, event.mac)
         if isinstance(event, LocalIpLearned):
@@ -381,6 +424,8 @@ class Daemon:
             changes, _ = self.rib.local_mac_added(event.vni, event.mac, event.ip)
             return changes
         if isinstance(event, LocalIpRemoved):
+            if self.docker.registered(event.vni, event.mac, event.ip):
+                return None  # a container's address: stays advertised while it is there
             return self.rib.local_mac_removed(event.vni, event.mac, event.ip)
         if isinstance(event, Resynced):
             log.info("local endpoints resynced", reason=event.reason, macs=event.macs,
@@ -543,7 +588,7 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        async with self._reload_lock:
+        async with self.docker.serialized(), self._reload_lock:
             return await self._reload_config()
 
     async def _reload_config(self) -> bool:
@@ -552,30 +597,49 @@ class Daemon:
             return False
         try:
             new = config_mod.load(self.config_path)
-        except config_mod.ConfigError as exc:
-            log.error("reload refused: invalid config, keeping the running one",
-                      errors=[str(i) for i in exc.issues])
-            self.mqtt.error("reload_refused", f"{len(exc.issues)} error(s) in "
-                            f"{self.config_path}", errors=[str(i) for i in exc.issues])
+            effective = self.docker.effective(new)
+        except (config_mod.ConfigError, VniConflict) as exc:
+            errors = [str(i) for i in exc.issues] if isinstance(exc, config_mod.ConfigError) \
+                else [str(exc)]
+            log.error("reload refused: invalid config, keeping the running one", errors=errors)
+            self.mqtt.error("reload_refused", f"{len(errors)} error(s) in "
+                            f"{self.config_path}", errors=errors)
             return False
+        if new.docker != self.file_cfg.docker:
+            log.warning("docker settings changed: they take effect at the next start")
+            new = new.model_copy(update={"docker": self.file_cfg.docker})
+            effective = effective.model_copy(update={"docker": self.file_cfg.docker})
+        self.file_cfg = new
+        await self._apply_config(effective)
+        return True
+
+    async def _docker_vnis_changed(self) -> None:
+        """A Docker network came or went: its VNI is added or removed like by a reload."""
+        async with self._reload_lock:  # the driver's lock is held by the Docker call
+            await self._apply_config(self.docker.effective(self.file_cfg, strict=False))
+
+    async def _flush_speaker(self) -> None:
+        if self.speaker.connected:
+            with contextlib.suppress(Exception):
+                await self.speaker.flush(timeout=FLUSH_TIMEOUT)
+
+    async def _apply_config(self, new: config_mod.Config) -> None:
+        """Make the running daemon follow `new` (the effective config): VNIs, peers, services."""
         old = self.cfg
         await self._apply_devices(new)
         removed_vnis = {v.vni for v in old.vnis} - {v.vni for v in new.vnis}
-        old_imets = {r.key for r in imet_routes(old)}
         for vni in sorted(removed_vnis):
             # Withdraw the VNI's own MACs while the old config still names its RD.
             for local in self.rib.local_macs(vni):
                 self._on_rib_changes(self.rib.local_mac_removed(vni, local.mac))
+        adverts = self.rib.advertisements()
         self.cfg = new
+        self._readvertise(old, new, adverts)
         self.devices = vni_devices(new)
-        self._on_rib_changes(self.rib.reconfigure(vni_policies(new)))
+        self._on_rib_changes(self.rib.reconfigure(vni_policies(new), self.docker.gateways()))
         await self.learner.update_vnis(watched_vnis(new))
         await self.reconciler.set_desired(desired_state(self.rib, self.devices))
-        stale_imets = old_imets - {r.key for r in imet_routes(new)}
-        self.speaker.withdraw(stale_imets)
-        for key in stale_imets:
-            self._local_routes.pop(key, None)
-        self._announce(imet_routes(new))
+        self._announce_static(new)
         for peer in {p.address for p in old.bgp.peers} - {p.address for p in new.bgp.peers}:
             self.peer_tracker.forget(peer)
         await self.mqtt.reconfigure(old, new)
@@ -589,8 +653,42 @@ class Daemon:
             else:
                 log.info("bgp peers added or removed entirely: restarting the speaker")
                 await self._restart_speaker(new)
-        log.info("config reloaded", vnis=[v.vni for v in new.vnis], removed=sorted(removed_vnis))
-        return True
+        log.info("config applied", vnis=[v.vni for v in new.vnis], removed=sorted(removed_vnis),
+                 docker_vnis=[v.vni for v in self.docker.vnis()])
+
+    def _readvertise(
+        self, old: config_mod.Config, new: config_mod.Config, adverts: list[LocalAdvert]
+    ) -> None:
+        """Our Type-2s of VNIs whose RD or route targets changed (a large VNI's RD
+        number depends on the other VNIs): withdrawn under the old key, announced anew."""
+        kept = {v.vni for v in new.vnis} & {v.vni for v in old.vnis}
+        routes = []
+        for advert in adverts:
+            if advert.vni not in kept:
+                continue
+            before, after = mac_route(old, advert), mac_route(new, advert)
+            if before == after:
+                continue
+            if before.key != after.key:
+                self._local_routes.pop(before.key, None)
+                self.speaker.withdraw([before.key])
+            routes.append(after)
+        if routes:
+            log.info("local routes re-announced: RD or route targets changed",
+                     routes=len(routes))
+            self._announce(routes)
+
+    def _announce_static(self, cfg: config_mod.Config) -> None:
+        """Routes that follow from the config alone: Type-3s and Docker gateways."""
+        routes: list[Route] = [*imet_routes(cfg), *self.docker.static_routes(cfg)]
+        keys = {r.key for r in routes}
+        stale = self._static_keys - keys
+        if stale:
+            self.speaker.withdraw(stale)
+            for key in stale:
+                self._local_routes.pop(key, None)
+        self._static_keys = keys
+        self._announce(routes)
 
     async def _restart_speaker(self, cfg: config_mod.Config) -> None:
         routes = list(self._local_routes.values())

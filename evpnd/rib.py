@@ -271,6 +271,7 @@ class Rib:
         self.local_vtep = local_vtep
         self._own = frozenset({local_vtep, *other_own_addresses})
         self._policies: dict[int, VniPolicy] = {}
+        self._gateways: frozenset[MacRef] = frozenset()
         self._rt_index: dict[str, tuple[int, ...]] = {}
         self._set_policies(policies)
         self._adj: dict[IPAddress, dict[RouteKey, _Stored]] = {}
@@ -335,9 +336,18 @@ class Rib:
             self._withdraw(tx, peer, key)
         return self._commit(tx)
 
-    def reconfigure(self, policies: Iterable[VniPolicy]) -> RibChanges:
-        """New import policies (config reload): every route is imported again."""
+    def reconfigure(
+        self, policies: Iterable[VniPolicy], gateways: Iterable[MacRef] | None = None
+    ) -> RibChanges:
+        """New import policies (config reload): every route is imported again.
+
+        `gateways` (None keeps the current set): (VNI, MAC) of distributed
+        gateways this host owns too (Docker `gateway=local`); a received
+        route for one is held but never imported into that VNI.
+        """
         self._set_policies(policies)
+        if gateways is not None:
+            self._gateways = frozenset((vni, normalize_mac(mac)) for vni, mac in gateways)
         tx = _Tx()
         for peer, routes in self._adj.items():
             for stored in routes.values():
@@ -486,6 +496,8 @@ class Rib:
         if route.encapsulation not in (None, ENCAP_VXLAN):
             return ()
         vnis = {v for rt in route.route_targets for v in self._rt_index.get(rt, ())}
+        if self._gateways and isinstance(route, MacIpRoute):
+            vnis = {v for v in vnis if (v, route.mac) not in self._gateways}
         return tuple(sorted(vnis))
 
     def _is_own(self, route: Route) -> bool:

@@ -40,7 +40,6 @@ from evpnd.dataplane.linkplan import (
     ADDRGENMODE_NONE,
     KERNEL_MIN_MTU,
     MUTABLE,
-    OWNER_PREFIX,
     Action,
     BrportAttrs,
     CreateBridge,
@@ -230,11 +229,9 @@ def save_records(state_dir: Path, devices: Iterable[OwnedDevice]) -> None:
 def owned_devices(
     current: Mapping[str, LinkInfo], records: Iterable[OwnedDevice], netns: str | None = None
 ) -> set[str]:
-    owned = {
-        name
-        for name, link in current.items()
-        if link.alias is not None and link.alias.startswith(OWNER_PREFIX)
-    }
+    # Only VNI devices: the Docker driver's veths carry "evpnd:docker=..." and are
+    # its own (a container's interface), never a candidate for removal here.
+    owned = {name for name, link in current.items() if alias_vni(link.alias) is not None}
     for record in records:
         link = current.get(record.name)
         if record.netns == netns and link is not None and link.index == record.ifindex:

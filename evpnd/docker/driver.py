@@ -237,6 +237,11 @@ class Driver:
         self.state = DriverState()
         self._lock = asyncio.Lock()
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held during every call (and recovery): the daemon takes it to keep calls out."""
+        return self._lock
+
     # -- views ------------------------------------------------------------------
 
     def networks(self) -> list[VniInfo]:

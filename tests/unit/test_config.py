@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from evpnd import config
 from evpnd.control.settings import ControlConfig
+from evpnd.docker.settings import DockerConfig
 from evpnd.metrics.settings import MetricsConfig
 from evpnd.mqtt.settings import MqttConfig, MqttTls
 
@@ -44,7 +45,7 @@ def test_example_file_is_valid_and_documents_every_field() -> None:
     # Every field of the model appears in the documented example.
     for model in (config.Config, config.Vtep, config.Peer, config.Bgp, config.Vni,
                   config.VxlanOptions, config.Logging, ControlConfig, MetricsConfig,
-                  MqttConfig, MqttTls):
+                  MqttConfig, MqttTls, DockerConfig):
         for name, field in model.model_fields.items():
             assert f"{field.alias or name}:" in text, f"{model.__name__}.{name} undocumented"
 

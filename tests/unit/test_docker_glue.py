@@ -1,0 +1,267 @@
+"""The Docker driver wired into a (constructed, not running) daemon: the real Driver on a
+fake kernel, the real RIB, a speaker that records the announced set."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from evpnd.config import Config, parse
+from evpnd.daemon import Daemon
+from evpnd.dataplane.events import LocalIpLearned, LocalIpRemoved, LocalMacAdded, LocalMacRemoved
+from evpnd.docker import protocol as p
+from evpnd.docker.driver import Driver, gateway_mac
+from evpnd.docker.state import StateStore
+from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, RouteKey
+from tests.unit.docker_fakes import FakeKernel
+
+PEER = ip_address("192.0.2.1")
+REMOTE = ip_address("192.0.2.22")
+FILE = """
+router_id: 192.0.2.11
+asn: 65000
+vtep: {address: 192.0.2.11, device: eth0}
+bgp: {peers: [{address: 192.0.2.1, remote_asn: 65000}]}
+vnis: [{vni: 10}]
+state_dir: %s
+"""
+NET, NET2 = "a" * 64, "b" * 64
+EP = "e1" * 32
+CONTAINER_MAC = "02:42:0a:01:00:02"
+
+
+class FakeSpeaker:
+    connected = False
+    hold = 0.0
+
+    def __init__(self) -> None:
+        self.routes: dict[RouteKey, Any] = {}
+        self.withdrawn: list[RouteKey] = []
+
+    def announce(self, routes: Any) -> None:
+        for route in routes:
+            self.routes[route.key] = route
+
+    def withdraw(self, keys: Any) -> None:
+        for key in keys:
+            self.withdrawn.append(key)
+            self.routes.pop(key, None)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "evpnd.yaml"
+        self.path.write_text(FILE % tmp_path)
+        self.daemon = Daemon(parse(self.path.read_text()), self.path)
+        self.speaker = FakeSpeaker()
+        self.daemon.speaker = self.speaker  # type: ignore[assignment]
+        self.applied: list[Config] = []
+        self.watched: list[list[int]] = []
+
+        async def apply_devices(cfg: Config) -> None:
+            self.applied.append(cfg)
+
+        async def update_vnis(vnis: Any) -> None:
+            self.watched.append(sorted(v.vni for v in vnis))
+
+        self.daemon._apply_devices = apply_devices  # type: ignore[method-assign]
+        self.daemon.learner.update_vnis = update_vnis  # type: ignore[method-assign]
+        self.kernel = FakeKernel()
+        self.driver = Driver(plugin="evpn", host=lambda: self.daemon.file_cfg,
+                             kernel=self.kernel, store=StateStore(tmp_path / "docker", "evpn"),
+                             listener=self.daemon.docker)
+        self.daemon.docker.plugin = SimpleNamespace(driver=self.driver)
+        self.daemon.docker.activate()
+        self.daemon._announce_static(self.daemon.cfg)
+
+    def macs(self) -> set[tuple[str, str | None]]:
+        return {(r.mac, None if r.ip is None else str(r.ip))
+                for r in self.speaker.routes.values() if isinstance(r, MacIpRoute)}
+
+    def imets(self) -> set[int]:
+        return {r.vni for r in self.speaker.routes.values() if isinstance(r, ImetRoute)}
+
+
+def network(vni: int = 100, nid: str = NET, subnet: int = 1,
+            **options: str) -> p.CreateNetworkRequest:
+    return p.CreateNetworkRequest.model_validate({
+        "NetworkID": nid,
+        "Options": {p.GENERIC_OPTIONS: {"VxlanId": str(vni), **options}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": f"10.{subnet}.0.0/24",
+                      "Gateway": f"10.{subnet}.0.1/24"}],
+    })
+
+
+def endpoint(eid: str = EP, nid: str = NET, address: str = "10.1.0.2/24") -> Any:
+    return p.CreateEndpointRequest.model_validate({
+        "NetworkID": nid, "EndpointID": eid,
+        "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
+    })
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def remote_route(cfg: Config, vni: int, mac: str, ip: str | None = None) -> MacIpRoute:
+    return MacIpRoute(key=MacIpKey("192.0.2.22:100", 0, mac, None if ip is None else
+                                   ip_address(ip)),
+                      nexthop=REMOTE, vni=vni, route_targets=(f"65000:{vni}",),
+                      default_gateway=True, encapsulation=ENCAP_VXLAN)
+
+
+async def test_a_network_is_a_vni_and_its_container_is_advertised_at_join(world: World) -> None:
+    d = world.daemon
+    assert world.imets() == {10}
+    await world.driver.create_network(network(gateway="local"))
+    # The effective config: the file's VNI and the network's, everywhere the daemon looks.
+    assert [v.vni for v in d.cfg.vnis] == [10, 100] and [v.vni for v in d.file_cfg.vnis] == [10]
+    assert [v.vni for v in world.applied[-1].vnis] == [10, 100]  # the device reconcile
+    assert world.watched[-1] == [10, 100] and set(d.devices) == {10, 100}
+    assert set(d.rib.policies) == {10, 100}
+    assert world.imets() == {10, 100}
+    gw = gateway_mac(100)
+    [gateway] = [r for r in world.speaker.routes.values()
+                 if isinstance(r, MacIpRoute) and r.mac == gw]
+    assert gateway.default_gateway and str(gateway.ip) == "10.1.0.1"
+    assert gateway.key.rd == "192.0.2.11:100" and gateway.route_targets == ("65000:100",)
+
+    await world.driver.create_endpoint(endpoint())
+    await world.driver.join(NET, EP)
+    assert world.macs() == {(gw, "10.1.0.1"), (CONTAINER_MAC, None),
+                            (CONTAINER_MAC, "10.1.0.2")}
+
+    # The bridge learns the container later: nothing to announce or withdraw (no flap).
+    withdrawn = len(world.speaker.withdrawn)
+    ip = ip_address("10.1.0.2")
+    port = "evh" + EP[:12]
+    for event in (LocalMacAdded(100, "br100", port, CONTAINER_MAC),
+                  LocalIpLearned(100, "br100", CONTAINER_MAC, ip)):
+        changes = d._on_local(event)
+        assert changes is not None and not changes.local_advertise
+        assert not changes.local_withdraw
+    # ... and forgets it (ageing, neighbour gone): the container is still there.
+    assert d._on_local(LocalIpRemoved(100, "br100", CONTAINER_MAC, ip)) is None
+    assert d._on_local(LocalMacRemoved(100, "br100", port, CONTAINER_MAC)) is None
+    assert len(world.speaker.withdrawn) == withdrawn
+    assert (CONTAINER_MAC, "10.1.0.2") in world.macs()
+
+    # Leave: withdrawn. network rm: the VNI, its Type-3 and its gateway go.
+    await world.driver.leave(NET, EP)
+    assert world.macs() == {(gw, "10.1.0.1")}
+    await world.driver.delete_endpoint(NET, EP)
+    await world.driver.delete_network(NET)
+    assert world.macs() == set() and world.imets() == {10}
+    assert [v.vni for v in d.cfg.vnis] == [10] and world.watched[-1] == [10]
+    assert set(d.rib.policies) == {10}
+
+
+async def test_a_received_route_for_our_gateway_mac_is_never_installed(world: World) -> None:
+    d = world.daemon
+    gw = gateway_mac(100)
+    # Received before the network exists here (held, imported nowhere) ...
+    d._on_rib_changes(d.rib.apply_update(PEER, [remote_route(d.cfg, 100, gw, "10.1.0.1"),
+                                                remote_route(d.cfg, 100, "02:aa:00:00:00:01")],
+                                         []))  # fmt: skip
+    await world.driver.create_network(network(gateway="local"))
+    assert d.rib.remote_mac(100, gw) is None
+    assert d.rib.remote_mac(100, "02:aa:00:00:00:01") is not None
+    assert not [n for n in d.rib.remote_neighs(100) if str(n.ip) == "10.1.0.1"]
+    # ... and after.
+    d._on_rib_changes(d.rib.apply_update(PEER, [remote_route(d.cfg, 100, gw, "10.1.0.1")], []))
+    assert d.rib.remote_mac(100, gw) is None
+    # Without gateway=local the same route is a plain remote MAC.
+    await world.driver.delete_network(NET)
+    await world.driver.create_network(network())
+    assert d.rib.remote_mac(100, gw) is not None
+
+
+async def test_reload_keeps_docker_vnis_and_refuses_a_clash(world: World) -> None:
+    d = world.daemon
+    await world.driver.create_network(network())
+    world.path.write_text(world.path.read_text().replace("vnis: [{vni: 10}]",
+                                                         "vnis: [{vni: 10}, {vni: 20}]"))
+    assert await d.reload()
+    assert [v.vni for v in d.cfg.vnis] == [10, 20, 100]
+    assert [v.vni for v in world.applied[-1].vnis] == [10, 20, 100]
+    assert world.imets() == {10, 20, 100}
+    world.path.write_text(world.path.read_text().replace("{vni: 20}", "{vni: 100}"))
+    assert not await d.reload()  # the file may not take a Docker network's VNI
+    assert [v.vni for v in d.cfg.vnis] == [10, 20, 100]
+    # And a Docker network may not take the file's (the driver says so to dockerd).
+    with pytest.raises(Exception, match="configured in evpnd's config file"):
+        await world.driver.create_network(network(20, NET2))
+
+
+async def test_a_new_large_vni_that_renumbers_an_rd_re_announces_under_the_new_key(
+    world: World,
+) -> None:
+    await world.driver.create_network(network(5_000_000))
+    await world.driver.create_endpoint(endpoint())
+    await world.driver.join(NET, EP)
+    before = {r.key.rd for r in world.speaker.routes.values() if r.vni == 5_000_000}
+    assert before == {"192.0.2.11:1"}
+    # A smaller large VNI takes RD number 1; 5000000's routes move to :2.
+    await world.driver.create_network(network(4_000_000, NET2, subnet=2))
+    after = {r.key.rd for r in world.speaker.routes.values() if r.vni == 5_000_000}
+    assert after == {"192.0.2.11:2"}
+    assert MacIpKey("192.0.2.11:1", 0, CONTAINER_MAC, ip_address("10.1.0.2")) in \
+        world.speaker.withdrawn
+    # The Type-3 key (RD, originator) is now 4000000's: replaced, not withdrawn.
+    assert world.speaker.routes[ImetKey("192.0.2.11:1", 0, ip_address("192.0.2.11"))].vni == \
+        4_000_000
+    assert world.macs() == {(CONTAINER_MAC, None), (CONTAINER_MAC, "10.1.0.2")}
+
+
+async def test_recovered_endpoints_wait_for_activate(tmp_path: Path) -> None:
+    """At start-up the driver's replay is recorded, then applied with the effective config."""
+    w = World(tmp_path)
+    await w.driver.create_network(network(gateway="local"))
+    await w.driver.create_endpoint(endpoint())
+    await w.driver.join(NET, EP)
+    # A new daemon, the same driver state on disk.
+    fresh = World(tmp_path)
+    fresh.daemon.docker._live = False
+    fresh.kernel.table = w.kernel.table
+    await fresh.driver.recover()
+    assert fresh.macs() == set() and fresh.daemon.docker.vnis()[0].vni == 100
+    await fresh.daemon._rebase(fresh.daemon.docker.effective(fresh.daemon.file_cfg,
+                                                            strict=False))
+    fresh.daemon._announce_static(fresh.daemon.cfg)
+    fresh.daemon.docker.activate()
+    assert [v.vni for v in fresh.daemon.cfg.vnis] == [10, 100]
+    assert fresh.imets() == {10, 100}
+    assert fresh.macs() == {(gateway_mac(100), "10.1.0.1"), (CONTAINER_MAC, None),
+                            (CONTAINER_MAC, "10.1.0.2")}
+
+
+def test_the_file_wins_a_clash_at_start_up(world: World) -> None:
+    glue = world.daemon.docker
+    other = parse("router_id: 1.1.1.1\nasn: 1\nvtep: {address: 1.1.1.1, device: lo}\n"
+                  "vnis: [{vni: 10}]")
+    info = SimpleNamespace(network_id=NET, vni=other.vnis[0], gateway=None)
+    glue._networks[NET] = info  # type: ignore[assignment]
+    assert [v.vni for v in glue.effective(world.daemon.file_cfg, strict=False).vnis] == [10]
+    with pytest.raises(ValueError, match="VNI 10 of docker network"):
+        glue.effective(world.daemon.file_cfg)
+
+
+def test_the_device_reconcile_never_owns_a_containers_veth() -> None:
+    """Docker veths carry "evpnd:docker=..." and stay out of links.reconcile's removals."""
+    from evpnd.dataplane.linkplan import LinkInfo
+    from evpnd.dataplane.links import owned_devices
+
+    current = {
+        "br100": LinkInfo("br100", 5, "bridge", 1450, True, alias="evpnd:vni=100"),
+        "evhe1e1e1e1e1e1": LinkInfo("evhe1e1e1e1e1e1", 6, "veth", 1450, True,
+                                    alias=f"evpnd:docker=evpn:ep={EP}"),
+    }
+    assert owned_devices(current, []) == {"br100"}
