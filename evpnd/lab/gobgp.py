@@ -15,12 +15,12 @@ down` stops it like every other process in the lab's namespaces.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from evpnd.lab.detached import start_in_node
 
 GOBGPD = "gobgpd"
 API_HOST = "127.0.0.1:50051"  # inside the node's namespace
@@ -79,25 +79,6 @@ def start(
     gobgpd = program()
     if gobgpd is None:
         raise GobgpError("gobgpd not found (Debian package gobgpd)")
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    log_path = runtime_dir / "gobgpd.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", netns_name, *gobgpd_command(config, gobgpd)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=runtime_dir,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + STARTUP_GRACE
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise GobgpError(
-                f"gobgpd exited with {process.returncode} right after start; "
-                f"last lines of {log_path}:\n{tail}"
-            )
-        time.sleep(0.1)
-    return process.pid
+    return start_in_node(netns_name, gobgpd_command(config, gobgpd), runtime_dir / "gobgpd.log",
+                         what="gobgpd", error=GobgpError, grace=STARTUP_GRACE, env=env,
+                         cwd=runtime_dir)  # fmt: skip

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from evpnd.lab.detached import start_in_node
 
 MOSQUITTO = "mosquitto"
 SEARCH = ("/usr/sbin/mosquitto",)  # Debian installs it outside a user's PATH
@@ -56,25 +56,6 @@ def start(
     mosquitto = program()
     if mosquitto is None:
         raise MosquittoError("mosquitto not found (Debian package mosquitto)")
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    log_path = runtime_dir / "mosquitto.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", netns_name, *mosquitto_command(config, mosquitto)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=runtime_dir,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + STARTUP_GRACE
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise MosquittoError(
-                f"mosquitto exited with {process.returncode} right after start; "
-                f"last lines of {log_path}:\n{tail}"
-            )
-        time.sleep(0.1)
-    return process.pid
+    return start_in_node(netns_name, mosquitto_command(config, mosquitto),
+                         runtime_dir / "mosquitto.log", what="mosquitto", error=MosquittoError,
+                         grace=STARTUP_GRACE, env=env, cwd=runtime_dir)  # fmt: skip

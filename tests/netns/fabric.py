@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from evpnd import lab
+from evpnd import lab, netns
 from evpnd.lab import state as labstate
 from tests.conftest import require_program, require_root
 
@@ -67,6 +67,22 @@ def wait_for(
         time.sleep(interval)
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class Fabric:
     """One running lab, addressed by name so nodes of other labs never get in the way."""
 
@@ -77,6 +93,11 @@ class Fabric:
         self, node: str, argv: list[str], timeout: float = 20
     ) -> subprocess.CompletedProcess[str]:
         return lab.run_in_node(node, argv, lab=self.name, timeout=timeout)
+
+    def procs(self, node: str, marker: str) -> list[int]:
+        """Live processes in the node whose command line contains `marker`."""
+        return [p for p in netns.pids_in(f"clab-{self.name}-{node}")
+                if marker in cmdline(p) and alive(p)]  # fmt: skip
 
     def fdb(self, node: str, device: str = "vxlan100") -> list[dict[str, Any]]:
         """`bridge -j fdb show dev DEVICE` in the node; [] when the device is absent."""

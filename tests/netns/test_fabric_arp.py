@@ -26,25 +26,12 @@ import pytest
 
 from evpnd.dataplane.dump import RTPROT_EVPND
 from evpnd.dataplane.netlink import inside_netns
-from tests.conftest import REPO
-from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, running_lab
+from tests.netns.evpn_rr import ENDPOINTS, FABRIC, HOSTS, LAB, LAB_FILE, VNIS, VTEP
+from tests.netns.fabric import FRR_LAB_NEEDS, T, running_lab
 from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
 
-LAB_FILE = REPO / "containerlab" / "evpn-rr.clab.yml"
-LAB = "evpn-rr"
-FABRIC = Fabric(LAB)
-
-HOSTS = ("host1", "host2", "host3")
-VTEP = {h: f"10.0.{h[-1]}.2" for h in HOSTS}
-VNIS = {"host1": (100, 200), "host2": (100, 200), "host3": (100,)}
-# endpoint -> (host, vni, ip, mac), as the topology file defines them
-ENDPOINTS = {
-    f"h{h}e{n}": (f"host{h}", 200 if n == 3 else 100,
-                  f"10.{200 if n == 3 else 100}.0.{h}{n}", f"02:00:00:00:0{h}:0{n}")
-    for h in (1, 2, 3) for n in (1, 2, 3) if not (h == 3 and n == 3)
-}  # fmt: skip
 CONVERGE = 60.0
 ETH_P_ARP = 0x0806
 ARP_REQUEST = 1

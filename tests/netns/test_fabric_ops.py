@@ -30,11 +30,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from evpnd import netns
 from evpnd.lab import mosquitto, program, topology
 from evpnd.lab import state as labstate
 from tests.conftest import REPO
-from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, running_lab
+from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, alive, running_lab
 from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
@@ -219,23 +218,8 @@ def wait_converged(what: str) -> None:
         time.sleep(0.5)
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def procs(host: str, marker: str) -> list[int]:
-    return [p for p in netns.pids_in(ns(host)) if marker in cmdline(p) and alive(p)]
+    return FABRIC.procs(host, marker)
 
 
 # ---------------------------------------------------------------------------

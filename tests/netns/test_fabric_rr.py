@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -25,24 +24,12 @@ from evpnd import netns
 from evpnd.lab import program, realize, topology
 from evpnd.lab import state as labstate
 from tests.conftest import REPO
-from tests.netns.fabric import Fabric, T, running_lab
+from tests.netns.evpn_rr import ENDPOINTS, FABRIC, HOSTS, LAB, LAB_FILE, VNIS, VTEP
+from tests.netns.fabric import T, alive, running_lab
 from tests.netns.fabric import wait_for as poll
 
 pytestmark = pytest.mark.netns
 
-LAB_FILE = REPO / "containerlab" / "evpn-rr.clab.yml"
-LAB = "evpn-rr"
-FABRIC = Fabric(LAB)
-
-HOSTS = ("host1", "host2", "host3")
-VTEP = {h: f"10.0.{h[-1]}.2" for h in HOSTS}
-# endpoint -> (host, vni, ip, mac)
-ENDPOINTS = {
-    f"h{h}e{n}": (f"host{h}", 200 if n == 3 else 100,
-                  f"10.{200 if n == 3 else 100}.0.{h}{n}", f"02:00:00:00:0{h}:0{n}")
-    for h in (1, 2, 3) for n in (1, 2, 3) if not (h == 3 and n == 3)
-}  # fmt: skip
-VNIS = {"host1": (100, 200), "host2": (100, 200), "host3": (100,)}
 FLOOD = "00:00:00:00:00:00"
 CONVERGE = 60.0
 
@@ -139,23 +126,8 @@ def rr_routes() -> dict[str, dict[str, dict]]:
     return table
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def procs(host: str, marker: str) -> list[int]:
-    return [p for p in netns.pids_in(f"clab-{LAB}-{host}") if marker in cmdline(p) and alive(p)]
+    return FABRIC.procs(host, marker)
 
 
 def evpnd_pids(host: str) -> list[int]:

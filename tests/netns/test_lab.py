@@ -24,6 +24,7 @@ from evpnd.lab import links, program, realize, topology
 from evpnd.lab import state as labstate
 from evpnd.lab.topology import LabError
 from tests.conftest import REPO, require_program, require_root
+from tests.netns.fabric import alive
 
 pytestmark = pytest.mark.netns
 
@@ -61,15 +62,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T
 def root_interfaces() -> set[str]:
     with IPRoute() as ipr:
         return {str(link.get("ifname")) for link in ipr.get_links()}
-
-
-def alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def lab_namespaces(lab: str) -> list[str]:
