@@ -14,6 +14,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
 	docker.io busybox-static
 PYTEST_ARGS ?=
+# `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
+BENCH_ARGS ?=
 
 .PHONY: demo test bench lint deps venv clean
 
@@ -40,7 +42,7 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(PY) bench/writer.py
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check evpnd tests bench

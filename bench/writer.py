@@ -87,23 +87,17 @@ async def bench_reconcile(ns: str, desired: ForwardingState) -> tuple[int, float
         return rec.stats.writes, elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100_000)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark creates a network namespace")
-
-    log.configure(level="warning")  # keep stdout for the figures
+def run(count: int) -> dict[str, float]:
+    """Writer vs `bridge -batch` for `count` entries, then a start-up reconcile."""
     ns = netns.create(netns.unique_name("evb"))
     try:
         setup(ns)
-        ours = macs(args.count, "vxlan100")
+        ours = macs(count, "vxlan100")
         writer_rate = bench_writer(ns, ours)
-        print(f"evpnd writer:  {args.count} entries, {writer_rate:,.0f} entries/s")
+        print(f"evpnd writer:  {count} entries, {writer_rate:,.0f} entries/s")
 
-        batch_rate = bench_bridge_batch(ns, macs(args.count, "vxlan200"))
-        print(f"bridge -batch: {args.count} entries, {batch_rate:,.0f} entries/s")
+        batch_rate = bench_bridge_batch(ns, macs(count, "vxlan200"))
+        print(f"bridge -batch: {count} entries, {batch_rate:,.0f} entries/s")
         # Only the writer's device stays, so the reconciler sees the same table.
         netns.run(ns, ["ip", "link", "del", "vxlan200"])
 
@@ -112,8 +106,8 @@ def main() -> None:
         dump_s = time.perf_counter() - start
         print(f"dump:          {tables.owned.count()} owned entries in {dump_s:.2f} s")
         found = tables.owned.count()
-        if found != args.count:
-            raise SystemExit(f"expected {args.count} owned entries, the dump found {found}")
+        if found != count:
+            raise SystemExit(f"expected {count} owned entries, the dump found {found}")
 
         desired = ForwardingState()
         for m in ours:
@@ -122,9 +116,23 @@ def main() -> None:
         print(f"reconcile:     {writes} writes, start-up (dump + diff) {reconcile_s:.2f} s")
     finally:
         netns.remove(ns)
+    return {"writer": writer_rate, "bridge_batch": batch_rate, "reconcile_writes": writes,
+            "reconcile_s": reconcile_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the benchmark creates a network namespace")
+
+    log.configure(level="warning")  # keep stdout for the figures
+    result = run(args.count)
     print(
-        f"writer_entries_per_s={writer_rate:.0f} "
-        f"bridge_batch_entries_per_s={batch_rate:.0f} reconcile_writes={writes}"
+        f"writer_entries_per_s={result['writer']:.0f} "
+        f"bridge_batch_entries_per_s={result['bridge_batch']:.0f} "
+        f"reconcile_writes={result['reconcile_writes']}"
     )
 
 

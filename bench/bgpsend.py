@@ -1,0 +1,296 @@
+"""A minimal BGP speaker that sends EVPN routes one NLRI per UPDATE (source (b)).
+
+Run inside the source namespace: `python -m bench.bgpsend --count N --peer IP ...`.
+It listens on port 179 (the receivers connect to it), answers OPEN with
+multiprotocol (L2VPN EVPN), 4-octet AS, route refresh and enhanced route
+refresh capabilities, keeps sessions alive and discards what it receives.
+
+Every UPDATE is encoded before any session comes up: N Type-2 MAC routes
+spread round-robin over --vteps next hops (198.51.100.1, .2, ...), RD
+VTEP:VNI, the VNI raw in the label, RT ASN:VNI and the VXLAN encapsulation
+community, plus one Type-3 (IMET, PMSI ingress replication) per VTEP.
+
+stdin commands / stdout answers:
+    (start)    `listening`, then `up PEER` as each session is established
+    announce   `announce-start T` then `announce-sent T` (all bytes written)
+    withdraw   `withdraw-start T` then `withdraw-sent T`
+    quit
+A ROUTE-REFRESH is answered with BoRR, every announced route, EoRR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import struct
+import sys
+import threading
+import time
+from ipaddress import IPv4Address
+
+MARKER = b"\xff" * 16
+OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE_REFRESH = 1, 2, 3, 4, 5
+AFI_L2VPN, SAFI_EVPN = 25, 70
+FIRST_VTEP = IPv4Address("198.51.100.1")
+
+
+def message(kind: int, body: bytes) -> bytes:
+    return MARKER + struct.pack("!HB", 19 + len(body), kind) + body
+
+
+def attribute(flags: int, code: int, value: bytes) -> bytes:
+    if len(value) > 255:
+        return struct.pack("!BBH", flags | 0x10, code, len(value)) + value
+    return struct.pack("!BBB", flags, code, len(value)) + value
+
+
+def update(attributes: bytes) -> bytes:
+    return message(UPDATE, struct.pack("!HH", 0, len(attributes)) + attributes)
+
+
+def vtep(index: int) -> IPv4Address:
+    return FIRST_VTEP + index
+
+
+def rd(address: IPv4Address, vni: int) -> bytes:
+    return struct.pack("!H", 1) + address.packed + struct.pack("!H", vni)
+
+
+def mac_of(i: int) -> bytes:
+    return bytes((0x02, 0xBB, (i >> 16) & 255, (i >> 8) & 255, i & 255, 0x01))
+
+
+def type2(i: int, nexthop: IPv4Address, vni: int) -> bytes:
+    body = (rd(nexthop, vni) + b"\0" * 10 + b"\0\0\0\0" + b"\x30" + mac_of(i) + b"\0"
+            + vni.to_bytes(3, "big"))
+    return bytes((2, len(body))) + body
+
+
+def type3(nexthop: IPv4Address, vni: int) -> bytes:
+    body = rd(nexthop, vni) + b"\0\0\0\0" + b"\x20" + nexthop.packed
+    return bytes((3, len(body))) + body
+
+
+def common_attributes(asn: int, vni: int) -> bytes:
+    communities = (
+        struct.pack("!BBHI", 0x00, 0x02, asn & 0xFFFF, vni)  # route target ASN:VNI
+        + bytes((0x03, 0x0C, 0, 0, 0, 0, 0, 8))  # encapsulation: VXLAN
+    )
+    return (
+        attribute(0x40, 1, b"\0")  # ORIGIN IGP
+        + attribute(0x40, 2, b"")  # AS_PATH (iBGP: empty)
+        + attribute(0x40, 5, struct.pack("!I", 100))  # LOCAL_PREF
+        + attribute(0xC0, 16, communities)
+    )
+
+
+def reach(nexthop: IPv4Address, nlri: bytes, common: bytes) -> bytes:
+    mp = struct.pack("!HBB", AFI_L2VPN, SAFI_EVPN, 4) + nexthop.packed + b"\0" + nlri
+    return update(attribute(0x80, 14, mp) + common)
+
+
+def unreach(nlri: bytes) -> bytes:
+    return update(attribute(0x80, 15, struct.pack("!HB", AFI_L2VPN, SAFI_EVPN) + nlri))
+
+
+def encode(count: int, vteps: int, asn: int, vni: int) -> tuple[bytes, bytes]:
+    """(announce stream, withdraw stream): one UPDATE per NLRI, Type-3s first."""
+    common = common_attributes(asn, vni)
+    announce: list[bytes] = []
+    withdraw: list[bytes] = []
+    for v in range(vteps):
+        nexthop = vtep(v)
+        pmsi = attribute(0xC0, 22, bytes((0, 6)) + vni.to_bytes(3, "big") + nexthop.packed)
+        nlri = type3(nexthop, vni)
+        announce.append(reach(nexthop, nlri, common + pmsi))
+        withdraw.append(unreach(nlri))
+    for i in range(count):
+        nexthop = vtep(i % vteps)
+        nlri = type2(i, nexthop, vni)
+        announce.append(reach(nexthop, nlri, common))
+        withdraw.append(unreach(nlri))
+    # Withdraw the MACs first, the flood lists last.
+    withdraw = withdraw[vteps:] + withdraw[:vteps]
+    return b"".join(announce), b"".join(withdraw)
+
+
+def open_message(asn: int, router_id: IPv4Address, hold: int) -> bytes:
+    caps = (
+        bytes((1, 4)) + struct.pack("!HBB", AFI_L2VPN, 0, SAFI_EVPN)  # multiprotocol
+        + bytes((2, 0))  # route refresh
+        + bytes((70, 0))  # enhanced route refresh
+        + bytes((65, 4)) + struct.pack("!I", asn)  # 4-octet AS
+    )
+    params = bytes((2, len(caps))) + caps
+    return message(OPEN, struct.pack("!BHH", 4, asn if asn < 65536 else 23456, hold)
+                   + router_id.packed + bytes((len(params),)) + params)
+
+
+def eor() -> bytes:
+    return unreach(b"")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Session:
+    def __init__(self, sock: socket.socket, peer: str, sender: Sender) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.sender = sender
+        self.lock = threading.Lock()
+        self.up = threading.Event()
+        self.closed = False
+        self.enhanced_refresh = False
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            self.sock.sendall(data)
+
+    def recv_exact(self, size: int) -> bytes:
+        chunks = []
+        while size:
+            chunk = self.sock.recv(size)
+            if not chunk:
+                raise ConnectionError("peer closed")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def read(self) -> tuple[int, bytes]:
+        header = self.recv_exact(19)
+        length, kind = struct.unpack("!HB", header[16:])
+        return kind, self.recv_exact(length - 19)
+
+    def run(self) -> None:
+        try:
+            self.send(open_message(self.sender.asn, self.sender.router_id, self.sender.hold))
+            kind, body = self.read()
+            if kind != OPEN:
+                raise ConnectionError(f"expected OPEN, got {kind}")
+            self.enhanced_refresh = b"\x46\x00" in body[10:]
+            self.send(message(KEEPALIVE, b""))
+            while True:
+                kind, body = self.read()
+                if kind == KEEPALIVE and not self.up.is_set():
+                    self.up.set()
+                    self.send(eor())
+                    say(f"up {self.peer}")
+                elif kind == NOTIFICATION:
+                    say(f"notification {self.peer} {body[:2].hex()}")
+                    return
+                elif kind == ROUTE_REFRESH:
+                    threading.Thread(target=self.refresh, daemon=True).start()
+        except (OSError, ConnectionError) as exc:
+            say(f"down {self.peer} {exc}")
+        finally:
+            self.closed = True
+            self.sender.forget(self)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def refresh(self) -> None:
+        borr = message(ROUTE_REFRESH, struct.pack("!HBB", AFI_L2VPN, 1, SAFI_EVPN))
+        eorr = message(ROUTE_REFRESH, struct.pack("!HBB", AFI_L2VPN, 2, SAFI_EVPN))
+        try:
+            if self.enhanced_refresh:
+                self.send(borr)
+            if self.sender.announced:
+                self.send(self.sender.announce_stream)
+            if self.enhanced_refresh:
+                self.send(eorr)
+            say(f"refreshed {self.peer}")
+        except OSError:
+            pass
+
+    def keepalive(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send(message(KEEPALIVE, b""))
+
+
+class Sender:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.asn = args.asn
+        self.router_id = IPv4Address(args.router_id)
+        self.hold = args.hold
+        self.peers = set(args.peer)
+        self.announce_stream, self.withdraw_stream = encode(
+            args.count, args.vteps, args.asn, args.vni)
+        self.announced = False
+        self.sessions: dict[str, Session] = {}
+        self.lock = threading.Lock()
+
+    def forget(self, session: Session) -> None:
+        with self.lock:
+            if self.sessions.get(session.peer) is session:
+                del self.sessions[session.peer]
+
+    def listen(self, address: str) -> None:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((address, 179))
+        server.listen(16)
+        say("listening")
+        while True:
+            sock, (peer, _) = server.accept()
+            with self.lock:
+                if peer not in self.peers or peer in self.sessions:
+                    sock.close()
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                session = Session(sock, peer, self)
+                self.sessions[peer] = session
+            threading.Thread(target=session.run, daemon=True).start()
+
+    def keepalives(self) -> None:
+        while True:
+            time.sleep(max(1, self.hold // 3))
+            with self.lock:
+                sessions = list(self.sessions.values())
+            for session in sessions:
+                session.keepalive()
+
+    def blast(self, stream: bytes, name: str) -> None:
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if s.up.is_set()]
+        say(f"{name}-start {time.monotonic():.6f}")
+        threads = [threading.Thread(target=s.send, args=(stream,)) for s in sessions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        say(f"{name}-sent {time.monotonic():.6f}")
+
+    def serve(self, address: str) -> None:
+        threading.Thread(target=self.listen, args=(address,), daemon=True).start()
+        threading.Thread(target=self.keepalives, daemon=True).start()
+        for line in sys.stdin:
+            word = line.strip()
+            if word == "announce":
+                self.announced = True
+                self.blast(self.announce_stream, "announce")
+            elif word == "withdraw":
+                self.announced = False
+                self.blast(self.withdraw_stream, "withdraw")
+            elif word == "quit":
+                break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default="0.0.0.0")
+    parser.add_argument("--router-id", default="192.0.2.10")
+    parser.add_argument("--asn", type=int, default=65000)
+    parser.add_argument("--hold", type=int, default=180)
+    parser.add_argument("--peer", action="append", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--vteps", type=int, default=40)
+    parser.add_argument("--vni", type=int, default=100)
+    args = parser.parse_args()
+    Sender(args).serve(args.listen)
+
+
+if __name__ == "__main__":
+    main()
