@@ -47,10 +47,11 @@ def _plan(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from evpnd import daemon, log
+    from evpnd import daemon, gctune, log
 
     cfg = _load_or_exit(args.config)
     log.configure(args.log_level or cfg.logging.level, cfg.logging.format)
+    gctune.tune()
     try:
         return asyncio.run(daemon.run(cfg, args.config))
     except daemon.DaemonError as exc:

@@ -123,6 +123,8 @@ from evpnd.dataplane.netlink import (
     RTMGRP_LINK,
     RTMGRP_NEIGH,
     SO_RCVBUFFORCE,
+    attach_filter,
+    device_fdb_filter,
     inside_netns,
 )
 from evpnd.dataplane.state import IPAddress
@@ -138,7 +140,9 @@ __all__ = [
     "WatchedVni",
     "decode_link",
     "decode_neigh",
+    "device_fdb_entry",
     "diff_snapshots",
+    "fdb_glance",
     "iter_messages",
     "resync_events",
     "table_from_messages",
@@ -151,12 +155,16 @@ _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")
 
-DEFAULT_RCVBUF = 8 * 1024 * 1024
+# The echo of each remote MAC evpnd installs (its bridge-FDB companion) still
+# reaches this socket; 8 MiB overran during a 100k install (each overrun is a
+# full dump), 64 MiB (as the reconciler's monitor) did not. Only a limit: the
+# memory is used only while the loop is behind.
+DEFAULT_RCVBUF = 64 * 1024 * 1024
 _DUMP_BUFSIZE = 1024 * 1024
 _DUMP_ATTEMPTS = 5
 _DUMP_TIMEOUT = 10.0
 # Messages handled per reader callback before yielding to other tasks.
-_READ_BATCH = 512
+_READ_BATCH = 2048
 # Upper bound on stale messages discarded before a dump, so a storm cannot pin us.
 _DRAIN_LIMIT = 1_000_000
 
@@ -320,6 +328,39 @@ def decode(mtype: int, data: bytes, start: int, end: int) -> NeighMsg | LinkMsg 
     return None
 
 
+def fdb_glance(data: bytes, start: int, end: int) -> tuple[int, bool, bytes | None] | None:
+    """(ndm_flags, has NDA_MASTER, NDA_LLADDR) of an AF_BRIDGE ndmsg, without decoding it.
+
+    None when the message is no AF_BRIDGE ndmsg or does not frame cleanly:
+    `decode_neigh` then decides (and counts what is malformed). Cheap enough
+    to run on every message, before the full decoder.
+    """
+    if end - start < NDMSG.size or data[start] != AF_BRIDGE:
+        return None
+    flags = data[start + 10]  # ndm_flags
+    master = False
+    lladdr = None
+    pos = start + NDMSG.size
+    while pos + 4 <= end:
+        length, atype = RTATTR.unpack_from(data, pos)
+        if length < 4 or pos + length > end:
+            return None
+        atype &= NLA_TYPE_MASK
+        if atype == NDA_LLADDR:
+            lladdr = data[pos + 4 : pos + length]
+        elif atype == NDA_MASTER:
+            master = True
+        pos += (length + 3) & ~3
+    return flags, master, lladdr
+
+
+def device_fdb_entry(glance: tuple[int, bool, bytes | None]) -> bool:
+    """NTF_SELF without NDA_MASTER: a device's own table (a vxlan device's remote
+    entries, as evpnd writes them), which `LocalTable.apply_fdb` never looks at."""
+    flags, master, lladdr = glance
+    return bool(flags & NTF_SELF) and not master and lladdr is not None and len(lladdr) == 6
+
+
 # --- functional core
 
 
@@ -384,6 +425,9 @@ class LocalTable:
         self._bridge_index: dict[int, int] = {}  # vni -> bridge ifindex
         self._vxlan_index: dict[int, int] = {}  # vni -> configured vxlan ifindex
         self._macs: dict[tuple[int, str], _Mac] = {}
+        # Raw MAC -> how many VNIs hold it as local: lets `ignores` tell the
+        # echo of a remote (extern_learn) entry from a local MAC moving away.
+        self._local_lladdrs: dict[bytes, int] = {}
         # Every usable SVI binding, local MAC or not; `_ips` holds the local subset.
         self._candidates: dict[tuple[int, IPAddress], str] = {}
         self._candidates_by_mac: dict[tuple[int, str], set[IPAddress]] = {}
@@ -402,6 +446,25 @@ class LocalTable:
         return {vni: (self._bridge_index.get(vni), self._vxlan_index.get(vni)) for vni in self.vnis}
 
     # -- input
+
+    def ignores(self, data: bytes, start: int, end: int) -> bool:
+        """True for a neighbour message `apply` is sure to turn into no event, read
+        from its bytes: a device's own FDB entry (NTF_SELF without NDA_MASTER), or
+        an extern_learn bridge entry for a MAC that is no local MAC of any VNI.
+        These are mostly the kernel's echo of evpnd's own writes, two per remote
+        MAC; deciding before `decode_neigh` keeps a 100k-route burst cheap here.
+        """
+        glance = fdb_glance(data, start, end)
+        if glance is None:
+            return False
+        flags, _master, lladdr = glance
+        if lladdr is None or len(lladdr) != 6:
+            return False  # decode_neigh reports it
+        if device_fdb_entry(glance):
+            return True
+        # extern_learn is never local; it only matters when it takes over (or
+        # deletes) an entry we hold as local, which needs that MAC to be local.
+        return bool(flags & NTF_EXT_LEARNED) and lladdr not in self._local_lladdrs
 
     def apply(self, msg: NeighMsg | LinkMsg) -> list[LocalEvent]:
         if isinstance(msg, LinkMsg):
@@ -491,6 +554,8 @@ class LocalTable:
         self._macs[key] = _Mac(entry, msg.ifindex)
         events: list[LocalEvent] = [LocalMacAdded.of(entry)]
         if known is None:
+            raw = msg.lladdr
+            self._local_lladdrs[raw] = self._local_lladdrs.get(raw, 0) + 1
             events += self._activate_ips(watched.vni, watched.bridge, mac)
         return events
 
@@ -602,6 +667,10 @@ class LocalTable:
 
     def _remove_mac(self, key: tuple[int, str]) -> list[LocalEvent]:
         known = self._macs.pop(key)
+        raw = bytes.fromhex(key[1].replace(":", ""))
+        left = self._local_lladdrs.pop(raw, 1) - 1
+        if left > 0:
+            self._local_lladdrs[raw] = left
         events: list[LocalEvent] = []
         for ip in sorted(self._candidates_by_mac.get(key, ()), key=_ip_order):
             entry = self._ips.pop((key[0], ip), None)
@@ -679,6 +748,7 @@ def resync_events(known: LocalSnapshot, dumped: LocalSnapshot, reason: str) -> l
 @dataclass(slots=True)
 class LearnerCounters:
     messages: int = 0
+    ignored: int = 0  # of `messages`: skipped before decoding (echoes of our own writes)
     events: int = 0
     by_event: dict[str, int] = field(default_factory=dict)  # event class name -> count
     resyncs: int = 0
@@ -698,6 +768,12 @@ def _make_sockets(rcvbuf: int) -> tuple[socket.socket, socket.socket]:
         except PermissionError:
             events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         events.bind((0, RTMGRP_LINK | RTMGRP_NEIGH))
+        try:
+            # The echo of every vxlan entry evpnd writes is dropped in the
+            # kernel: it never fills the buffer nor costs a recv().
+            attach_filter(events, device_fdb_filter())
+        except OSError as exc:
+            log.warning("no socket filter on the learner socket", error=str(exc))
         dump = socket.socket(socket.AF_NETLINK, raw, NETLINK_ROUTE)
     except BaseException:
         events.close()
@@ -785,6 +861,10 @@ class _Dumper:
                         if code:
                             raise OSError(code, f"netlink dump {mtype}: {os.strerror(code)}")
                         continue
+                    if rtype == RTM_NEWNEIGH:
+                        glance = fdb_glance(data, a, b)
+                        if glance is not None and device_fdb_entry(glance):
+                            continue  # half a 100k-remote-MAC dump, never local
                     try:
                         msg = decode(rtype, data, a, b)
                     except MalformedMessage:
@@ -972,6 +1052,9 @@ class LocalLearner:
         try:
             for mtype, _flags, _seq, _pid, a, b in iter_messages(data):
                 self.counters.messages += 1
+                if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) and table.ignores(data, a, b):
+                    self.counters.ignored += 1
+                    continue
                 try:
                     msg = decode(mtype, data, a, b)
                 except MalformedMessage as exc:

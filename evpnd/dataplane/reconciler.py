@@ -50,6 +50,7 @@ from evpnd.dataplane.netlink import (
     RouteSocket,
     groups_mask,
     link_names,
+    new_extern_fdb_filter,
     parse_link,
 )
 from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
@@ -154,6 +155,12 @@ class Reconciler:
                     rcvbuf=MONITOR_RCVBUF,
                 )
                 self._monitor.setblocking(False)
+                try:
+                    # What _on_readable skips first, dropped in the kernel: the
+                    # echo of each write we make never queues or wakes us.
+                    self._monitor.attach_filter(new_extern_fdb_filter())
+                except OSError as exc:
+                    log.warning("no socket filter on the dataplane monitor", error=str(exc))
                 asyncio.get_running_loop().add_reader(self._monitor.fileno(), self._on_readable)
             self._started = True
             async with self._lock:

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from exabgp.application.main import main as exabgp_main
 
+    from evpnd import gctune
+
+    gctune.tune()
     sys.argv = ["exabgp", *args]
     try:
         code = exabgp_main()

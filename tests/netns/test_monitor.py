@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from evpnd import netns
+from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.events import (
     LocalEvent,
     LocalIpLearned,
@@ -21,6 +22,8 @@ from evpnd.dataplane.events import (
     WatchedVni,
 )
 from evpnd.dataplane.monitor import LocalLearner
+from evpnd.dataplane.state import RemoteMac
+from evpnd.dataplane.writer import DataplaneWriter
 
 pytestmark = pytest.mark.netns
 
@@ -162,6 +165,33 @@ async def test_remote_extern_learn_and_permanent_entries_produce_no_event(
         )
         seen = await collect_until(events, lambda e: isinstance(e, LocalMacAdded))
         assert seen == [LocalMacAdded(100, "br100", "vep2", "02:00:00:00:00:42", static=True)]
+
+
+async def test_echo_of_our_remote_macs_is_dropped_early_and_a_move_still_seen(ns: str) -> None:
+    make_segment(ns)
+    remote = [RemoteMac("vxlan100", f"02:00:00:00:01:{i:02x}", IPv4Address("192.0.2.9"))
+              for i in range(50)]  # fmt: skip
+    async with LocalLearner([W100], netns=ns) as learner:
+        events = learner.events()
+        await collect_until(events, is_resynced("initial"))
+        before = learner.counters.messages
+        with DataplaneWriter(ns) as writer:
+            assert writer.apply(Changes(macs_put=remote)).ok
+            # A local MAC (also the sentinel), then evpnd's writer takes it over (a MAC move).
+            sh(ns, "ip link add vep9 type veth peer name vep9-peer",
+               "ip link set vep9 master br100",
+               "bridge fdb add 02:00:00:00:02:01 dev vep9 master static")
+            seen = await collect_until(events, lambda e: isinstance(e, LocalMacAdded))
+            assert seen == [LocalMacAdded(100, "br100", "vep9", "02:00:00:00:02:01", static=True)]
+            # The vxlan entries' echoes never reached the socket (kernel filter);
+            # the bridge entries' echoes were skipped before decoding.
+            assert learner.counters.ignored == len(remote)
+            assert learner.counters.messages - before < 2 * len(remote)
+            moved = RemoteMac("vxlan100", "02:00:00:00:02:01", IPv4Address("192.0.2.9"))
+            assert writer.apply(Changes(macs_put=[moved])).ok
+            seen = await collect_until(events, lambda e: isinstance(e, LocalMacRemoved))
+            assert seen == [LocalMacRemoved(100, "br100", "vep9", "02:00:00:00:02:01")]
+        assert learner.counters.parse_errors == 0
 
 
 async def test_restart_reports_existing_endpoint(ns: str, ns_factory: Callable[[], str]) -> None:
