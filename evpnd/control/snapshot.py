@@ -24,6 +24,7 @@ from evpnd.config import Config
 from evpnd.control.peers import PeerRecord, PeerTracker
 from evpnd.dataplane.monitor import LocalSnapshot
 from evpnd.dataplane.state import ForwardingState
+from evpnd.metrics.source import ReconcilerView  # one view of the reconciler for show and metrics
 from evpnd.model import IPAddress, Route
 from evpnd.rib import Rib
 
@@ -40,20 +41,6 @@ class SpeakerView(Protocol):
     def connected(self) -> bool: ...  # its relay is attached
 
     # Speaker also has `counters: SpeakerCounters`; NoSpeaker (no peers) has none.
-
-
-class ReconcilerView(Protocol):
-    @property
-    def desired(self) -> ForwardingState: ...
-
-    @property
-    def installed(self) -> ForwardingState: ...
-
-    @property
-    def conflicts(self) -> int: ...
-
-    holding: bool
-    stats: Any  # ReconcilerStats (a dataclass of counters)
 
 
 class LearnerView(Protocol):
