@@ -197,7 +197,7 @@ class Daemon:
         self._hand_over = False
         self._reload = asyncio.Event()
         self._lock_fd: int | None = None
-        self._eor_waiting: set[object] = set()
+        self._eor_waiting: set[IPAddress] = set()  # peers whose full table is due
         self._local_routes: dict[RouteKey, Route] = {}
         self._static_keys: set[RouteKey] = set()  # Type-3s and gateways: from the config
         self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life

@@ -384,7 +384,7 @@ class Speaker:
         if instance is None or self._writer is None:
             return  # the next start writes the new configuration
         self._write_files()
-        self._writer.write(f"#evpnd hold {self.hold:g}\n".encode())
+        self._send_hold(self._writer)
         with contextlib.suppress(ProcessLookupError):
             instance.process.send_signal(signal.SIGUSR1)
         log.info("exabgp reloading its configuration", pid=instance.process.pid)
@@ -731,8 +731,7 @@ class Speaker:
     def _attach(self, writer: asyncio.StreamWriter, adopted: bool, states: dict[str, str]) -> None:
         self._writer = writer
         self._inflight.clear()
-        # Tell the relay how long to keep ExaBGP up if we go away.
-        writer.write(f"#evpnd hold {self.hold:g}\n".encode())
+        self._send_hold(writer)
         # A fresh ExaBGP knows nothing; an adopted one holds what the
         # previous daemon announced, and only differences need sending.
         self._sent = self._previously_announced() if adopted else {}
@@ -746,6 +745,10 @@ class Speaker:
         self._received.put_nowait(attached_notice(adopted, states))
         self._up.set()
         self._kick()
+
+    def _send_hold(self, writer: asyncio.StreamWriter) -> None:
+        """Tell the relay how long to keep ExaBGP up if we go away (bridge.py)."""
+        writer.write(f"#evpnd hold {self.hold:g}\n".encode())
 
     def _previously_announced(self) -> dict[RouteKey, _Announced]:
         path = self.state_dir / ANNOUNCED_NAME

@@ -104,6 +104,11 @@ class FrrLab:
         table = await self.vtysh("show bgp l2vpn evpn json") or {}
         return {k: v for k, v in table.get(rd, {}).items() if k.startswith("[")}
 
+    async def updates_from_speaker(self) -> int:
+        """UPDATE messages FRR has received from us on the current session."""
+        shown = await self.vtysh(f"show bgp neighbors {SPEAKER_IP} json") or {}
+        return int(shown.get(SPEAKER_IP, {}).get("messageStats", {}).get("updatesRecv", -1))
+
     async def peer(self) -> dict:
         summary = await self.vtysh("show bgp l2vpn evpn summary json") or {}
         return summary.get("peers", {}).get(SPEAKER_IP, {})
@@ -408,6 +413,7 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
         attached = seen.lines[await seen.wait(is_attached, timeout=20)]["speaker"]
         assert attached["adopted"] is True and attached["peers"] == {FRR_IP: "up"}
         assert nxt.pid == pid and nxt.counters.restarts == 0
+        updates_before = await frr_lab.updates_from_speaker()
         # Wants four of the five MACs now; the fifth must go, the rest stay put.
         nxt.announce([imet_route(), *routes[:4]])
         nxt.prune()
@@ -421,6 +427,10 @@ async def test_hand_over_keeps_the_session_and_the_next_speaker_adopts_it(
         end = await seen.wait(is_refresh_end, timeout=20)
         assert any(route["code"] == 3 for line in seen.lines[:end]
                    for _, route in announced_evpn(line))
+        # ExaBGP took FRR's BoRR/EoRR for what they are, not for requests to
+        # re-send our table: FRR got the one withdrawal and nothing else.
+        await asyncio.sleep(1)
+        assert await frr_lab.updates_from_speaker() - updates_before == 1
         peer = await frr_lab.peer()
         assert peer["connectionsDropped"] == 0
 
