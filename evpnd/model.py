@@ -21,6 +21,9 @@ ZERO_ESI = "00:00:00:00:00:00:00:00:00:00"
 # Tunnel type of the BGP Encapsulation extended community (RFC 9012 / RFC 8365).
 ENCAP_VXLAN = 8
 
+# The MAC mobility sequence number is 32 bits on the wire (RFC 7432 section 7.7).
+MOBILITY_SEQ_MAX = 0xFFFFFFFF
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class MacIpKey:

@@ -47,6 +47,7 @@ from typing import TypeVar
 from evpnd.dataplane.state import normalize_mac
 from evpnd.model import (
     ENCAP_VXLAN,
+    MOBILITY_SEQ_MAX,
     ImetRoute,
     IPAddress,
     MacIpKey,
@@ -379,7 +380,10 @@ class Rib:
             remote_max = max(
                 (r.mobility_seq for r in self._mac_cands.get(ref, {}).values()), default=-1
             )
-            entry.seq = max(entry.seq, remote_max + 1)
+            # Never past the 32 bits the community holds: a peer's route with
+            # the largest number is matched, not exceeded (the tie goes to the
+            # lowest VTEP), instead of a claim the encoder must refuse.
+            entry.seq = max(entry.seq, min(remote_max + 1, MOBILITY_SEQ_MAX))
         if ip is not None:
             entry.ips.add(ip)
         changes = self._commit(_Tx(macs={ref}))

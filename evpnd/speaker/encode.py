@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from evpnd.model import ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute, Route
+from evpnd.model import MOBILITY_SEQ_MAX, ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute, Route
 
 ANNOUNCE = "announce evpn"
 WITHDRAW = "withdraw evpn"
@@ -62,7 +62,7 @@ FORBIDDEN: tuple[str, ...] = (
 
 VNI_MAX = 0xFFFFFF
 ETAG_MAX = 0xFFFFFFFF
-SEQ_MAX = 0xFFFFFFFF
+SEQ_MAX = MOBILITY_SEQ_MAX
 
 _HEX_BYTE = r"[0-9a-fA-F]{2}"
 _MAC_RE = re.compile(rf"{_HEX_BYTE}(:{_HEX_BYTE}){{5}}")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from evpnd.model import (
     ENCAP_VXLAN,
+    MOBILITY_SEQ_MAX,
     ImetKey,
     ImetRoute,
     IPAddress,
@@ -28,6 +29,7 @@ from evpnd.rib import (
     RibChanges,
     VniPolicy,
 )
+from evpnd.speaker.encode import route_token
 
 LOCAL = IPv4Address("10.0.0.5")
 V2, V3, V9 = IPv4Address("10.0.0.2"), IPv4Address("10.0.0.3"), IPv4Address("10.0.0.9")
@@ -456,6 +458,25 @@ def test_relearning_a_mac_that_moved_away_bumps_the_sequence() -> None:
     changes, advert = rib.local_mac_added(100, M1)
     assert advert == LocalAdvert(100, M1, None, 6, False)
     assert changes.macs_removed == [(100, M1)]
+
+
+def test_a_peer_at_the_largest_sequence_number_cannot_push_ours_past_32_bits() -> None:
+    """A received route with seq 2**32-1 and the MAC then learned here: the claim
+    stays within the 32-bit community (it used to be 2**32, which the encoder
+    refused, killing the daemon from the local-learning path)."""
+    rib = new_rib()
+    rib.announce(P1, mac_route(M1, V9, seq=MOBILITY_SEQ_MAX))  # 10.0.0.9 > us: we win the tie
+    changes, advert = rib.local_mac_added(100, M1, IP1)
+    assert advert == LocalAdvert(100, M1, IP1, MOBILITY_SEQ_MAX, False)
+    assert changes.macs_removed == [(100, M1)]
+    for adv in changes.local_advertise:  # what the daemon hands the speaker must encode
+        route_token(mac_route(adv.mac, LOCAL, ip=adv.ip, seq=adv.seq))
+    # Behind a lower VTEP the peer keeps the MAC at the same number: nothing to announce.
+    rib = new_rib()
+    rib.announce(P1, mac_route(M1, V2, seq=MOBILITY_SEQ_MAX))
+    changes, advert = rib.local_mac_added(100, M1)
+    assert advert is None and not changes.local_advertise
+    assert vtep_of(rib, M1) == V2
 
 
 def test_local_seq_never_goes_down() -> None:
