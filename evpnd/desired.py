@@ -1,17 +1,18 @@
 """RIB -> the kernel forwarding state evpnd wants (pure).
 
-`desired_state` recomputes everything from the RIB and is the reference;
-`delta` turns one `RibChanges` into entry additions and removals so the shell
-does not rebuild 100k entries per UPDATE. Applying every delta, in order, to
-the state of the previous full computation gives the same result as a new
-full computation (the unit tests hold the two to that).
+`desired_state` recomputes everything from the RIB: the reference, and what
+a config change (other devices, other VNIs) starts from. `apply_rib_changes`
+brings the wanted entries up to date with one `RibChanges` so the shell does
+not rebuild 100k entries per batch of UPDATEs. Applying every RibChanges, in
+order, to the result of the previous full computation gives the same result
+as a new full computation (the unit tests hold the production path to that).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
 from evpnd.model import IPAddress
@@ -56,6 +57,50 @@ def desired_state(rib: Rib, vni_devices: Mapping[int, VniDevices]) -> Forwarding
     return state
 
 
+class DesiredTables(Protocol):
+    """Where RIB changes land: the reconciler's tracker (dataplane/tracker.py)."""
+
+    def want(self, entry: RemoteMac | FloodEntry | NeighEntry) -> None: ...
+    def unwant_mac(self, key: tuple[str, str]) -> None: ...
+    def unwant_flood(self, entry: FloodEntry) -> None: ...
+    def unwant_neigh(self, key: tuple[str, IPAddress]) -> None: ...
+
+
+def apply_rib_changes(
+    tables: DesiredTables, changes: RibChanges, vni_devices: Mapping[int, VniDevices]
+) -> None:
+    """Bring the wanted entries up to date with one RibChanges (same mapping as desired_state).
+
+    Removals first: within one RibChanges each MAC, IP and VTEP appears once,
+    but a removal and an addition may share a kernel key.
+    """
+    for vni, mac in changes.macs_removed:
+        devices = vni_devices.get(vni)
+        if devices is not None:
+            tables.unwant_mac((devices.vxlan_device, mac))
+    for vni, vtep in changes.vteps_removed:
+        devices = vni_devices.get(vni)
+        if devices is not None and devices.flood == "evpn":
+            tables.unwant_flood(FloodEntry(devices.vxlan_device, vtep))
+    for vni, ip in changes.neighs_removed:
+        devices = vni_devices.get(vni)
+        if devices is not None and devices.arp_suppression:
+            tables.unwant_neigh((devices.bridge, ip))
+    for path in changes.macs_installed:
+        devices = vni_devices.get(path.vni)
+        if devices is not None:
+            tables.want(_remote_mac(devices, path))
+    for vni, vtep in changes.vteps_added:
+        devices = vni_devices.get(vni)
+        if devices is not None and devices.flood == "evpn":
+            tables.want(FloodEntry(devices.vxlan_device, vtep))
+    for neigh in changes.neighs_installed:
+        devices = vni_devices.get(neigh.vni)
+        if devices is not None and devices.arp_suppression:
+            tables.want(_neigh(devices, neigh))
+
+
+# Until the reconciler owns a ForwardingTracker, the daemon still hands it these.
 @dataclass(slots=True)
 class StateDelta:
     """Entry-level changes; removals are keys (or the flood entry itself)."""

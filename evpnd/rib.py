@@ -60,6 +60,8 @@ MacRef = tuple[int, str]  # (vni, mac)
 IpRef = tuple[int, IPAddress]  # (vni, ip)
 VtepRef = tuple[int, IPAddress]  # (vni, vtep)
 PathId = tuple[IPAddress, RouteKey]  # (peer, route key)
+# One received UPDATE: (peer, announced routes, withdrawn keys).
+ReceivedUpdate = tuple[IPAddress, Iterable[Route], Iterable[RouteKey]]
 _Where = tuple[IPAddress | None, int]  # where a MAC is (remote VTEP, None = here) and its seq
 _K = TypeVar("_K")
 # Lower is better: (class, -seq, VTEP, peer, route key); see the module docstring.
@@ -308,13 +310,25 @@ class Rib:
         self, peer: IPAddress, announced: Iterable[Route], withdrawn: Iterable[RouteKey]
     ) -> RibChanges:
         """One received UPDATE as a single change set (withdrawals first, as on the wire)."""
+        return self.apply_updates([(peer, announced, withdrawn)])
+
+    def apply_updates(self, updates: Iterable[ReceivedUpdate]) -> RibChanges:
+        """Many UPDATEs, in order, as one change set.
+
+        Best paths, neighbours and flood lists are computed once per touched
+        MAC, IP or VTEP for the whole batch rather than once per UPDATE: the
+        result is the same as applying them one by one and merging the
+        changes, minus the intermediate states nobody needs to see.
+        """
         tx = _Tx()
-        for key in withdrawn:
-            _count(self.stats.withdrawn, key.route_type)
-            self._withdraw(tx, peer, key)
-        for route in announced:
-            _count(self.stats.announced, route.key.route_type)
-            self._announce(tx, peer, route)
+        announced_count, withdrawn_count = self.stats.announced, self.stats.withdrawn
+        for peer, announced, withdrawn in updates:
+            for key in withdrawn:
+                _count(withdrawn_count, key.route_type)
+                self._withdraw(tx, peer, key)
+            for route in announced:
+                _count(announced_count, route.key.route_type)
+                self._announce(tx, peer, route)
         return self._commit(tx)
 
     def peer_down(self, peer: IPAddress) -> RibChanges:

@@ -14,6 +14,9 @@ from evpnd import netns
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+# Captured ExaBGP output and FRR state (copied from the project's shared data, so the
+# repository is complete on its own).
+SAMPLES = REPO / "tests" / "data" / "exabgp-samples"
 
 
 def require(condition: bool, reason: str) -> None:

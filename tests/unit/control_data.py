@@ -1,7 +1,7 @@
 """A realistic daemon state for the control-socket tests and the README samples.
 
 Received routes are the ExaBGP JSON lines captured from FRR 8.4.4
-(../shared/exabgp-samples), decoded by the real Decoder and fed to a real Rib
+(tests/data/exabgp-samples), decoded by the real Decoder and fed to a real Rib
 and PeerTracker in the order a session delivers them; a second peer's session
 is torn down by the captured NOTIFICATION (readdressed to that peer).
 """
@@ -24,9 +24,8 @@ from evpnd.desired import desired_state
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute
 from evpnd.rib import Rib
 from evpnd.speaker.decode import Decoder
-from tests.conftest import SHARED, require
+from tests.conftest import SAMPLES, require
 
-SAMPLES = SHARED / "exabgp-samples"
 T0 = 1_795_320_000.0  # the samples' era
 FRR = IPv4Address("10.99.0.2")  # FRR: BGP peer and VTEP of the samples
 RR2 = IPv4Address("10.99.0.3")

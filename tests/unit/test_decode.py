@@ -45,9 +45,8 @@ from evpnd.speaker.messages import (
     RouteUpdate,
     SpeakerShutdown,
 )
-from tests.conftest import SHARED, require
+from tests.conftest import SAMPLES, require
 
-SAMPLES = SHARED / "exabgp-samples"
 PEER = IPv4Address("10.99.0.2")
 FRR_VTEP = IPv4Address("10.99.0.2")
 

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
-from evpnd.desired import StateDelta, VniDevices, delta, desired_state
+from evpnd.dataplane.tracker import ForwardingTracker
+from evpnd.desired import VniDevices, apply_rib_changes, desired_state
 from evpnd.rib import Rib, VniPolicy
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import RouteUpdate
-from tests.conftest import SHARED, require
+from tests.conftest import SAMPLES, require
 from tests.unit.test_rib import (
     IP1,
-    IP2,
     M1,
     M2,
     P1,
@@ -94,24 +94,39 @@ def test_flood_modes() -> None:
     assert desired_state(rib, devices).floods == {FloodEntry("vxlan100", V9)}
     changes = rib.announce(P2, imet(V9, vni=200, rts=(RT200,)))
     assert changes.vteps_added
-    assert not delta(changes, devices)
+    assert not wanted_after(changes, devices).pending()
 
 
-def test_delta_of_a_move() -> None:
+def wanted_after(
+    changes: Any, devices: dict[int, VniDevices], start: ForwardingState | None = None
+) -> ForwardingTracker:
+    """A tracker whose kernel holds `start`, after `changes` are applied to what it wants."""
+    tracker = ForwardingTracker()
+    if start is not None:
+        tracker.replace_desired(start)
+        tracker.replace_installed(start)
+    apply_rib_changes(tracker, changes, devices)
+    return tracker
+
+
+def test_writes_of_a_move() -> None:
     rib = new_rib()
     rib.announce(P1, mac_route(M1, V2, ip=IP1))
+    before = desired_state(rib, DEVICES)
     changes = rib.announce(P1, mac_route(M1, V3, seq=1))
-    assert delta(changes, DEVICES) == StateDelta(
-        add_macs=[RemoteMac("vxlan100", M1, V3)], del_neighs=[("br100", IP1)]
-    )
+    pending = wanted_after(changes, DEVICES, before).pending()
+    assert pending.macs_put == [RemoteMac("vxlan100", M1, V3)]
+    assert pending.neighs_del == [NeighEntry("br100", IP1, M1)]
+    assert pending.count() == 2
+    before = desired_state(rib, DEVICES)
     rib.local_mac_added(100, M1)  # moves back here: nothing remote left to program
     changes = rib.withdraw(P1, mac_route(M1, V2, ip=IP1).key)
-    assert not delta(changes, DEVICES)
+    assert not wanted_after(changes, DEVICES, before).pending()
 
 
 def test_frr_samples_end_to_end() -> None:
     """Captured FRR routes through decoder, RIB and desired state."""
-    samples = SHARED / "exabgp-samples"
+    samples = SAMPLES
     require(samples.is_dir(), f"{samples} is missing")
     rib = Rib(IPv4Address("10.99.0.1"), [VniPolicy.from_targets(100, ["auto"], 65000)])
     decoder = Decoder()
@@ -128,10 +143,11 @@ def test_frr_samples_end_to_end() -> None:
     ]
     (withdraw,) = decoder.decode((samples / "json_withdraw_type2_mac_ipv4.json").read_text())
     assert isinstance(withdraw, RouteUpdate)
+    devices = {100: VniDevices("vxlan100", "br100")}
     changes = rib.apply_update(withdraw.peer, withdraw.announced, withdraw.withdrawn)
-    assert delta(changes, {100: VniDevices("vxlan100", "br100")}) == StateDelta(
-        del_neighs=[("br100", IPv4Address("192.168.100.11"))]
-    )
+    pending = wanted_after(changes, devices, state).pending()
+    assert pending.neighs_del == [state.neighs[("br100", IPv4Address("192.168.100.11"))]]
+    assert pending.count() == 1
 
 
 mixed_devices = st.fixed_dictionaries(
@@ -149,31 +165,38 @@ mixed_devices = st.fixed_dictionaries(
 )
 
 
+def batches(ops: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Consecutive announcements and withdrawals go as one batch, as the daemon drains them."""
+    out: list[list[tuple[Any, ...]]] = []
+    for op in ops:
+        if op[0] in ("announce", "withdraw") and out and out[-1][0][0] in ("announce", "withdraw"):
+            out[-1].append(op)
+        else:
+            out.append([op])
+    return out
+
+
+def run_batch(rib: Rib, batch: list[tuple[Any, ...]]) -> Any:
+    if batch[0][0] not in ("announce", "withdraw"):
+        return run(rib, batch[0])
+    return rib.apply_updates(
+        (peer, [route], []) if kind == "announce" else (peer, [], [route.key])
+        for kind, peer, route in batch
+    )
+
+
 @settings(max_examples=400)
 @given(operations, mixed_devices)
-def test_deltas_replay_to_the_full_computation(
+def test_rib_changes_replay_to_the_full_computation(
     ops: list[tuple[Any, ...]], devices: dict[int, VniDevices]
 ) -> None:
+    """The production path (batches of UPDATEs -> RibChanges -> the tracker's wanted
+    entries) always equals a full recomputation from the RIB."""
     rib = new_rib()
-    state = desired_state(rib, devices)
-    for op in ops:
-        changes = run(rib, op)
+    tracker = ForwardingTracker()
+    tracker.replace_desired(desired_state(rib, devices))
+    for batch in batches(ops):
+        changes = run_batch(rib, batch)
         if changes is not None:
-            delta(changes, devices).apply(state)
-    assert state == desired_state(rib, devices)
-
-
-def test_state_delta_apply() -> None:
-    state = ForwardingState()
-    StateDelta(
-        add_macs=[RemoteMac("vxlan100", M1, V2)],
-        add_floods=[FloodEntry("vxlan100", V2)],
-        add_neighs=[NeighEntry("br100", IP2, M2)],
-    ).apply(state)
-    assert state.count() == 3
-    StateDelta(
-        del_macs=[("vxlan100", M1)],
-        del_floods=[FloodEntry("vxlan100", V2)],
-        del_neighs=[("br100", IP2)],
-    ).apply(state)
-    assert state.count() == 0
+            apply_rib_changes(tracker, changes, devices)
+        assert tracker.desired == desired_state(rib, devices)

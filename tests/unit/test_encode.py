@@ -1,7 +1,7 @@
 """The EVPN command syntax: model -> token (encode.py) -> ExaBGP objects (commands.py).
 
 The expected NLRI bytes and community values are the ones FRR 8.4 itself put
-on the wire for the same routes (../shared/exabgp-samples/json_*.json), so a
+on the wire for the same routes (tests/data/exabgp-samples/json_*.json), so a
 match means FRR reads our routes exactly as it reads its own.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from pathlib import Path
 
 import pytest
 from exabgp.bgp.message import Action
@@ -30,8 +29,8 @@ from evpnd.model import (
     PrefixRoute,
 )
 from evpnd.speaker import commands, encode
+from tests.conftest import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "exabgp-samples"
 VTEP = ip_address("10.99.0.2")
 RD = "10.99.0.2:2"
 RT100 = 842122827661412  # target:65000:100 as FRR sent it
@@ -46,8 +45,6 @@ commands.register()
 
 def sample_raw(name: str, index: int = 0) -> str:
     path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"{path} is missing")
     update = json.loads(path.read_text())["neighbor"]["message"]["update"]
     if "announce" in update:
         routes = [r for rs in update["announce"]["l2vpn evpn"].values() for r in rs]

@@ -39,9 +39,8 @@ from evpnd.rib import Rib, VniPolicy
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import PeerState, RouteUpdate
 from evpnd.speaker.process import Speaker
-from tests.conftest import SHARED, require
+from tests.conftest import SAMPLES, require
 
-SAMPLES = SHARED / "exabgp-samples"
 REPO = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = REPO / "config" / "evpnd.example.yaml"
 PEER = "10.99.0.2"

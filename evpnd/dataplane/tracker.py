@@ -1,0 +1,320 @@
+"""Desired versus installed kernel entries, and the writes that follow from them (pure).
+
+Modelled on Calico felix's delta tracker (`felix/deltatracker`, used by its
+`vxlanfdb`): callers say what they want (`want_*`, `unwant_*`), the shell
+says what the kernel holds (`replace_installed` after a dump) and what its
+writes did (`record`), and `pending()` is always exactly the writes that
+would make the kernel equal to what is wanted. There is no separate diff
+step and no second copy of the state: a change costs a few dict operations,
+so one UPDATE of 100 routes or a 100k-route table go the same way.
+
+Three tables, as the kernel has them (`state.py`): remote MACs keyed by
+(vxlan device, MAC), flood entries (a set: each VTEP is appended on its own,
+never replaced) and neighbours keyed by (bridge, IP).
+
+Kernel semantics encoded here (checked on 6.18):
+
+* a remote MAC whose VTEP changed is one NLM_F_REPLACE write;
+* a remote MAC whose sticky flag changed is a delete followed by a put: the
+  vxlan driver ignores state and flag changes carried by an extern_learn
+  write to an entry added over netlink, so a replace would keep the old
+  flag. The writer performs every delete before every put;
+* a neighbour whose MAC changed is one replace.
+
+An entry the kernel refused is *parked*: it stays wanted and out of
+`pending()` until its wanted value changes or `retry_parked()` is called (a
+resync, a device coming back), so one missing device does not turn every
+later batch into a retry of the same failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+from evpnd.dataplane.diff import Changes
+from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_MISSING: object = object()
+
+MacKey = tuple[str, str]
+NeighKey = tuple[str, IPAddress]
+
+
+class TableTracker(Generic[K, V]):
+    """One keyed table: what is wanted, what is installed, what is pending.
+
+    `wanted` and `installed` are the live dicts (read them, never write them):
+    the ForwardingState views of the reconciler share them.
+    """
+
+    __slots__ = ("deletions", "installed", "parked", "updates", "wanted")
+
+    def __init__(self) -> None:
+        self.wanted: dict[K, V] = {}
+        self.installed: dict[K, V] = {}
+        self.updates: dict[K, V] = {}  # key -> wanted value the kernel does not hold yet
+        self.deletions: set[K] = set()  # installed keys nobody wants
+        self.parked: set[K] = set()  # refused by the kernel; see the module docstring
+
+    # -- what is wanted --------------------------------------------------
+
+    def want(self, key: K, value: V) -> None:
+        self.wanted[key] = value
+        self.parked.discard(key)
+        self.deletions.discard(key)
+        if self.installed.get(key, _MISSING) == value:
+            self.updates.pop(key, None)
+        else:
+            self.updates[key] = value
+
+    def unwant(self, key: K) -> None:
+        if self.wanted.pop(key, _MISSING) is _MISSING:
+            return
+        self.updates.pop(key, None)
+        self.parked.discard(key)
+        if key in self.installed:
+            self.deletions.add(key)
+
+    def replace_wanted(self, wanted: Mapping[K, V]) -> None:
+        for key in [k for k in self.wanted if k not in wanted]:
+            self.unwant(key)
+        for key, value in wanted.items():
+            if self.wanted.get(key, _MISSING) != value:
+                self.want(key, value)
+
+    # -- what the kernel holds -------------------------------------------
+
+    def installed_as(self, key: K, value: V) -> None:
+        """The kernel holds `value` under `key` (our write succeeded, or a dump said so)."""
+        self.installed[key] = value
+        want = self.wanted.get(key, _MISSING)
+        if want is _MISSING:
+            self.deletions.add(key)
+        elif want == value:
+            self.updates.pop(key, None)
+        else:
+            self.updates[key] = want  # type: ignore[assignment]
+
+    def removed(self, key: K) -> None:
+        """The kernel no longer holds `key` (our delete, or someone else's)."""
+        self.installed.pop(key, None)
+        self.deletions.discard(key)
+        want = self.wanted.get(key, _MISSING)
+        if want is not _MISSING:
+            self.updates[key] = want  # type: ignore[assignment]
+
+    def replace_installed(self, installed: Mapping[K, V]) -> None:
+        self.installed.clear()
+        self.installed.update(installed)
+        self.updates = {k: v for k, v in self.wanted.items() if installed.get(k, _MISSING) != v}
+        self.deletions = {k for k in installed if k not in self.wanted}
+        self.parked.clear()
+
+    def park(self, key: K) -> None:
+        if key in self.updates:
+            self.parked.add(key)
+
+    def retry_parked(self) -> None:
+        self.parked.clear()
+
+    def forget_where(self, gone: set[str]) -> None:
+        """Entries of devices that are gone: the kernel flushed them with the device."""
+        for key in [k for k in self.installed if _device(k) in gone]:
+            self.removed(key)
+
+    # -- what to write -----------------------------------------------------
+
+    def pending_updates(self) -> list[V]:
+        if not self.parked:
+            return list(self.updates.values())
+        return [v for k, v in self.updates.items() if k not in self.parked]
+
+    def pending_deletions(self) -> list[V]:
+        return [self.installed[k] for k in self.deletions]
+
+
+def _device(key: object) -> str:
+    if isinstance(key, tuple):
+        return str(key[0])
+    assert isinstance(key, FloodEntry)
+    return key.device
+
+
+class ForwardingTracker:
+    """The three tables together; `desired` and `installed` are live ForwardingState views."""
+
+    def __init__(self) -> None:
+        self.macs: TableTracker[MacKey, RemoteMac] = TableTracker()
+        self.floods: TableTracker[FloodEntry, FloodEntry] = TableTracker()
+        self.neighs: TableTracker[NeighKey, NeighEntry] = TableTracker()
+        self._desired_floods: set[FloodEntry] = set()
+        self._installed_floods: set[FloodEntry] = set()
+
+    # ForwardingState views over the live tables (floods are a set there).
+
+    @property
+    def desired(self) -> ForwardingState:
+        return ForwardingState(self.macs.wanted, self._desired_floods, self.neighs.wanted)
+
+    @property
+    def installed(self) -> ForwardingState:
+        return ForwardingState(self.macs.installed, self._installed_floods, self.neighs.installed)
+
+    # -- wanted --------------------------------------------------------------
+
+    def want(self, entry: RemoteMac | FloodEntry | NeighEntry) -> None:
+        if isinstance(entry, RemoteMac):
+            self.macs.want(entry.key, entry)
+        elif isinstance(entry, FloodEntry):
+            self.floods.want(entry, entry)
+            self._desired_floods.add(entry)
+        else:
+            self.neighs.want(entry.key, entry)
+
+    def unwant_mac(self, key: MacKey) -> None:
+        self.macs.unwant(key)
+
+    def unwant_flood(self, entry: FloodEntry) -> None:
+        self.floods.unwant(entry)
+        self._desired_floods.discard(entry)
+
+    def unwant_neigh(self, key: NeighKey) -> None:
+        self.neighs.unwant(key)
+
+    def replace_desired(self, state: ForwardingState) -> None:
+        self.macs.replace_wanted(state.macs)
+        self.floods.replace_wanted({f: f for f in state.floods})
+        self._desired_floods.clear()
+        self._desired_floods.update(state.floods)
+        self.neighs.replace_wanted(state.neighs)
+
+    # -- installed -------------------------------------------------------------
+
+    def replace_installed(self, state: ForwardingState) -> None:
+        self.macs.replace_installed(state.macs)
+        self.floods.replace_installed({f: f for f in state.floods})
+        self._installed_floods.clear()
+        self._installed_floods.update(state.floods)
+        self.neighs.replace_installed(state.neighs)
+
+    def removed(self, entry: RemoteMac | FloodEntry | NeighEntry) -> None:
+        """Someone else deleted an entry we installed: it becomes pending again if wanted."""
+        if isinstance(entry, RemoteMac):
+            if self.macs.installed.get(entry.key) == entry:
+                self.macs.removed(entry.key)
+        elif isinstance(entry, FloodEntry):
+            if entry in self.floods.installed:
+                self.floods.removed(entry)
+                self._installed_floods.discard(entry)
+        elif self.neighs.installed.get(entry.key) == entry:
+            self.neighs.removed(entry.key)
+
+    def removed_neigh(self, key: NeighKey) -> None:
+        """A neighbour deletion names only the key (the kernel reports no MAC)."""
+        if key in self.neighs.installed:
+            self.neighs.removed(key)
+
+    def taken_over(self, entry: RemoteMac | NeighEntry) -> bool:
+        """An admin's static entry replaced ours under the same key; True if ours was there."""
+        table = self.macs if isinstance(entry, RemoteMac) else self.neighs
+        if entry.key not in table.installed:
+            return False
+        table.installed.pop(entry.key)  # type: ignore[arg-type]
+        table.deletions.discard(entry.key)  # type: ignore[arg-type]
+        wanted = table.wanted.get(entry.key)  # type: ignore[arg-type]
+        if wanted is not None:
+            table.updates[entry.key] = wanted  # type: ignore[index]
+        return True
+
+    def forget_devices(self, gone: Iterable[str]) -> None:
+        names = set(gone)
+        self.macs.forget_where(names)
+        self.neighs.forget_where(names)
+        for flood in [f for f in self.floods.installed if f.device in names]:
+            self.floods.removed(flood)
+            self._installed_floods.discard(flood)
+
+    def retry_parked(self) -> None:
+        self.macs.retry_parked()
+        self.floods.retry_parked()
+        self.neighs.retry_parked()
+
+    # -- writes --------------------------------------------------------------
+
+    def pending(
+        self,
+        *,
+        deletions: bool = True,
+        skip_macs: set[MacKey] | frozenset[MacKey] = frozenset(),
+        skip_floods: set[FloodEntry] | frozenset[FloodEntry] = frozenset(),
+        skip_neighs: set[NeighKey] | frozenset[NeighKey] = frozenset(),
+    ) -> Changes:
+        """The writes that make the kernel hold what is wanted.
+
+        `deletions=False` holds every removal back (start-up keeps what a
+        previous run installed until the peers have re-sent their tables).
+        The `skip_*` keys are held by an admin's static entries: never
+        written over.
+        """
+        out = Changes()
+        installed_macs = self.macs.installed
+        for mac in self.macs.pending_updates():
+            if mac.key in skip_macs:
+                continue
+            have = installed_macs.get(mac.key)
+            if have is not None and have.sticky != mac.sticky:
+                out.macs_del.append(have)
+            out.macs_put.append(mac)
+        out.floods_add = sorted(
+            (f for f in self.floods.pending_updates() if f not in skip_floods), key=_flood_order
+        )
+        out.neighs_put = [n for n in self.neighs.pending_updates() if n.key not in skip_neighs]
+        if deletions:
+            out.macs_del += self.macs.pending_deletions()
+            out.floods_del = sorted(self.floods.pending_deletions(), key=_flood_order)
+            out.neighs_del = self.neighs.pending_deletions()
+        return out
+
+    def held_deletions(self) -> int:
+        return len(self.macs.deletions) + len(self.floods.deletions) + len(self.neighs.deletions)
+
+    def record(self, changes: Changes, failed: set[tuple[str, object]]) -> None:
+        """What a write did: `failed` holds (op, entry) pairs the kernel refused.
+
+        Deletes are recorded first, as the writer performs them first.
+        """
+        macs, floods, neighs = self.macs, self.floods, self.neighs
+        for mac in changes.macs_del:
+            if ("mac_del", mac) not in failed and macs.installed.get(mac.key) == mac:
+                macs.removed(mac.key)
+        for flood in changes.floods_del:
+            if ("flood_del", flood) not in failed and flood in floods.installed:
+                floods.removed(flood)
+                self._installed_floods.discard(flood)
+        for neigh in changes.neighs_del:
+            if ("neigh_del", neigh) not in failed and neighs.installed.get(neigh.key) == neigh:
+                neighs.removed(neigh.key)
+        for mac in changes.macs_put:
+            if ("mac_put", mac) in failed:
+                macs.park(mac.key)
+            else:
+                macs.installed_as(mac.key, mac)
+        for flood in changes.floods_add:
+            if ("flood_add", flood) in failed:
+                floods.park(flood)
+            else:
+                floods.installed_as(flood, flood)
+                self._installed_floods.add(flood)
+        for neigh in changes.neighs_put:
+            if ("neigh_put", neigh) in failed:
+                neighs.park(neigh.key)
+            else:
+                neighs.installed_as(neigh.key, neigh)
+
+
+def _flood_order(entry: FloodEntry) -> tuple[str, int, IPAddress]:
+    # IPv4 and IPv6 addresses do not compare with each other.
+    return (entry.device, entry.vtep.version, entry.vtep)
