@@ -20,7 +20,7 @@ from evpnd.desired import VniDevices
 from evpnd.model import IPAddress, RouteKey
 from evpnd.rib import RibCounts, RibStats
 from evpnd.speaker.decode import DecodeStats
-from evpnd.speaker.process import SpeakerCounters
+from evpnd.speaker.speaker import SpeakerCounters
 
 
 class DaemonStatsView(Protocol):
@@ -75,7 +75,7 @@ class RibView(Protocol):
 
 
 class SpeakerView(Protocol):
-    """`evpnd.speaker.process.Speaker` (and the daemon's `NoSpeaker`)."""
+    """`evpnd.speaker.speaker.Speaker` (and the daemon's `NoSpeaker`)."""
 
     @property
     def counters(self) -> SpeakerCounters: ...

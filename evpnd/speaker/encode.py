@@ -24,7 +24,7 @@ The token is deterministic: the same route always gives the same bytes, so
 ExaBGP drops identical re-announcements and a withdrawal can repeat the
 announced token (ExaBGP keys its adj-rib-out by the packed NLRI, labels and
 ESI included; a withdraw that differs in one byte withdraws nothing and may
-reset the session). The caller keeps the announced tokens (see process.py).
+reset the session). The caller keeps the announced tokens (see outbox.py).
 """
 
 from __future__ import annotations

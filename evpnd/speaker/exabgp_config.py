@@ -21,7 +21,7 @@ from pathlib import Path
 from evpnd.config import Config, Peer
 
 PROCESS_NAME = "evpnd"
-RELAY_MODULE = "evpnd.speaker.bridge"
+RELAY_MODULE = "evpnd.speaker.relay"
 BGP_PORT = 179
 GTSM_TTL = 255  # RFC 5082: a GTSM speaker always sends with the maximum TTL
 

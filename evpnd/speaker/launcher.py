@@ -20,7 +20,7 @@ def _refresh_markers_are_not_requests() -> None:
 
     Its reactor calls `Peer.resend` for every ROUTE-REFRESH it receives, the
     RFC 7313 begin/end markers included, so each route refresh we ask for
-    (process.py, when a daemon adopts a running ExaBGP) would make us re-send
+    (speaker.py, when a daemon adopts a running ExaBGP) would make us re-send
     every route twice. With enhanced route refresh negotiated, a real request
     arrives as `enhanced=True`; `False` then means a marker.
     """

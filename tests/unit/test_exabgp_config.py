@@ -59,7 +59,7 @@ def neighbor_block(text: str, address: str) -> str:
 
 def test_process_runs_the_relay_and_speaks_json() -> None:
     text = exabgp_config.render(FULL, exabgp_config.relay_command(PYTHON, SOCKET))
-    assert f"    run {PYTHON} -m evpnd.speaker.bridge {SOCKET};" in text
+    assert f"    run {PYTHON} -m evpnd.speaker.relay {SOCKET};" in text
     assert "    encoder json;" in text
     assert "    respawn false;" in text
 
@@ -192,7 +192,7 @@ def parse_with_exabgp(tmp_path: Path, config: Config) -> dict:
 def test_exabgp_parses_the_generated_configuration(tmp_path: Path) -> None:
     parsed = parse_with_exabgp(tmp_path, FULL)
     assert "error" not in parsed, parsed
-    assert parsed["run"] == [PYTHON, "-m", "evpnd.speaker.bridge", str(tmp_path / "api.sock")]
+    assert parsed["run"] == [PYTHON, "-m", "evpnd.speaker.relay", str(tmp_path / "api.sock")]
     assert parsed["encoder"] == "json" and parsed["respawn"] is False
     assert parsed["user"] == "root" and parsed["terminate"] is True
     first = parsed["neighbors"]["192.0.2.2"]

@@ -38,7 +38,7 @@ from evpnd.model import ENCAP_VXLAN, IPAddress, MacIpKey, MacIpRoute
 from evpnd.rib import Rib, VniPolicy
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import PeerState, RouteUpdate
-from evpnd.speaker.process import Speaker
+from evpnd.speaker.speaker import Speaker
 from tests.conftest import SAMPLES, require
 
 REPO = Path(__file__).resolve().parent.parent.parent

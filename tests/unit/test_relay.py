@@ -1,10 +1,10 @@
-"""The relay's bookkeeping (bridge.Relay) without processes: what reaches whom, and when."""
+"""The relay's bookkeeping (relay.Relay) without processes: what reaches whom, and when."""
 
 from __future__ import annotations
 
 import json
 
-from evpnd.speaker import bridge
+from evpnd.speaker import relay
 
 
 class Sink:
@@ -27,15 +27,15 @@ def state_line(peer: str, state: str) -> bytes:
                                     "state": state}}).encode() + b"\n"  # fmt: skip
 
 
-def relay() -> tuple[bridge.Relay, Sink, Sink]:
+def attached_relay() -> tuple[relay.Relay, Sink, Sink]:
     exabgp, daemon = Sink(), Sink()
-    r = bridge.Relay(exabgp)  # type: ignore[arg-type]
+    r = relay.Relay(exabgp)  # type: ignore[arg-type]
     r.attach(daemon)  # type: ignore[arg-type]
     return r, exabgp, daemon
 
 
 def test_lines_pass_whole_even_when_split_across_reads() -> None:
-    r, _, daemon = relay()
+    r, _, daemon = attached_relay()
     r.from_exabgp(b'{"type": "upd')
     assert daemon.data == b""
     r.from_exabgp(b'ate"}\n{"type": ')
@@ -45,14 +45,14 @@ def test_lines_pass_whole_even_when_split_across_reads() -> None:
 
 
 def test_without_a_daemon_lines_are_dropped_and_counted() -> None:
-    r, _, daemon = relay()
+    r, _, daemon = attached_relay()
     r.detach()
     r.from_exabgp(b'{"a": 1}\n{"b": 2}\n')
     assert r.dropped_lines == 2 and daemon.data == b""
 
 
 def test_a_new_daemon_starts_at_a_line_boundary() -> None:
-    r, _, _ = relay()
+    r, _, _ = attached_relay()
     r.detach()
     r.from_exabgp(b'{"half": ')
     second = Sink()
@@ -64,24 +64,24 @@ def test_a_new_daemon_starts_at_a_line_boundary() -> None:
 
 
 def test_peer_states_are_remembered_and_reported_in_the_hello() -> None:
-    r, _, _ = relay()
+    r, _, _ = attached_relay()
     r.from_exabgp(state_line("192.0.2.2", "connected") + state_line("192.0.2.2", "up"))
     r.detach()
     r.from_exabgp(state_line("192.0.2.3", "down"))  # while nobody listens
     assert r.states == {"192.0.2.2": "up", "192.0.2.3": "down"}
-    hello = bridge.hello_line("tok", 42, r.states)
-    assert bridge.parse_hello(hello) == ("tok", 42, {"192.0.2.2": "up", "192.0.2.3": "down"})
+    hello = relay.hello_line("tok", 42, r.states)
+    assert relay.parse_hello(hello) == ("tok", 42, {"192.0.2.2": "up", "192.0.2.3": "down"})
 
 
 def test_long_lines_are_not_parsed_for_states() -> None:
-    r, _, daemon = relay()
-    big = b'{"type": "state", "pad": "' + b"x" * (bridge.STATE_LINE_MAX + 10) + b'"}\n'
+    r, _, daemon = attached_relay()
+    big = b'{"type": "state", "pad": "' + b"x" * (relay.STATE_LINE_MAX + 10) + b'"}\n'
     r.from_exabgp(big)
     assert r.states == {} and daemon.data == big
 
 
 def test_acks_owed_to_a_previous_daemon_never_reach_the_next() -> None:
-    r, exabgp, first = relay()
+    r, exabgp, first = attached_relay()
     r.from_daemon(b"announce evpn batch a\nannounce evpn batch b\n")
     assert exabgp.data.count(b"\n") == 2 and r.outstanding == 2
     r.from_exabgp(b"done\n")
@@ -97,7 +97,7 @@ def test_acks_owed_to_a_previous_daemon_never_reach_the_next() -> None:
 
 
 def test_control_lines_are_kept_from_exabgp_and_set_the_hold() -> None:
-    r, exabgp, _ = relay()
+    r, exabgp, _ = attached_relay()
     r.from_daemon(b"#evpnd hold 90\nannounce evpn batch a\n")
     assert r.hold == 90.0
     assert exabgp.data == b"announce evpn batch a\n" and r.outstanding == 1
@@ -105,8 +105,18 @@ def test_control_lines_are_kept_from_exabgp_and_set_the_hold() -> None:
     assert r.hold == 90.0 and exabgp.data == b"announce evpn batch a\n"
 
 
+
+def test_the_daemons_hold_line_is_the_one_the_relay_reads() -> None:
+    r, exabgp, _ = attached_relay()
+    assert relay.hold_line(2.5) == b"#evpnd hold 2.5\n"
+    r.from_daemon(relay.hold_line(2.5) + relay.hold_line(120))
+    assert r.hold == 120.0 and exabgp.data == b""
+    r.from_daemon(relay.hold_line(0))
+    assert r.hold == 0.0
+
+
 def test_half_a_command_never_reaches_exabgp() -> None:
-    r, exabgp, _ = relay()
+    r, exabgp, _ = attached_relay()
     r.from_daemon(b"announce evpn batch a\nannounce evpn ba")
     assert exabgp.data == b"announce evpn batch a\n"
     r.detach()  # the daemon died mid-line
@@ -116,7 +126,7 @@ def test_half_a_command_never_reaches_exabgp() -> None:
 
 
 def test_parse_hello_rejects_what_is_not_a_hello() -> None:
-    assert bridge.parse_hello(b"evpnd-relay tok 12\n") == ("tok", 12, {})
+    assert relay.parse_hello(b"evpnd-relay tok 12\n") == ("tok", 12, {})
     for bad in (b"", b"hello\n", b"evpnd-relay tok notapid\n", b"evpnd-relay tok 1 [1]\n",
                 b"evpnd-relay tok 1 {nope\n", b"other tok 1 {}\n"):
-        assert bridge.parse_hello(bad) is None, bad
+        assert relay.parse_hello(bad) is None, bad

@@ -1,6 +1,6 @@
 """The API process ExaBGP spawns: a relay between ExaBGP and the evpnd daemon.
 
-    python -m evpnd.speaker.bridge <unix socket of the daemon>
+    python -m evpnd.speaker.relay <unix socket of the daemon>
 
 ExaBGP writes every received UPDATE and state change to this process's stdin
 with blocking writes, from its one reactor thread: if nobody reads, ExaBGP
@@ -56,6 +56,11 @@ _ACKS = (b"done", b"error")
 def hello_line(token: str, pid: int, states: dict[str, str]) -> bytes:
     compact = json.dumps(states, separators=(",", ":"), sort_keys=True)
     return f"{HELLO} {token} {pid} {compact}\n".encode()
+
+
+def hold_line(seconds: float) -> bytes:
+    """The daemon's `#evpnd hold <seconds>`: how long to keep ExaBGP up once it is gone."""
+    return CONTROL_PREFIX + f"hold {seconds:g}\n".encode()
 
 
 def parse_hello(line: bytes) -> tuple[str, int, dict[str, str]] | None:
@@ -330,7 +335,7 @@ async def _end_exabgp(state: Relay) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.stderr.write("usage: python -m evpnd.speaker.bridge <unix socket>\n")
+        sys.stderr.write("usage: python -m evpnd.speaker.relay <unix socket>\n")
         return 2
     token = os.environ.get(TOKEN_ENV, "")
     try:
