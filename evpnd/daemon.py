@@ -1,11 +1,16 @@
 """`evpnd run`: the wiring between the kernel, the RIB and ExaBGP.
 
-Data flows one way (DESIGN.md section 1):
-  local endpoints (netlink) -> RIB -> our Type-2 routes -> speaker
-  ExaBGP JSON -> decoder -> RIB -> desired-state delta -> reconciler -> kernel
+Data flows one way (ARCHITECTURE.md has the picture):
+  local endpoints (netlink, MQTT, Docker) -> RIB -> our routes -> speaker
+  speaker batches (raw UPDATE frames or JSON lines) -> decoder -> RIB
+      -> RibChanges -> wanted kernel entries (desired.py) -> reconciler -> kernel
 
-The RIB, the decoder and the delta computation are pure; this module only
-moves their results between the asyncio tasks that own sockets and processes.
+The RIB, the decoders, route building and the desired-state mapping are
+pure; this module only moves their results between the asyncio tasks that
+own sockets and processes. Everything the speaker has ready is drained as one
+batch: consecutive UPDATEs become one RIB change set, and the reconciler
+writes whatever is pending once per write cycle, so a burst of UPDATEs costs
+a few large kernel writes instead of one per route.
 
 Start-up keeps the kernel as the previous run left it (the reconciler holds
 removals) until every peer has sent its full table again (End-of-RIB, or
@@ -23,15 +28,15 @@ SIGHUP (or `reload` on the control socket): reload the config file; VNI
 changes apply without touching BGP, peer changes go through ExaBGP's own
 reload, which re-establishes only the sessions whose settings changed.
 
-Operations (issue 4): the control socket (`evpnd show`), the Prometheus
-endpoint and MQTT start once the state_dir lock is ours (a previous daemon
-that is handing over still owns the socket and the port until then) and stop
-before it is released. Their glue is in evpnd/services.py.
+Operations: the control socket (`evpnd show`), the Prometheus endpoint and
+MQTT start once the state_dir lock is ours (a previous daemon that is
+handing over still owns the socket and the port until then) and stop before
+it is released. Their glue is in evpnd/services.py.
 
-Docker (issue 5, `docker.enabled`): the network driver starts after the
-lock too, recovers its networks and endpoints (nothing in the kernel changes
-for them), and the daemon then runs with the effective config: `self.cfg` is
-the config file's VNIs plus the Docker networks' (`self.file_cfg` is the file
+Docker (`docker.enabled`): the network driver starts after the lock too,
+recovers its networks and endpoints (nothing in the kernel changes for
+them), and the daemon then runs with the effective config: `self.cfg` is the
+config file's VNIs plus the Docker networks' (`self.file_cfg` is the file
 alone). A network created or removed later is applied like a reload adding
 or removing a VNI (`_apply_config`). On a SIGTERM hand-over the driver just
 stops listening: the next daemon recovers the same state. Glue in
@@ -64,28 +69,32 @@ from evpnd.dataplane.events import (
     LocalMacAdded,
     LocalMacRemoved,
     Resynced,
-    WatchedVni,
 )
-from evpnd.dataplane.monitor import LocalLearner
+from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
-from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
-from evpnd.desired import StateDelta, VniDevices, delta, desired_state
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.derived import speaker_identity, vni_devices, vni_policies, watched_vnis
+from evpnd.desired import StateDelta, delta, desired_state
 from evpnd.docker.glue import DaemonHooks, DockerGlue, VniConflict
 from evpnd.metrics.looplag import LoopLagMonitor
-from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, Route, RouteKey
-from evpnd.rib import LocalAdvert, Rib, RibChanges, VniPolicy
+from evpnd.model import IPAddress, Route, RouteKey
+from evpnd.originate import imet_routes, mac_key, mac_route, readvertised
+from evpnd.rib import LocalAdvert, ReceivedUpdate, Rib, RibChanges
 from evpnd.services import MetricsEndpoint, MqttBridge
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import (
     DecodeError,
     EndOfRib,
+    Message,
     Notification,
     PeerState,
     RouteRefresh,
     RouteUpdate,
+    SpeakerAttached,
+    SpeakerRestarted,
     SpeakerShutdown,
 )
-from evpnd.speaker.process import Speaker, SpeakerCounters, speaker_notice
+from evpnd.speaker.speaker import Received, Speaker, SpeakerCounters
 
 log = structlog.get_logger(__name__)
 
@@ -104,68 +113,6 @@ class DaemonStats:
     speaker_restarts: int = 0
     speaker_adopted: bool = False
     converged_at: float | None = None
-
-
-# ---------------------------------------------------------------------------
-# Pure helpers: config -> policies/devices, RIB adverts -> routes
-
-
-def vni_policies(cfg: config_mod.Config) -> list[VniPolicy]:
-    return [VniPolicy(v.vni, frozenset(cfg.import_targets(v))) for v in cfg.vnis]
-
-
-def vni_devices(cfg: config_mod.Config) -> dict[int, VniDevices]:
-    return {
-        v.vni: VniDevices(
-            v.vxlan_name, v.bridge_name, v.arp_suppression, v.flood, tuple(v.flood_peers)
-        )
-        for v in cfg.vnis
-    }
-
-
-def watched_vnis(cfg: config_mod.Config) -> list[WatchedVni]:
-    return [WatchedVni(v.vni, v.bridge_name, v.vxlan_name) for v in cfg.vnis]
-
-
-def mac_route(cfg: config_mod.Config, advert: LocalAdvert) -> MacIpRoute:
-    vni = cfg.vni(advert.vni)
-    return MacIpRoute(
-        key=MacIpKey(cfg.rd_for(vni), 0, advert.mac, advert.ip),
-        nexthop=cfg.vtep.address,
-        vni=advert.vni,
-        route_targets=tuple(cfg.export_targets(vni)),
-        mobility_seq=advert.seq,
-        sticky=advert.sticky,
-        encapsulation=ENCAP_VXLAN,
-    )
-
-
-def mac_key(cfg: config_mod.Config, advert: LocalAdvert) -> MacIpKey:
-    return MacIpKey(cfg.rd_for(cfg.vni(advert.vni)), 0, advert.mac, advert.ip)
-
-
-def imet_routes(cfg: config_mod.Config) -> list[ImetRoute]:
-    """One Type-3 per VNI that floods by EVPN: 'send me your BUM traffic'."""
-    return [
-        ImetRoute(
-            key=ImetKey(cfg.rd_for(v), 0, cfg.vtep.address),
-            nexthop=cfg.vtep.address,
-            vni=v.vni,
-            tunnel=cfg.vtep.address,
-            route_targets=tuple(cfg.export_targets(v)),
-            encapsulation=ENCAP_VXLAN,
-        )
-        for v in cfg.vnis
-        if v.flood == "evpn"
-    ]
-
-
-def speaker_identity(cfg: config_mod.Config) -> tuple[object, ...]:
-    """What ExaBGP's configuration is made of: a change here restarts the speaker."""
-    return (cfg.router_id, cfg.asn, cfg.vtep.address, cfg.bgp)
-
-
-# ---------------------------------------------------------------------------
 
 
 class Daemon:
@@ -302,7 +249,7 @@ class Daemon:
                 and speaker.connected):
             log.info("evpnd stopping: handing the BGP sessions over", hold=speaker.hold)
             await self._cancel_tasks()
-            handed_over = await speaker.hand_off()
+            handed_over = await speaker.hand_over()
         if not handed_over:
             log.info("evpnd stopping: withdrawing local routes")
             self.speaker.withdraw(list(self._local_routes))
@@ -443,22 +390,36 @@ class Daemon:
     # -- BGP input -> RIB ---------------------------------------------------------
 
     async def _bgp_loop(self) -> None:
-        async for line in self.speaker.lines():
-            notice = speaker_notice(line)
-            if notice is not None:
-                self._on_speaker_notice(notice)
-                continue
-            for message in self.decoder.decode(line):
-                self._on_message(message)
+        async for batch in self.speaker.batches():
+            self._on_received(batch)
 
-    def _on_message(self, message: object) -> None:
+    def _on_received(self, batch: list[Received]) -> None:
+        """One batch from the speaker: consecutive UPDATEs become one RIB change set,
+        in order with everything else (a session that went down in between, EoR)."""
+        updates: list[ReceivedUpdate] = []
+        for item in batch:
+            messages = self.decoder.decode(item) if isinstance(item, bytes) else [item]
+            for message in messages:
+                if isinstance(message, RouteUpdate):
+                    self.peer_tracker.observe(message)
+                    self.stats.updates += 1
+                    updates.append((message.peer, message.announced, message.withdrawn))
+                    continue
+                if updates:
+                    self._on_rib_changes(self.rib.apply_updates(updates))
+                    updates = []
+                if isinstance(message, SpeakerRestarted):
+                    self._on_speaker_restart(message.reason)
+                elif isinstance(message, SpeakerAttached):
+                    self._on_attached(message)
+                else:
+                    self._on_message(message)
+        if updates:
+            self._on_rib_changes(self.rib.apply_updates(updates))
+
+    def _on_message(self, message: Message) -> None:
         self.peer_tracker.observe(message)
-        if isinstance(message, RouteUpdate):
-            self.stats.updates += 1
-            self._on_rib_changes(
-                self.rib.apply_update(message.peer, message.announced, message.withdrawn)
-            )
-        elif isinstance(message, PeerState):
+        if isinstance(message, PeerState):
             log.info("peer state", peer=str(message.peer), state=message.state,
                      reason=message.reason)
             self.mqtt.peer_state(message.peer, message.state, message.reason)
@@ -494,21 +455,19 @@ class Daemon:
         if not self._eor_waiting and self.reconciler.holding:
             self._converged(f"{why} from every peer")
 
-    def _on_speaker_notice(self, notice: dict[str, object]) -> None:
-        event = notice.get("event")
-        if event == "restarted":
-            self._on_speaker_restart(str(notice.get("reason") or "exabgp lost"))
-        elif event == "attached" and notice.get("adopted"):
-            # The established sessions sent their routes to the previous
-            # daemon: ask for them again (BoRR ... EoRR ends the wait).
-            self.stats.speaker_adopted = True
-            states = notice.get("peers")
-            up = [p for p, s in states.items() if s == "up"] if isinstance(states, dict) else []
-            log.info("took over the running exabgp: refreshing routes", peers_up=up)
-            self.peer_tracker.adopted(states if isinstance(states, dict) else {})
-            self.mqtt.peers_adopted(up)
-            for peer in up:
-                self.speaker.refresh(peer)
+    def _on_attached(self, event: SpeakerAttached) -> None:
+        if not event.adopted:
+            return
+        # The established sessions sent their routes to the previous daemon:
+        # ask for them again (BoRR ... EoRR ends the wait).
+        self.stats.speaker_adopted = True
+        states = dict(event.peers)
+        up = [p for p, s in states.items() if s == "up"]
+        log.info("took over the running exabgp: refreshing routes", peers_up=up)
+        self.peer_tracker.adopted(states)
+        self.mqtt.peers_adopted(up)
+        for peer in up:
+            self.speaker.refresh(peer)
 
     def _on_speaker_restart(self, reason: str) -> None:
         self.stats.speaker_restarts += 1
@@ -659,24 +618,14 @@ class Daemon:
     def _readvertise(
         self, old: config_mod.Config, new: config_mod.Config, adverts: list[LocalAdvert]
     ) -> None:
-        """Our Type-2s of VNIs whose RD or route targets changed (a large VNI's RD
-        number depends on the other VNIs): withdrawn under the old key, announced anew."""
-        kept = {v.vni for v in new.vnis} & {v.vni for v in old.vnis}
-        routes = []
-        for advert in adverts:
-            if advert.vni not in kept:
-                continue
-            before, after = mac_route(old, advert), mac_route(new, advert)
-            if before == after:
-                continue
-            if before.key != after.key:
-                self._local_routes.pop(before.key, None)
-                self.speaker.withdraw([before.key])
-            routes.append(after)
-        if routes:
+        withdraw, announce = readvertised(old, new, adverts)
+        for key in withdraw:
+            self._local_routes.pop(key, None)
+        self.speaker.withdraw(withdraw)
+        if announce:
             log.info("local routes re-announced: RD or route targets changed",
-                     routes=len(routes))
-            self._announce(routes)
+                     routes=len(announce))
+            self._announce(announce)
 
     def _announce_static(self, cfg: config_mod.Config) -> None:
         """Routes that follow from the config alone: Type-3s and Docker gateways."""
@@ -744,7 +693,7 @@ class NoSpeaker:
     async def stop(self) -> None:
         self._stopped.set()
 
-    async def lines(self) -> AsyncIterator[str]:
+    async def batches(self) -> AsyncIterator[list[Received]]:
         await self._stopped.wait()
         return
         yield  # an async generator that ends when the daemon stops

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from evpnd import __version__
 from evpnd.config import Config
 from evpnd.control.peers import PeerRecord, PeerTracker
-from evpnd.dataplane.monitor import LocalSnapshot
+from evpnd.dataplane.localtable import LocalSnapshot
 from evpnd.dataplane.state import ForwardingState
 from evpnd.metrics.source import ReconcilerView  # one view of the reconciler for show and metrics
 from evpnd.model import IPAddress, Route
+from evpnd.originate import imet_routes, mac_route
 from evpnd.rib import Rib
 
 # --------------------------------------------------------------------------
@@ -160,10 +161,7 @@ def _mqtt_status(daemon: object) -> Mapping[str, Any] | None:
 
 
 def out_routes(cfg: Config, rib: Rib) -> list[Route]:
-    """Our routes, built by the daemon's own (pure) helpers from the config and the RIB."""
-    # Imported here: evpnd.daemon imports the control server, which imports this module.
-    from evpnd.daemon import imet_routes, mac_route
-
+    """Our routes, built from the config and the RIB as the daemon builds them."""
     routes: list[Route] = list(imet_routes(cfg))
     for advert in rib.advertisements():
         try:

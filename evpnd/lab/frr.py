@@ -2,8 +2,8 @@
 
 Each node gets its own pid files, zserv socket, vty sockets and logs in its
 runtime directory, so several FRR "routers" share the host's binaries
-without sharing state (DESIGN.md section 4). The daemons drop to user frr,
-which is why the runtime directory belongs to frr.
+without sharing state (`-N <node>` gives each its own pathspace). The
+daemons drop to user frr, which is why the runtime directory belongs to frr.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def parse_daemons(text: str | None) -> FrrDaemons:
 
 
 def daemon_command(daemon: str, node: FrrNode, sbin: Path = FRR_SBIN) -> list[str]:
-    """One daemon's command line, as in DESIGN.md section 4 plus a per-node log file."""
+    """One daemon's command line: `-N <node>` pathspace, own vty socket, a per-node log file."""
     run = node.runtime_dir
     command = [
         str(sbin / daemon), "-d",

@@ -1,4 +1,4 @@
-"""MQTT: events out, endpoint registrations in (issue 4).
+"""MQTT: events out, endpoint registrations in.
 
 * `settings` - the optional `mqtt:` config section (pydantic, like evpnd.config).
 * `codec` - topics, event payloads, registration parsing (pure, no I/O).

@@ -1,7 +1,9 @@
-"""What the route decoder makes of ExaBGP's output: one typed value per event.
+"""What the speaker hands the daemon: one typed value per event.
 
-The decoder turns every line ExaBGP writes to its API process into a list of
-these. Peers are identified by their neighbor address (the envelope's
+The decoders (JSON lines: decode.py; raw UPDATE frames: wire.py) turn every
+line ExaBGP writes to its API process into a list of `Message`s; the
+speaker itself reports what happened to ExaBGP as `SpeakerEvent`s. Peers
+are identified by their neighbor address (the envelope's
 `neighbor.address.peer`), the same value the config uses for a peer.
 """
 
@@ -98,6 +100,33 @@ class DecodeError:
     peer: IPAddress | None = None
     detail: str = ""
 
+
+@dataclass(frozen=True, slots=True)
+class SpeakerRestarted:
+    """The speaker lost ExaBGP (and so every session) and is starting it again.
+
+    Every route received before is from a session that no longer exists:
+    ExaBGP sends no withdrawals when it dies.
+    """
+
+    restarts: int
+    reason: str
+    peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerAttached:
+    """An ExaBGP's relay attached; `adopted`: a previous daemon handed that ExaBGP over.
+
+    `peers` maps each peer address to its last known session state; the
+    established ones sent their routes to the previous daemon.
+    """
+
+    adopted: bool
+    peers: tuple[tuple[str, str], ...] = ()
+
+
+SpeakerEvent = SpeakerRestarted | SpeakerAttached
 
 Message = (
     RouteUpdate

@@ -16,10 +16,10 @@ from types import MappingProxyType
 from evpnd import config
 from evpnd.control.peers import PeerTracker
 from evpnd.control.snapshot import Snapshot, SpeakerStatus, out_routes
-from evpnd.daemon import vni_devices, vni_policies
 from evpnd.dataplane.diff import copy_state
 from evpnd.dataplane.events import LocalMac
-from evpnd.dataplane.monitor import LocalSnapshot
+from evpnd.dataplane.localtable import LocalSnapshot
+from evpnd.derived import vni_devices, vni_policies
 from evpnd.desired import desired_state
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute
 from evpnd.rib import Rib

@@ -25,9 +25,10 @@ from evpnd.control.peers import PeerTracker
 from evpnd.control.server import ControlError, ControlServer
 from evpnd.control.settings import ControlConfig
 from evpnd.control.snapshot import take_snapshot
-from evpnd.daemon import DaemonStats, NoSpeaker, vni_devices, watched_vnis
-from evpnd.dataplane.monitor import LocalLearner
+from evpnd.daemon import DaemonStats, NoSpeaker
+from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
+from evpnd.derived import vni_devices, watched_vnis
 from evpnd.desired import desired_state
 from evpnd.rib import Rib
 from evpnd.speaker.decode import Decoder

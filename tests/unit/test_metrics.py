@@ -24,12 +24,13 @@ from pydantic import ValidationError
 
 import evpnd
 from evpnd import config
-from evpnd.daemon import DaemonStats, vni_devices
+from evpnd.daemon import DaemonStats
 from evpnd.dataplane.diff import diff
 from evpnd.dataplane.events import LocalMacAdded, LocalMacRemoved, WatchedVni
-from evpnd.dataplane.monitor import LocalLearner
+from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.writer import EntryError, WriteResult
+from evpnd.derived import vni_devices
 from evpnd.desired import desired_state
 from evpnd.metrics.collector import EvpndCollector, build_registry, entries_per_vni, event_label
 from evpnd.metrics.looplag import LoopLagMonitor
