@@ -75,6 +75,10 @@ decoder must take: it cannot reset a session. Outcomes, by reason:
 - "bad-frame": the line is not a frame, its peer is not an address, or a
   body is not base64 (that body only; the others are decoded).
 
+The per-attribute rules and what the communities, PMSI and next hop mean
+live in wire_attributes.py; this module frames lines and UPDATEs, locates the
+MP attributes, reads the NLRI and keeps the caches.
+
 Caches (bounded, emptied when full) make 100k routes share their repeated
 values: the decoded attribute set keyed by the bytes of every attribute but
 MP_REACH/MP_UNREACH (one route-target tuple, router MAC, PMSI for all routes
@@ -85,9 +89,9 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from evpnd.model import (
     ZERO_ESI,
@@ -103,6 +107,18 @@ from evpnd.model import (
 )
 from evpnd.speaker.decode import DecodeStats
 from evpnd.speaker.messages import DecodeError, EndOfRib, Message, RouteUpdate
+from evpnd.speaker.wire_attributes import (
+    EVPN_NEXT_HOP_LENGTHS,
+    EXTENDED,
+    MP_REACH,
+    MP_UNREACH,
+    NAMES,
+    OPTIONAL,
+    TRANSITIVE,
+    PathAttributes,
+    decode_attributes,
+    evpn_next_hop,
+)
 
 FRAME_VERB = b"=evpn"
 AFI_L2VPN = 25
@@ -120,43 +136,9 @@ SESSION_RESET_REASONS = frozenset({MALFORMED_NLRI, MALFORMED_MP, MALFORMED_UPDAT
 CACHE_SIZE = 4096  # attribute sets
 VALUE_CACHE_SIZE = 16384  # next hops, RDs, ESIs, labels, peers
 
-# Attribute type codes.
-ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF = 1, 2, 3, 4, 5
-ATOMIC_AGGREGATE, AGGREGATOR, COMMUNITY, ORIGINATOR_ID, CLUSTER_LIST = 6, 7, 8, 9, 10
-MP_REACH, MP_UNREACH, EXTENDED_COMMUNITY, AS4_PATH, AS4_AGGREGATOR = 14, 15, 16, 17, 18
-PMSI_TUNNEL, IPV6_EXTENDED_COMMUNITY, LARGE_COMMUNITY = 22, 25, 32
-
-_NAMES = {
-    ORIGIN: "ORIGIN", AS_PATH: "AS_PATH", NEXT_HOP: "NEXT_HOP", MED: "MULTI_EXIT_DISC",
-    LOCAL_PREF: "LOCAL_PREF", ATOMIC_AGGREGATE: "ATOMIC_AGGREGATE", AGGREGATOR: "AGGREGATOR",
-    COMMUNITY: "COMMUNITY", ORIGINATOR_ID: "ORIGINATOR_ID", CLUSTER_LIST: "CLUSTER_LIST",
-    MP_REACH: "MP_REACH_NLRI", MP_UNREACH: "MP_UNREACH_NLRI",
-    EXTENDED_COMMUNITY: "EXTENDED_COMMUNITIES", AS4_PATH: "AS4_PATH",
-    AS4_AGGREGATOR: "AS4_AGGREGATOR", PMSI_TUNNEL: "PMSI_TUNNEL",
-    IPV6_EXTENDED_COMMUNITY: "IPV6_EXTENDED_COMMUNITIES", LARGE_COMMUNITY: "LARGE_COMMUNITY",
-}  # fmt: skip
-
-# Flags octet (RFC 4271 4.3): Optional and Transitive say which kind of
-# attribute this is; Partial must be 0 on a well-known one (ExaBGP and FRR
-# refuse it there too), and says nothing on an optional one; Extended Length
-# only sizes the length field.
-_OPTIONAL, _TRANSITIVE, _PARTIAL, _EXTENDED = 0x80, 0x40, 0x20, 0x10
-_OT = _OPTIONAL | _TRANSITIVE
-_EXPECTED_FLAGS = {
-    ORIGIN: _TRANSITIVE, AS_PATH: _TRANSITIVE, NEXT_HOP: _TRANSITIVE, MED: _OPTIONAL,
-    LOCAL_PREF: _TRANSITIVE, ATOMIC_AGGREGATE: _TRANSITIVE, AGGREGATOR: _OT,
-    COMMUNITY: _OT, ORIGINATOR_ID: _OPTIONAL, CLUSTER_LIST: _OPTIONAL, MP_REACH: _OPTIONAL,
-    MP_UNREACH: _OPTIONAL, EXTENDED_COMMUNITY: _OT, AS4_PATH: _OT, AS4_AGGREGATOR: _OT,
-    PMSI_TUNNEL: _OT, IPV6_EXTENDED_COMMUNITY: _OT, LARGE_COMMUNITY: _OT,
-}  # fmt: skip
-# Malformed copies of these are discarded (RFC 7606 7.6, 7.7; RFC 6793 6).
-_DISCARDED = frozenset({ATOMIC_AGGREGATE, AGGREGATOR, AS4_PATH, AS4_AGGREGATOR})
-# Fixed lengths (RFC 7606 7.1-7.5, 7.9), and attributes that are lists of fixed-size items.
-_FIXED_LENGTH = {ORIGIN: 1, NEXT_HOP: 4, MED: 4, LOCAL_PREF: 4, ORIGINATOR_ID: 4}
-_ITEM_SIZE = {
-    COMMUNITY: 4, CLUSTER_LIST: 4, EXTENDED_COMMUNITY: 8, IPV6_EXTENDED_COMMUNITY: 20,
-    LARGE_COMMUNITY: 12,
-}  # fmt: skip
+# The Optional and Transitive flag bits; MP_REACH_NLRI and MP_UNREACH_NLRI are
+# optional non-transitive (RFC 4760 3, 4).
+_KIND_BITS = OPTIONAL | TRANSITIVE
 
 # ExaBGP's names (exabgp.protocol.family), as the JSON path shows them.
 _AFI_NAMES = {1: "ipv4", 2: "ipv6", 25: "l2vpn", 16388: "bgp-ls"}
@@ -165,36 +147,6 @@ _SAFI_NAMES = {
     71: "bgp-ls", 72: "bgp-ls-vpn", 85: "mup", 128: "mpls-vpn", 132: "rtc", 133: "flow",
     134: "flow-vpn",
 }  # fmt: skip
-
-# PMSI tunnel types as decode.py names them from ExaBGP's string (RFC 6514 5).
-_PMSI_TYPES = {
-    0: "no-tunnel", 1: "rsvp-tep2mplsp", 2: "mldpp2mplsp", 3: "pim-ssmtree", 4: "pim-smtree",
-    5: "bidir-pimtree", 6: "ingress-replication", 7: "mldpmp2mplsp",
-}  # fmt: skip
-_INGRESS_REPLICATION = 6
-
-
-@dataclass(frozen=True, slots=True)
-class _Pmsi:
-    tunnel_type: str
-    vni: int
-    tunnel: IPAddress | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Attrs:
-    """What one attribute set (MP attributes aside) means for EVPN, decoded once."""
-
-    problems: str | None = None  # treat-as-withdraw, when set
-    missing: str | None = None  # absent well-known mandatory attributes
-    route_targets: tuple[str, ...] = ()
-    encapsulation: int | None = None
-    mobility_seq: int = 0
-    sticky: bool = False
-    router_mac: str | None = None
-    default_gateway: bool = False
-    pmsi: _Pmsi | None = None
-
 
 # (other attributes' bytes, MP_REACH_NLRIs, MP_UNREACH_NLRIs, framing problem), an MP
 # attribute as (flags, value start, value end)
@@ -226,7 +178,7 @@ class WireDecoder:
 
     def __init__(self) -> None:
         self.stats = DecodeStats()
-        self._attrs: dict[bytes, _Attrs] = {}
+        self._attrs: dict[bytes, PathAttributes] = {}
         self._targets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._nexthops: dict[bytes, IPAddress | str] = {}
         self._addresses: dict[bytes, IPAddress] = {}
@@ -406,7 +358,7 @@ class WireDecoder:
         else:
             return None
         flags = body[at]
-        if flags & _EXTENDED:
+        if flags & EXTENDED:
             if at + 4 > stop:
                 return None
             value = at + 4
@@ -430,18 +382,18 @@ class WireDecoder:
         broken = ""
         pos = start
         while pos < end:
-            if pos + 3 > end or (body[pos] & _EXTENDED and pos + 4 > end):
+            if pos + 3 > end or (body[pos] & EXTENDED and pos + 4 > end):
                 broken = f"{end - pos} bytes left over after the last path attribute"
                 break
             flags, code = body[pos], body[pos + 1]
-            if flags & _EXTENDED:
+            if flags & EXTENDED:
                 value = pos + 4
                 value_end = value + (body[pos + 2] << 8 | body[pos + 3])
             else:
                 value = pos + 3
                 value_end = value + body[pos + 2]
             if value_end > end:
-                name = _NAMES.get(code, f"attribute {code}")
+                name = NAMES.get(code, f"attribute {code}")
                 broken = f"{name}: length {value_end - value} runs past the path attributes"
                 break
             if code in (MP_REACH, MP_UNREACH):
@@ -468,7 +420,7 @@ class WireDecoder:
         ignored: list[str],
     ) -> list[tuple[IPAddress | None, int, int]]:
         """Check one MP_REACH_NLRI's header (RFC 4760 3); where its EVPN NLRI are."""
-        if flags & _OT != _OPTIONAL:
+        if flags & _KIND_BITS != OPTIONAL:
             raise _Unusable(MALFORMED_MP, f"MP_REACH_NLRI flags 0x{flags:02x}")  # 7606 5.3
         if value_end - value < 5:
             raise _Unusable(MALFORMED_MP, f"MP_REACH_NLRI of {value_end - value} bytes")
@@ -482,10 +434,12 @@ class WireDecoder:
         packed = body[value + 4 : nexthop_end]
         nexthop = self._nexthops.get(packed)
         if nexthop is None:
-            nexthop = _remember(self._nexthops, packed, _nexthop(packed))
+            if len(packed) not in EVPN_NEXT_HOP_LENGTHS:  # RFC 7606 7.11
+                raise _Unusable(
+                    MALFORMED_MP, f"MP_REACH_NLRI next-hop length {len(packed)} (4, 16 or 32)"
+                )
+            nexthop = _remember(self._nexthops, packed, evpn_next_hop(packed))
         if isinstance(nexthop, str):
-            if nexthop.startswith("MP_REACH_NLRI next-hop length"):
-                raise _Unusable(MALFORMED_MP, nexthop)  # RFC 7606 7.11
             problems.append(nexthop)
             return [(None, nexthop_end + 1, value_end)]
         return [(nexthop, nexthop_end + 1, value_end)]
@@ -500,7 +454,7 @@ class WireDecoder:
         ignored: list[str],
     ) -> tuple[str, str] | None:
         """Withdraw one MP_UNREACH_NLRI's routes; its family when it withdraws nothing."""
-        if flags & _OT != _OPTIONAL:
+        if flags & _KIND_BITS != OPTIONAL:
             raise _Unusable(MALFORMED_MP, f"MP_UNREACH_NLRI flags 0x{flags:02x}")  # 7606 5.3
         if value_end - value < 3:
             raise _Unusable(MALFORMED_MP, f"MP_UNREACH_NLRI of {value_end - value} bytes")
@@ -521,8 +475,8 @@ class WireDecoder:
         pos: int,
         end: int,
         nexthop: IPAddress | None,
-        attrs: _Attrs | None,
-        out: list,  # routes when there is a next hop, keys (withdrawals) otherwise
+        attrs: PathAttributes | None,
+        out: list[Any],  # routes when there is a next hop, keys (withdrawals) otherwise
         ignored: list[str],
     ) -> None:
         """Every EVPN NLRI of body[pos:end] (RFC 7432 7), all well-formed or none."""
@@ -563,7 +517,12 @@ class WireDecoder:
                 ignored.append(f"evpn-type-{rtype}")
 
     def _mac_ip(
-        self, body: bytes, at: int, length: int, nexthop: IPAddress | None, attrs: _Attrs | None
+        self,
+        body: bytes,
+        at: int,
+        length: int,
+        nexthop: IPAddress | None,
+        attrs: PathAttributes | None,
     ) -> MacIpRoute | MacIpKey:
         """Type-2 (RFC 7432 7.2): RD 8, ESI 10, tag 4, MAC length 1, MAC 6, IP length 1, IP,
         one or two 3-byte labels. The route, or only its key without a next hop."""
@@ -656,56 +615,16 @@ class WireDecoder:
 
     # ------------------------------------------------------------------- attributes
 
-    def _attributes(self, data: bytes) -> _Attrs:
-        """Every attribute but MP_REACH/MP_UNREACH (a well-framed list) -> what it means."""
-        problems: list[str] = []
-        seen: set[int] = set()
-        communities: list[bytes] = []
-        pmsi: _Pmsi | None = None
-        pos, end = 0, len(data)
-        while pos < end:
-            flags, code = data[pos], data[pos + 1]
-            if flags & _EXTENDED:
-                value, pos = pos + 4, pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
-            else:
-                value, pos = pos + 3, pos + 3 + data[pos + 2]
-            if code in seen:
-                continue  # RFC 7606 3(g): the first copy counts
-            seen.add(code)
-            expected = _EXPECTED_FLAGS.get(code)
-            if expected is None:
-                continue  # not one we know: nothing evpnd reads
-            if code in _DISCARDED:
-                continue  # whether malformed or not, evpnd reads none of these
-            name = _NAMES[code]
-            if flags & (_OT if expected & _OPTIONAL else _OT | _PARTIAL) != expected:
-                problems.append(f"{name}: flags 0x{flags:02x}")  # RFC 7606 3(c)
-                continue
-            problem = _malformed(code, data[value:pos])
-            if problem:
-                problems.append(f"{name}: {problem}")
-            elif code == EXTENDED_COMMUNITY:
-                communities = [data[at : at + 8] for at in range(value, pos, 8)]
-            elif code == PMSI_TUNNEL:
-                pmsi = _pmsi(data[value:pos])
-                if isinstance(pmsi, str):
-                    problems.append(f"{name}: {pmsi}")
-                    pmsi = None
-        absent = [_NAMES[code] for code in (ORIGIN, AS_PATH) if code not in seen]
-        missing = " and ".join(absent) or None
-        if problems:
-            return _Attrs(problems="; ".join(problems), missing=missing)
-        attrs = _communities(communities, pmsi, missing)
+    def _attributes(self, key: bytes) -> PathAttributes:
+        attrs = decode_attributes(key)
+        if attrs.problems:
+            return attrs
+        # One route-target tuple for every attribute set that carries the same targets.
         targets = self._targets.get(attrs.route_targets)
         if targets is None:
             _remember(self._targets, attrs.route_targets, attrs.route_targets, CACHE_SIZE)
-        elif targets is not attrs.route_targets:
-            # Another attribute set with the same targets: one tuple for both.
-            attrs = _Attrs(
-                None, attrs.missing, targets, attrs.encapsulation, attrs.mobility_seq,
-                attrs.sticky, attrs.router_mac, attrs.default_gateway, attrs.pmsi,
-            )  # fmt: skip
-        return attrs
+            return attrs
+        return replace(attrs, route_targets=targets)
 
 
 # ------------------------------------------------------------ hot-path constructors
@@ -777,102 +696,6 @@ def decode_frame(line: bytes | str) -> list[Message]:
 
 
 # ------------------------------------------------------------------- pure helpers
-
-
-def _malformed(code: int, value: bytes) -> str:
-    """What is wrong with one attribute's value by RFC 7606 section 7 ("" when nothing)."""
-    size = len(value)
-    fixed = _FIXED_LENGTH.get(code)
-    if fixed is not None and size != fixed:
-        return f"length {size}, expected {fixed}"
-    item = _ITEM_SIZE.get(code)
-    if item is not None and (size == 0 or size % item):
-        return f"length {size} is not a non-zero multiple of {item}"
-    if code == ORIGIN and value[0] > 2:
-        return f"undefined value {value[0]}"
-    if code == AS_PATH and not (_as_path_frames(value, 4) or _as_path_frames(value, 2)):
-        return "segments do not frame the attribute"
-    if code == PMSI_TUNNEL and size < 5:
-        return f"length {size}, at least 5"
-    return ""
-
-
-def _as_path_frames(value: bytes, asn_size: int) -> bool:
-    """RFC 7606 7.2: known segment types, no empty segment, no overrun or underrun."""
-    pos, end = 0, len(value)
-    while pos < end:
-        if pos + 2 > end or value[pos] not in (1, 2, 3, 4) or value[pos + 1] == 0:
-            return False
-        pos += 2 + value[pos + 1] * asn_size
-    return pos == end
-
-
-def _pmsi(value: bytes) -> _Pmsi | str:
-    """RFC 6514 5: flags 1, tunnel type 1, label 3, tunnel identifier."""
-    tunnel_type, tunnel_id = value[1], value[5:]
-    if len(tunnel_id) in (4, 16):
-        tunnel: IPAddress | None = ip_address(tunnel_id)
-    elif tunnel_type == _INGRESS_REPLICATION:
-        # RFC 6514 5: the tunnel identifier of ingress replication is an address.
-        return f"ingress replication tunnel identifier of {len(tunnel_id)} bytes"
-    else:
-        tunnel = None
-    name = _PMSI_TYPES.get(tunnel_type, "unknown")
-    return _Pmsi(name, int.from_bytes(value[2:5]), tunnel)
-
-
-def _communities(communities: list[bytes], pmsi: _Pmsi | None, missing: str | None) -> _Attrs:
-    """The extended communities evpnd acts on, as decode.py reads them from ExaBGP.
-
-    ExaBGP keeps communities sorted by their bytes; decode.py keeps the first
-    of equal route targets, the last encapsulation and router MAC, the highest
-    mobility sequence (sticky if any is).
-    """
-    targets: list[str] = []
-    encapsulation: int | None = None
-    seq: int | None = None
-    sticky = False
-    router_mac: str | None = None
-    default_gateway = False
-    for c in sorted(communities):
-        kind, subtype = c[0], c[1]
-        if subtype == 0x02 and kind & ~0x40 in (0x00, 0x01, 0x02):
-            # Route targets, the transitive bit masked (some stacks send them non-transitive).
-            if kind & ~0x40 == 0x00:
-                target = f"{c[2] << 8 | c[3]}:{int.from_bytes(c[4:8])}"
-            elif kind & ~0x40 == 0x01:
-                target = f"{c[2]}.{c[3]}.{c[4]}.{c[5]}:{c[6] << 8 | c[7]}"
-            else:
-                target = f"{int.from_bytes(c[2:6])}:{c[6] << 8 | c[7]}"
-            if target not in targets:
-                targets.append(target)
-        elif kind == 0x03 and subtype == 0x0C:
-            encapsulation = c[6] << 8 | c[7]  # RFC 9012 4.1
-        elif kind == 0x03 and subtype == 0x0D:
-            default_gateway = True  # RFC 7432 7.8
-        elif kind == 0x06 and subtype == 0x00:
-            number = int.from_bytes(c[4:8])  # RFC 7432 7.7
-            seq = number if seq is None else max(seq, number)
-            sticky = sticky or bool(c[2] & 0x01)
-        elif kind == 0x06 and subtype == 0x03:
-            router_mac = c[2:8].hex(":")  # RFC 9135 8.1
-    return _Attrs(
-        None, missing, tuple(targets), encapsulation, seq or 0, sticky, router_mac,
-        default_gateway, pmsi,
-    )  # fmt: skip
-
-
-def _nexthop(packed: bytes) -> IPAddress | str:
-    """An EVPN MP_REACH next hop (the VTEP), or what is wrong with it."""
-    if len(packed) == 4:
-        address: IPAddress = IPv4Address(packed)
-    elif len(packed) in (16, 32):
-        address = IPv6Address(packed[:16])  # RFC 2545 3: global, then link-local
-    else:
-        return f"MP_REACH_NLRI next-hop length {len(packed)} (4, 16 or 32 for EVPN)"
-    if address.is_unspecified or address.is_multicast or packed == b"\xff\xff\xff\xff":
-        return f"MP_REACH_NLRI next hop {address} is no VTEP"
-    return address
 
 
 def _rd_text(packed: bytes) -> str:
