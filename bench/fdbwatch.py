@@ -32,8 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evpnd.dataplane.monitor import MalformedMessage, iter_messages
-from evpnd.dataplane.netlink import (
+from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
     NDA_DST,
     NDA_LLADDR,
@@ -44,6 +43,8 @@ from evpnd.dataplane.netlink import (
     RTM_GETNEIGH,
     RTM_NEWNEIGH,
     RTMGRP_NEIGH,
+    MalformedMessage,
+    iter_messages,
 )
 
 SO_RCVBUFFORCE = 33

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,12 +26,11 @@ from pydantic import (
 )
 
 from evpnd.control.settings import ControlConfig
-from evpnd.dataplane.state import normalize_mac
 from evpnd.docker.settings import DockerConfig
 from evpnd.metrics.settings import MetricsConfig
+from evpnd.model import IPAddress, normalize_mac
 from evpnd.mqtt.settings import MqttConfig
 
-IPAddress = IPv4Address | IPv6Address
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 VNI_MAX = 16_777_215
 NOAGE_SECONDS = 2_147_483  # the kernel's maximum vxlan ageing (INT_MAX / HZ at HZ=1000)

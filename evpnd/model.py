@@ -6,6 +6,9 @@ the RIB and `show`. Pure data: no I/O, hashable, comparable.
 The *key* of a route is what identifies it in BGP (the NLRI fields that
 make it unique); a withdrawal carries only the key. Attributes
 (next hop, communities, mobility) may change under the same key.
+
+Also the one home of the address vocabulary every module shares: the
+`IPAddress` alias, `address_order` (IPv4 before IPv6) and `normalize_mac`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,26 @@ ENCAP_VXLAN = 8
 
 # The MAC mobility sequence number is 32 bits on the wire (RFC 7432 section 7.7).
 MOBILITY_SEQ_MAX = 0xFFFFFFFF
+
+
+def address_order(address: IPAddress) -> tuple[int, int]:
+    """Sort key putting IPv4 before IPv6, then by value.
+
+    IPv4 and IPv6 addresses do not compare with each other, so every sort
+    that may see both families uses this key.
+    """
+    return (address.version, int(address))
+
+
+def normalize_mac(mac: str) -> str:
+    """Canonical lower-case colon form; raises ValueError on anything else."""
+    parts = mac.replace("-", ":").split(":")
+    if len(parts) != 6 or any(len(p) not in (1, 2) for p in parts):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    try:
+        return ":".join(f"{int(p, 16):02x}" for p in parts)
+    except ValueError:
+        raise ValueError(f"invalid MAC address {mac!r}") from None
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -44,7 +44,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from evpnd.dataplane.state import normalize_mac
 from evpnd.model import (
     ENCAP_VXLAN,
     MOBILITY_SEQ_MAX,
@@ -54,6 +53,8 @@ from evpnd.model import (
     MacIpRoute,
     Route,
     RouteKey,
+    address_order,
+    normalize_mac,
 )
 
 MacRef = tuple[int, str]  # (vni, mac)
@@ -236,13 +237,8 @@ class _Tx:
     vteps: set[VtepRef] = field(default_factory=set)
 
 
-def _addr(address: IPAddress) -> tuple[int, int]:
-    # IPv4 and IPv6 addresses do not compare with each other; this orders v4 first.
-    return (address.version, int(address))
-
-
 def _key_order(key: MacIpKey) -> tuple[str, int, str, tuple[int, int]]:
-    return (key.rd, key.etag, key.mac, (0, 0) if key.ip is None else _addr(key.ip))
+    return (key.rd, key.etag, key.mac, (0, 0) if key.ip is None else address_order(key.ip))
 
 
 # Rank classes: lower is better.
@@ -253,8 +249,8 @@ def _remote_rank(peer: IPAddress, route: MacIpRoute) -> Rank:
     return (
         _REMOTE_STICKY if route.sticky else _ORDINARY,
         -route.mobility_seq,
-        _addr(route.nexthop),
-        _addr(peer),
+        address_order(route.nexthop),
+        address_order(peer),
         _key_order(route.key),
     )
 
@@ -423,7 +419,7 @@ class Rib:
         return dict(self._policies)
 
     def peers(self) -> list[IPAddress]:
-        return sorted(self._adj, key=_addr)
+        return sorted(self._adj, key=address_order)
 
     def routes(self, peer: IPAddress | None = None) -> list[tuple[IPAddress, Route]]:
         peers = [peer] if peer is not None else self.peers()
@@ -444,11 +440,11 @@ class Rib:
 
     def remote_neighs(self, vni: int | None = None) -> list[RemoteNeigh]:
         found = (n for n in self._neighs.values() if vni is None or n.vni == vni)
-        return sorted(found, key=lambda n: (n.vni, _addr(n.ip)))
+        return sorted(found, key=lambda n: (n.vni, address_order(n.ip)))
 
     def vteps(self, vni: int | None = None) -> dict[int, tuple[IPAddress, ...]]:
         return {
-            v: tuple(sorted(vteps, key=_addr))
+            v: tuple(sorted(vteps, key=address_order))
             for v, vteps in sorted(self._vteps.items())
             if vni is None or v == vni
         }
@@ -458,7 +454,7 @@ class Rib:
             LocalMacView(
                 vni=v,
                 mac=mac,
-                ips=tuple(sorted(e.ips, key=_addr)),
+                ips=tuple(sorted(e.ips, key=address_order)),
                 seq=e.seq,
                 sticky=e.sticky,
                 advertised=(v, mac) in self._advertised,
@@ -605,7 +601,7 @@ class Rib:
             local_rank = (
                 _LOCAL_STICKY if local.sticky else _ORDINARY,
                 -local.seq,
-                _addr(self.local_vtep),
+                address_order(self.local_vtep),
             )
             local_wins = best is None or local_rank < best[:3]
         conflict = self._conflict(ref, cands.values(), local)
@@ -633,7 +629,7 @@ class Rib:
             return None
         if local is not None and local.sticky:
             sticky.add(self.local_vtep)
-        vteps = tuple(sorted(sticky, key=_addr))
+        vteps = tuple(sorted(sticky, key=address_order))
         if len(sticky) > 1:
             return MacConflict(ref[0], ref[1], "multiple-sticky", vteps)
         if local is not None and not local.sticky:
@@ -677,7 +673,7 @@ class Rib:
                 else:
                     self._conflicts[ref] = conflict
                     changes.conflicts.append(conflict)
-        for ipref in sorted(tx.ips, key=lambda r: (r[0], _addr(r[1]))):
+        for ipref in sorted(tx.ips, key=lambda r: (r[0], address_order(r[1]))):
             neigh = self._select_neigh(ipref)
             if neigh != self._neighs.get(ipref):
                 if neigh is None:
@@ -686,7 +682,7 @@ class Rib:
                 else:
                     self._neighs[ipref] = neigh
                     changes.neighs_installed.append(neigh)
-        for vni, vtep in sorted(tx.vteps, key=lambda r: (r[0], _addr(r[1]))):
+        for vni, vtep in sorted(tx.vteps, key=lambda r: (r[0], address_order(r[1]))):
             present = (vni, vtep) in self._vtep_refs
             published = self._vteps.get(vni, set())
             if present and vtep not in published:
@@ -741,17 +737,17 @@ class Rib:
         else:
             changes.local_advertise.extend(
                 LocalAdvert(ref[0], ref[1], ip, new.seq, new.sticky)
-                for ip in sorted(new.ips - old.ips, key=_addr)
+                for ip in sorted(new.ips - old.ips, key=address_order)
             )
         changes.local_withdraw.extend(
             LocalAdvert(ref[0], ref[1], ip, old.seq, old.sticky)
-            for ip in sorted(old.ips - new.ips, key=_addr)
+            for ip in sorted(old.ips - new.ips, key=address_order)
         )
 
 
 def _adverts(ref: MacRef, adv: _Adv) -> list[LocalAdvert]:
     vni, mac = ref
-    ips: list[IPAddress | None] = [None, *sorted(adv.ips, key=_addr)]
+    ips: list[IPAddress | None] = [None, *sorted(adv.ips, key=address_order)]
     return [LocalAdvert(vni, mac, ip, adv.seq, adv.sticky) for ip in ips]
 
 

@@ -20,6 +20,7 @@ from evpnd.model import (
     MacIpRoute,
     PrefixRoute,
     Route,
+    address_order,
 )
 from evpnd.rib import LocalMacView, RemoteMacPath
 
@@ -30,10 +31,6 @@ DIRECTIONS = ("in", "out")
 
 class ViewError(ValueError):
     """A request the views cannot answer (unknown VNI, bad argument): said to the client."""
-
-
-def _addr_order(address: IPAddress) -> tuple[int, int]:
-    return (address.version, int(address))
 
 
 def _s(value: object) -> str | None:
@@ -54,7 +51,7 @@ def _vnis(snap: Snapshot, vni: int | None) -> list[Vni]:
 
 def peers(snap: Snapshot) -> JSON:
     configured = {p.address: p for p in snap.cfg.bgp.peers}
-    addresses = sorted(set(configured) | set(snap.peers), key=_addr_order)
+    addresses = sorted(set(configured) | set(snap.peers), key=address_order)
     received = snap.rib.counts().routes_by_peer
     sent = len(snap.out_routes)
     rows = []
@@ -240,7 +237,7 @@ def neighbors(snap: Snapshot, vni: int | None = None) -> JSON:
             for ip in lm.ips:
                 rows.append(
                     {"ip": str(ip), "mac": lm.mac, "type": "local", "vtep": None, "peer": None,
-                     "installed": None, "_order": _addr_order(ip)}
+                     "installed": None, "_order": address_order(ip)}
                 )
         for n in rib.remote_neighs(v.vni):
             entry = snap.desired.neighs.get((v.bridge_name, n.ip))
@@ -253,7 +250,7 @@ def neighbors(snap: Snapshot, vni: int | None = None) -> JSON:
                     "peer": str(n.peer),
                     "installed": entry is not None
                     and snap.installed.neighs.get(entry.key) == entry,
-                    "_order": _addr_order(n.ip),
+                    "_order": address_order(n.ip),
                 }
             )
         rows.sort(key=lambda r: (r.pop("_order"), r["type"]))
@@ -413,7 +410,7 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
                    and f.device in {wanted[n].vxlan_name for n in row["flood_vnis"]}]
         row["flood_installed"] = all(f in installed for f in desired)
     rows = []
-    for vtep in sorted(info, key=_addr_order):
+    for vtep in sorted(info, key=address_order):
         row = info[vtep]
         rows.append(
             {
@@ -421,7 +418,7 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
                 "flood_vnis": [
                     {"vni": n, "source": s} for n, s in sorted(row["flood_vnis"].items())
                 ],
-                "peers": [str(p) for p in sorted(row["peers"], key=_addr_order)],
+                "peers": [str(p) for p in sorted(row["peers"], key=address_order)],
             }
         )
     return {"vteps": rows}

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.model import IPAddress, address_order
 
 
 @dataclass(slots=True)
@@ -56,9 +57,8 @@ class Changes:
         self.neighs_del += other.neighs_del
 
 
-def _flood_order(entry: FloodEntry) -> tuple[str, int, IPAddress]:
-    # IPv4 and IPv6 addresses do not compare with each other.
-    return (entry.device, entry.vtep.version, entry.vtep)
+def _flood_order(entry: FloodEntry) -> tuple[str, tuple[int, int]]:
+    return (entry.device, address_order(entry.vtep))
 
 
 def _diff_mac(want: RemoteMac | None, have: RemoteMac | None, out: Changes) -> None:

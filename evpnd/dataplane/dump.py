@@ -1,5 +1,10 @@
 """Read the kernel's FDB and neighbour tables and tell evpnd's entries from everyone else's.
 
+For the reconciler: `dump_tables` reads through the shared netlink stack
+(netlink/routesocket.py, decoders in netlink/wire.py); `Classifier` turns one
+decoded `NeighMsg` into an evpnd entry, owned or foreign, for the dump and for
+the reconciler's event handling alike.
+
 Ownership as observed on Linux 6.18 (see the tests in tests/netns/test_writer.py):
 
 - vxlan FDB entries (`bridge fdb ... self`): the vxlan driver ignores
@@ -31,91 +36,31 @@ static entry that holds the same key.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from socket import AF_BRIDGE, AF_INET, AF_INET6
 from typing import NamedTuple
 
-from evpnd.dataplane.netlink import (
-    NDA_DST,
-    NDA_LLADDR,
-    NDA_MASTER,
-    NDA_PROTOCOL,
+from evpnd.dataplane.netlink.linkindex import LinkIndex
+from evpnd.dataplane.netlink.routesocket import RouteSocket, dump_links
+from evpnd.dataplane.netlink.wire import (
+    AF_BRIDGE,
+    AF_INET,
+    AF_INET6,
     NDMSG,
-    NLA_TYPE_MASK,
     NTF_EXT_LEARNED,
     NTF_SELF,
     NUD_NOARP,
     NUD_PERMANENT,
-    RTATTR,
     RTM_GETNEIGH,
     RTM_NEWNEIGH,
-    RouteSocket,
-    link_names,
+    RTPROT_EVPND,
+    NeighMsg,
+    decode_neigh,
 )
-from evpnd.dataplane.state import (
-    FloodEntry,
-    ForwardingState,
-    IPAddress,
-    NeighEntry,
-    RemoteMac,
-)
-
-# Neighbour protocol tag of evpnd's ARP/ND suppression entries. 238 (0xee) is
-# unassigned in <linux/rtnetlink.h> and iproute2's rt_protos (186 is "bgp",
-# which FRR and BIRD use for routes; 11 is zebra): `ip neigh` prints it as
-# "proto 238".
-RTPROT_EVPND = 238
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.model import IPAddress
 
 _FLOOD_BYTES = b"\0" * 6
-
-
-class RawNeigh(NamedTuple):
-    """One neighbour/FDB message as the kernel sent it (addresses still packed)."""
-
-    family: int
-    ifindex: int
-    state: int
-    flags: int
-    lladdr: bytes | None
-    dst: bytes | None
-    protocol: int
-    master: int
-
-
-# vxlan_fdb_info() always starts with NDA_LLADDR then NDA_DST: one unpack of
-# that layout (checked) spares most of a 100k-entry dump the generic loop.
-_VXLAN4 = struct.Struct("=BBHiHBBHH6s2xHH4s")
-
-
-def parse_neigh(buf: bytes, off: int, length: int) -> RawNeigh:
-    if length >= 48:
-        (family, _p1, _p2, ifindex, state, flags, _type,
-         l1, t1, lladdr, l2, t2, dst) = _VXLAN4.unpack_from(buf, off + 16)  # fmt: skip
-        if family == AF_BRIDGE and l1 == 10 and t1 == NDA_LLADDR and l2 == 8 and t2 == NDA_DST:
-            return RawNeigh(family, ifindex, state, flags, lladdr, dst, 0, 0)
-    family, _p1, _p2, ifindex, state, flags, _type = NDMSG.unpack_from(buf, off + 16)
-    lladdr = dst = None
-    protocol = master = 0
-    pos = off + 16 + 12
-    end = off + length
-    unpack = RTATTR.unpack_from
-    while pos + 4 <= end:
-        alen, atype = unpack(buf, pos)
-        if alen < 4:
-            break
-        atype &= NLA_TYPE_MASK
-        if atype == NDA_LLADDR:
-            lladdr = buf[pos + 4 : pos + alen]
-        elif atype == NDA_DST:
-            dst = buf[pos + 4 : pos + alen]
-        elif atype == NDA_PROTOCOL:
-            protocol = buf[pos + 4]
-        elif atype == NDA_MASTER:
-            master = int.from_bytes(buf[pos + 4 : pos + 8], "little")
-        pos += (alen + 3) & ~3
-    return RawNeigh(family, ifindex, state, flags, lladdr, dst, protocol, master)
 
 
 class _Addresses:
@@ -144,14 +89,15 @@ class Classified(NamedTuple):
 
 
 class Classifier:
-    """Turns raw messages into evpnd entries; shared by the dump and the event monitor."""
+    """Turns neighbour messages into evpnd entries; shared by the dump and the reconciler."""
 
-    def __init__(self, names: dict[int, str]) -> None:
-        self.names = names
+    def __init__(self, links: LinkIndex) -> None:
+        self.links = links
+        self._names = links.names  # the index's live mapping, looked up per message
         self._addr = _Addresses()
 
-    def __call__(self, raw: RawNeigh) -> Classified | None:
-        device = self.names.get(raw.ifindex)
+    def __call__(self, raw: NeighMsg) -> Classified | None:
+        device = self._names.get(raw.ifindex)
         if device is None or raw.lladdr is None or raw.dst is None:
             return None
         if raw.family == AF_BRIDGE:
@@ -174,9 +120,9 @@ class Classifier:
             return Classified(neigh, owned, static)
         return None
 
-    def neigh_key(self, raw: RawNeigh) -> tuple[str, IPAddress] | None:
+    def neigh_key(self, raw: NeighMsg) -> tuple[str, IPAddress] | None:
         """Key of an IPv4/IPv6 neighbour message, which on deletion has no MAC or flags."""
-        device = self.names.get(raw.ifindex)
+        device = self._names.get(raw.ifindex)
         if device is None or raw.dst is None or raw.family not in (AF_INET, AF_INET6):
             return None
         return device, self._addr(raw.dst)
@@ -190,9 +136,9 @@ class KernelTables:
     foreign_macs: dict[tuple[str, str], RemoteMac] = field(default_factory=dict)
     foreign_floods: set[FloodEntry] = field(default_factory=set)
     foreign_neighs: dict[tuple[str, IPAddress], NeighEntry] = field(default_factory=dict)
-    # Every message, undecoded, when asked for (inspection and tests).
-    raw: list[RawNeigh] | None = None
-    names: dict[int, str] = field(default_factory=dict)
+    # Every neighbour message, decoded but not classified, when asked for (inspection and tests).
+    raw: list[NeighMsg] | None = None
+    links: LinkIndex = field(default_factory=LinkIndex)
 
     def add(self, item: Classified) -> None:
         entry = item.entry
@@ -212,22 +158,37 @@ class KernelTables:
             self.foreign_neighs[entry.key] = entry
 
 
+def _new_neigh(mtype: int, data: bytes, start: int, end: int) -> NeighMsg | None:
+    return decode_neigh(mtype, data, start, end) if mtype == RTM_NEWNEIGH else None
+
+
 def dump_tables(sock: RouteSocket, *, include_raw: bool = False) -> KernelTables:
-    """Dump links, the bridge FDB and the IPv4/IPv6 neighbour tables through `sock`."""
-    names = link_names(sock)
-    tables = KernelTables(names=names, raw=[] if include_raw else None)
-    classify = Classifier(names)
+    """Dump links, the bridge FDB and the IPv4/IPv6 neighbour tables through `sock`.
+
+    A message that does not decode is left out (its entry cannot be told apart).
+    """
+    links = LinkIndex(dump_links(sock))
+    tables = KernelTables(links=links, raw=[] if include_raw else None)
+    classify = Classifier(links)
+
+    def classified(mtype: int, data: bytes, start: int, end: int) -> Classified | None:
+        # Classified as it is read: a decoded message lives only this long
+        # (200k of them kept until the end cost a third more time, in GC).
+        if mtype != RTM_NEWNEIGH:
+            return None
+        raw = decode_neigh(mtype, data, start, end)
+        return classify(raw) if raw is not None else None
+
     for family in (AF_BRIDGE, AF_INET, AF_INET6):
         request = NDMSG.pack(family, 0, 0, 0, 0, 0, 0)
-        for buf, off, length, mtype in sock.dump(RTM_GETNEIGH, request):
-            if mtype != RTM_NEWNEIGH:
-                continue
-            raw = parse_neigh(buf, off, length)
-            if tables.raw is not None:
-                tables.raw.append(raw)
-            item = classify(raw)
-            if item is not None:
-                tables.add(item)
+        if tables.raw is None:
+            items = sock.dump(RTM_GETNEIGH, request, classified).items
+        else:
+            raws = sock.dump(RTM_GETNEIGH, request, _new_neigh).items
+            tables.raw += raws
+            items = [item for item in map(classify, raws) if item is not None]
+        for item in items:
+            tables.add(item)
     return tables
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evpnd.dataplane.state import IPAddress
+from evpnd.model import IPAddress
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import socket
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,35 +31,34 @@ from dataclasses import dataclass, field
 import structlog
 
 from evpnd.dataplane.diff import Changes, copy_state, diff, diff_keys
-from evpnd.dataplane.dump import (
-    RTPROT_EVPND,
-    Classified,
-    Classifier,
-    dump_tables,
-    parse_neigh,
-)
-from evpnd.dataplane.netlink import (
-    NTF_EXT_LEARNED,
+from evpnd.dataplane.dump import Classified, Classifier, dump_tables
+from evpnd.dataplane.netlink.bpf import new_extern_fdb_filter
+from evpnd.dataplane.netlink.linkindex import LinkIndex
+from evpnd.dataplane.netlink.routesocket import RouteSocket, dump_links, groups_mask
+from evpnd.dataplane.netlink.wire import (
+    AF_BRIDGE,
     RTM_DELLINK,
     RTM_DELNEIGH,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
     RTNLGRP_LINK,
     RTNLGRP_NEIGH,
-    RouteSocket,
-    groups_mask,
-    link_names,
-    new_extern_fdb_filter,
-    parse_link,
+    RTPROT_EVPND,
+    MalformedMessage,
+    decode_link,
+    decode_neigh,
+    iter_messages,
+    new_extern_fdb,
 )
-from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
 from evpnd.dataplane.writer import DataplaneWriter, EntryError, WriteResult
+from evpnd.model import IPAddress
 
 log = structlog.get_logger(__name__)
 
 Entry = RemoteMac | FloodEntry | NeighEntry
-_Raw = tuple[bytes, int, int, int]
-_AF_BRIDGE = socket.AF_BRIDGE
+# One undecoded monitor message: (type, datagram, payload start, payload end).
+_Event = tuple[int, bytes, int, int]
 # Large enough to hold the notifications of a burst of our own writes while
 # the loop is busy; overflowing it only costs a re-dump.
 MONITOR_RCVBUF = 64 << 20
@@ -108,10 +106,11 @@ class Reconciler:
         self._writer: DataplaneWriter | None = None
         self._dumper: RouteSocket | None = None
         self._monitor: RouteSocket | None = None
-        self._names: dict[int, str] = {}
-        self._classify = Classifier(self._names)
+        # ifindex <-> name, shared with the writer; only touched under the lock.
+        self._links = LinkIndex()
+        self._classify = Classifier(self._links)
         self._lock = asyncio.Lock()
-        self._pending: list[_Raw] = []
+        self._pending: list[_Event] = []
         self._need_resync = False
         self._drainer: asyncio.Task[None] | None = None
         self._started = False
@@ -143,7 +142,7 @@ class Reconciler:
     async def start(self) -> WriteResult:
         """Open the sockets, dump, diff and write the difference; then watch for deletions."""
         try:
-            self._writer = DataplaneWriter(self.netns)
+            self._writer = DataplaneWriter(self.netns, links=self._links)
             if self._chunk_size:
                 self._writer.chunk_size = self._chunk_size
             self._dumper = RouteSocket(self.netns)
@@ -315,8 +314,7 @@ class Reconciler:
         self._pending.clear()
         self._need_resync = False
         tables = await asyncio.to_thread(dump_tables, self._dumper)
-        self._names.clear()
-        self._names.update(tables.names)
+        self._links.reset(tables.links)  # the writer's index too
         # Flood remotes this run appended to an entry it did not create are
         # indistinguishable from the admin's in the dump; we remember them.
         ours = tables.foreign_floods & self._installed.floods
@@ -326,7 +324,6 @@ class Reconciler:
         self._foreign_macs = set(tables.foreign_macs)
         self._foreign_floods = tables.foreign_floods - ours
         self._foreign_neighs = set(tables.foreign_neighs)
-        await asyncio.to_thread(self._writer.refresh_links)
         self.stats.resyncs += 1
         result = await self._write(self._full_diff())
         log.info(
@@ -346,19 +343,8 @@ class Reconciler:
         if monitor is None:
             return
         try:
-            while (batch := monitor.recv_nowait()) is not None:
-                for raw in batch:
-                    buf, off, _length, mtype = raw
-                    # New remote MACs with extern_learn are ours (or another
-                    # control plane's): nothing to do, and a burst of our own
-                    # writes should not pile up here.
-                    if (
-                        mtype == RTM_NEWNEIGH
-                        and buf[off + 16] == _AF_BRIDGE
-                        and buf[off + 26] & NTF_EXT_LEARNED
-                    ):
-                        continue
-                    self._pending.append(raw)
+            while (data := monitor.recv_datagram()) is not None:
+                self._queue_events(data)
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 log.error("dataplane monitor failed", error=str(exc), netns=self.netns)
@@ -366,6 +352,20 @@ class Reconciler:
             self._pending.clear()
         if (self._pending or self._need_resync) and (self._drainer is None or self._drainer.done()):
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    def _queue_events(self, data: bytes) -> None:
+        """Keep a datagram's messages, undecoded, for `_interpret`."""
+        pending = self._pending
+        try:
+            for mtype, _flags, _seq, _pid, start, end in iter_messages(data):
+                # New remote MACs with extern_learn are ours (or another
+                # control plane's): nothing to do, and a burst of our own
+                # writes should not pile up here (new_extern_fdb_filter drops
+                # them in the kernel already, when it could be attached).
+                if not new_extern_fdb(mtype, data, start, end):
+                    pending.append((mtype, data, start, end))
+        except MalformedMessage:
+            pass  # the rest of a datagram that does not frame
 
     async def _drain(self) -> None:
         async with self._lock:
@@ -391,28 +391,30 @@ class Reconciler:
                 result = await self._write(repairs)
                 self.stats.repairs += result.total
 
-    def _interpret(self, events: list[_Raw]) -> tuple[Changes, bool]:
+    def _interpret(self, events: list[_Event]) -> tuple[Changes, bool]:
         """Turn events into repairs; True when only a full resync can sort things out."""
         repairs = Changes()
         gone_links: set[str] = set()
         gone_indexes: set[int] = set()
         new_device = False
-        for buf, off, length, mtype in events:
+        for mtype, data, start, end in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
                 continue
-            link = parse_link(buf, off, length)
-            if link is None:
+            try:
+                link = decode_link(mtype, data, start, end)
+            except MalformedMessage:
                 continue
-            index, name = link
-            if mtype == RTM_DELLINK:
+            index = link.ifindex
+            if link.deleted:
                 gone_indexes.add(index)
-                gone_links.add(self._names.pop(index, name))
+                known = self._links.remove(index)
+                gone_links.add(known.name if known is not None else link.name)
                 continue
-            old = self._names.get(index)
-            if old is not None and old != name:
+            old = self._links.names.get(index)
+            if old is not None and old != link.name:
                 return repairs, True  # a rename moves entries between device names
+            self._links.put(link)
             if old is None:
-                self._names[index] = name
                 new_device = True
         if gone_links or new_device:
             if self._writer is not None:
@@ -420,16 +422,19 @@ class Reconciler:
             for device in gone_links:
                 self._forget_device(device)
         names_refreshed = False
-        for buf, off, length, mtype in events:
+        for mtype, data, start, end in events:
             if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH):
                 continue
-            raw = parse_neigh(buf, off, length)
-            if raw.ifindex in gone_indexes:
+            try:
+                raw = decode_neigh(mtype, data, start, end)
+            except MalformedMessage:
                 continue
-            if raw.ifindex not in self._names and not names_refreshed and self._dumper:
+            if raw is None or raw.ifindex in gone_indexes:
+                continue
+            if raw.ifindex not in self._links.names and not names_refreshed and self._dumper:
                 names_refreshed = True
-                self._names.update(link_names(self._dumper))
-            if mtype == RTM_DELNEIGH and raw.family != _AF_BRIDGE:
+                self._links.update(dump_links(self._dumper))
+            if mtype == RTM_DELNEIGH and raw.family != AF_BRIDGE:
                 # A deleted neighbour is reported without its MAC and flags.
                 key = self._classify.neigh_key(raw)
                 if key is not None and key[0] not in gone_links:

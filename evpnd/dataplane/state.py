@@ -11,20 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from evpnd.model import IPAddress
+
 FLOOD_MAC = "00:00:00:00:00:00"
-
-IPAddress = IPv4Address | IPv6Address
-
-
-def normalize_mac(mac: str) -> str:
-    """Canonical lower-case colon form; raises ValueError on anything else."""
-    parts = mac.replace("-", ":").split(":")
-    if len(parts) != 6 or any(len(p) not in (1, 2) for p in parts):
-        raise ValueError(f"invalid MAC address {mac!r}")
-    try:
-        return ":".join(f"{int(p, 16):02x}" for p in parts)
-    except ValueError:
-        raise ValueError(f"invalid MAC address {mac!r}") from None
 
 
 @dataclass(frozen=True, slots=True, order=True)

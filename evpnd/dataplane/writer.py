@@ -39,9 +39,15 @@ from socket import AF_BRIDGE, AF_INET, AF_INET6
 from typing import Literal
 
 from evpnd.dataplane.diff import Changes
-from evpnd.dataplane.dump import RTPROT_EVPND
-from evpnd.dataplane.netlink import (
+from evpnd.dataplane.netlink.linkindex import LinkIndex
+from evpnd.dataplane.netlink.routesocket import (
     DEFAULT_CHUNK,
+    NetlinkError,
+    Request,
+    RouteSocket,
+    dump_links,
+)
+from evpnd.dataplane.netlink.wire import (
     NDA_DST,
     NDA_LLADDR,
     NDA_PROTOCOL,
@@ -56,12 +62,10 @@ from evpnd.dataplane.netlink import (
     NUD_REACHABLE,
     RTM_DELNEIGH,
     RTM_NEWNEIGH,
-    NetlinkError,
-    Request,
-    RouteSocket,
-    link_names,
+    RTPROT_EVPND,
 )
-from evpnd.dataplane.state import FloodEntry, IPAddress, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
+from evpnd.model import IPAddress
 
 Op = Literal[
     "mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put",
@@ -152,13 +156,24 @@ def bridge_fdb_request(put: bool, ifindex: int, mac: bytes) -> Request:
 
 
 class DataplaneWriter:
-    """Writes Changes into the kernel of one network namespace (None: the current one)."""
+    """Writes Changes into the kernel of one network namespace (None: the current one).
 
-    def __init__(self, netns: str | None = None, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+    `links`: the ifindex cache to resolve device names with, shared with its
+    owner (the reconciler keeps it current from its dumps and events); the
+    writer refreshes it from its own link dump when a name is missing.
+    """
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        links: LinkIndex | None = None,
+    ) -> None:
         self.netns = netns
         self.chunk_size = chunk_size
         self._sock = RouteSocket(netns)
-        self._index: dict[str, int] = {}
+        self.links = links if links is not None else LinkIndex()
         self._packed: dict[IPAddress, bytes] = {}
 
     def close(self) -> None:
@@ -171,15 +186,15 @@ class DataplaneWriter:
         self.close()
 
     def refresh_links(self) -> None:
-        """Forget cached ifindexes (a device was created, deleted or renamed)."""
-        self._index = {name: index for index, name in link_names(self._sock).items()}
+        """Re-read every ifindex (a device was created, deleted or renamed)."""
+        self.links.reset(dump_links(self._sock))
 
     def _ifindex(self, device: str, refreshed: list[bool]) -> int | None:
-        index = self._index.get(device)
+        index = self.links.index(device)
         if index is None and not refreshed[0]:
             refreshed[0] = True
             self.refresh_links()
-            index = self._index.get(device)
+            index = self.links.index(device)
         return index
 
     def _packed_ip(self, address: IPAddress) -> bytes:
@@ -284,12 +299,10 @@ class DataplaneWriter:
         stale = [(op, e) for op, e, err in failed if err.errno == errno.ENODEV]
         if stale and not refreshed[0]:
             # A device may have been recreated under a new ifindex: look again once.
-            before = dict(self._index)
+            before = {e.device: self.links.index(e.device) for _op, e in stale}
             self.refresh_links()
             refreshed[0] = True
-            retry = [
-                (op, e) for op, e in stale if self._index.get(e.device) != before.get(e.device)
-            ]
+            retry = [(op, e) for op, e in stale if self.links.index(e.device) != before[e.device]]
             if retry:
                 retried = set(retry)
                 failed = [f for f in failed if (f[0], f[1]) not in retried]

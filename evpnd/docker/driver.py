@@ -37,7 +37,6 @@ from pydantic import ValidationError
 
 from evpnd.config import Config, Vni
 from evpnd.dataplane.linkplan import LinkInfo, alias_vni
-from evpnd.dataplane.state import normalize_mac
 from evpnd.docker import options as docker_options
 from evpnd.docker.protocol import (
     CreateEndpointRequest,
@@ -47,7 +46,7 @@ from evpnd.docker.protocol import (
     JoinResponse,
 )
 from evpnd.docker.state import DriverState, EndpointRecord, NetworkRecord, StateStore
-from evpnd.model import IPAddress
+from evpnd.model import IPAddress, normalize_mac
 
 log = structlog.get_logger(__name__)
 

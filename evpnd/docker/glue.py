@@ -34,9 +34,8 @@ from typing import Any
 import structlog
 
 from evpnd.config import Config, Vni
-from evpnd.dataplane.state import normalize_mac
 from evpnd.docker.driver import EndpointInfo, VniInfo
-from evpnd.model import ENCAP_VXLAN, IPAddress, MacIpKey, MacIpRoute
+from evpnd.model import ENCAP_VXLAN, IPAddress, MacIpKey, MacIpRoute, normalize_mac
 from evpnd.rib import Rib, RibChanges
 
 log = structlog.get_logger(__name__)

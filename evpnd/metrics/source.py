@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from evpnd.config import Config
-from evpnd.dataplane.monitor import LearnerCounters
+from evpnd.dataplane.learner import LearnerCounters
 from evpnd.dataplane.reconciler import ReconcilerStats
 from evpnd.dataplane.state import ForwardingState
 from evpnd.desired import VniDevices
@@ -106,7 +106,7 @@ class ReconcilerView(Protocol):
 
 
 class LearnerView(Protocol):
-    """`evpnd.dataplane.monitor.LocalLearner`."""
+    """`evpnd.dataplane.learner.LocalLearner`."""
 
     @property
     def counters(self) -> LearnerCounters: ...

@@ -31,9 +31,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from evpnd.dataplane.state import normalize_mac
-
-IPAddress = IPv4Address | IPv6Address
+from evpnd.model import IPAddress, normalize_mac
 
 VNI_MAX = 16_777_215
 PAYLOAD_MAX = 4096  # bytes; a registration is a few dozen

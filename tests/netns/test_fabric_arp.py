@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from evpnd.dataplane.dump import RTPROT_EVPND
-from evpnd.dataplane.netlink import inside_netns
+from evpnd.dataplane.netlink.routesocket import inside_netns
+from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from tests.netns.evpn_rr import ENDPOINTS, FABRIC, HOSTS, LAB, LAB_FILE, VNIS, VTEP
 from tests.netns.fabric import FRR_LAB_NEEDS, T, running_lab
 from tests.netns.fabric import wait_for as poll

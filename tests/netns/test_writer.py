@@ -15,7 +15,8 @@ from pyroute2 import IPRoute
 from evpnd import netns
 from evpnd.dataplane import reconciler as reconciler_mod
 from evpnd.dataplane.diff import Changes, diff
-from evpnd.dataplane.dump import RTPROT_EVPND, dump
+from evpnd.dataplane.dump import dump
+from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, ip
 from evpnd.dataplane.writer import DataplaneWriter

@@ -1,6 +1,6 @@
 """The bridge-FDB companion of a remote MAC (what ARP suppression needs), without a kernel.
 
-`bridge_fdb_request` builds the message; the monitor's own decoder reads it back,
+`bridge_fdb_request` builds the message; the netlink decoder reads it back,
 and the local learner must treat the entry it creates as remote (never as a
 local endpoint). The kernel side is in tests/netns/test_writer.py and
 tests/netns/test_fabric_arp.py.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 
 from evpnd.dataplane.events import LocalMacAdded, LocalMacRemoved, WatchedVni
-from evpnd.dataplane.monitor import LinkMsg, LocalTable, NeighMsg, decode_neigh
-from evpnd.dataplane.netlink import (
+from evpnd.dataplane.localtable import LocalTable
+from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
     AF_UNSPEC,
     IFF_UP,
@@ -27,6 +27,9 @@ from evpnd.dataplane.netlink import (
     RTATTR,
     RTM_DELNEIGH,
     RTM_NEWNEIGH,
+    LinkMsg,
+    NeighMsg,
+    decode_neigh,
 )
 from evpnd.dataplane.writer import bridge_fdb_request
 

@@ -21,7 +21,7 @@ from evpnd.dataplane.events import (
     Resynced,
     WatchedVni,
 )
-from evpnd.dataplane.monitor import LocalLearner
+from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.state import RemoteMac
 from evpnd.dataplane.writer import DataplaneWriter
 

@@ -1,10 +1,8 @@
-"""Local learning rules, the netlink decoder and the resync diff, without a kernel."""
+"""Local learning rules and the resync diff (evpnd/dataplane/localtable.py), without a kernel."""
 
 from __future__ import annotations
 
-import contextlib
-import struct
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 
 import pytest
 from hypothesis import given, settings
@@ -21,33 +19,15 @@ from evpnd.dataplane.events import (
     Resynced,
     WatchedVni,
 )
-from evpnd.dataplane.monitor import (
-    LinkMsg,
-    LocalLearner,
+from evpnd.dataplane.localtable import (
     LocalSnapshot,
     LocalTable,
-    MalformedMessage,
-    NeighMsg,
-    decode,
-    decode_link,
-    decode_neigh,
     diff_snapshots,
-    iter_messages,
     resync_events,
     table_from_messages,
 )
-from evpnd.dataplane.netlink import (
+from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
-    AF_INET,
-    AF_INET6,
-    AF_UNSPEC,
-    IFF_UP,
-    NDA_DST,
-    NDA_FLAGS_EXT,
-    NDA_LLADDR,
-    NDA_MASTER,
-    NDA_PROTOCOL,
-    NDA_VLAN,
     NTF_EXT_LEARNED,
     NTF_EXT_LOCKED,
     NTF_PROXY,
@@ -60,85 +40,25 @@ from evpnd.dataplane.netlink import (
     NUD_PERMANENT,
     NUD_REACHABLE,
     NUD_STALE,
-    RTM_DELLINK,
-    RTM_DELNEIGH,
-    RTM_NEWLINK,
-    RTM_NEWNEIGH,
+    LinkMsg,
+    NeighMsg,
 )
-
-BR, VX, P1, P2, OTHER_BR, OTHER_PORT = 10, 11, 12, 13, 20, 21
-W100 = WatchedVni(100, "br100", "vxlan100")
-MAC_A = "02:00:00:00:00:0a"
-MAC_B = "02:00:00:00:00:0b"
-IP_A = IPv4Address("10.100.0.10")
-
-
-def raw_mac(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-def link(
-    index: int,
-    name: str,
-    master: int | None = None,
-    kind: str | None = None,
-    deleted: bool = False,
-    flags: int = IFF_UP,
-    family: int = AF_UNSPEC,
-) -> LinkMsg:
-    return LinkMsg(deleted, family, index, name, master, kind, flags)
-
-
-def fdb(
-    mac: str,
-    port: int = P1,
-    *,
-    deleted: bool = False,
-    state: int = NUD_REACHABLE,
-    flags: int = 0,
-    master: int | None = BR,
-    flags_ext: int = 0,
-) -> NeighMsg:
-    return NeighMsg(
-        deleted, AF_BRIDGE, port, state, flags, raw_mac(mac), None, master, None, None, flags_ext
-    )
-
-
-def neigh(
-    ip: str,
-    mac: str | None,
-    *,
-    dev: int = BR,
-    deleted: bool = False,
-    state: int = NUD_REACHABLE,
-    flags: int = 0,
-    protocol: int | None = None,
-) -> NeighMsg:
-    addr = ip_address(ip)
-    return NeighMsg(
-        deleted,
-        AF_INET if addr.version == 4 else AF_INET6,
-        dev,
-        state,
-        flags,
-        raw_mac(mac) if mac is not None else None,
-        addr.packed,
-        None,
-        None,
-        protocol,
-        0,
-    )
-
-
-def topology() -> list[LinkMsg]:
-    return [
-        link(BR, "br100", kind="bridge"),
-        link(VX, "vxlan100", master=BR, kind="vxlan"),
-        link(P1, "vep1", master=BR, kind="veth"),
-        link(P2, "vep2", master=BR, kind="veth"),
-        link(OTHER_BR, "br-other", kind="bridge"),
-        link(OTHER_PORT, "vep9", master=OTHER_BR, kind="veth"),
-    ]
+from tests.unit.netlink_msgs import (
+    BR,
+    IP_A,
+    MAC_A,
+    MAC_B,
+    OTHER_BR,
+    OTHER_PORT,
+    P1,
+    P2,
+    VX,
+    W100,
+    fdb,
+    link,
+    neigh,
+    topology,
+)
 
 
 def make_table(**kwargs: object) -> LocalTable:
@@ -162,178 +82,6 @@ def learned(mac: str, ip: str) -> LocalIpLearned:
 
 def unlearned(mac: str, ip: str) -> LocalIpRemoved:
     return LocalIpRemoved(100, "br100", mac, ip_address(ip))
-
-
-# --- wire format
-
-
-def nla(atype: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, atype) + payload + b"\0" * (-length % 4)
-
-
-def nlmsg(mtype: int, body: bytes, flags: int = 0, seq: int = 0) -> bytes:
-    length = 16 + len(body)
-    return struct.pack("=IHHII", length, mtype, flags, seq, 0) + body + b"\0" * (-length % 4)
-
-
-def ndmsg(family: int, ifindex: int, state: int, flags: int, *attrs: bytes) -> bytes:
-    return struct.pack("=BBHiHBB", family, 0, 0, ifindex, state, flags, 0) + b"".join(attrs)
-
-
-def ifinfomsg(family: int, ifindex: int, flags: int, *attrs: bytes) -> bytes:
-    return struct.pack("=BxHiII", family, 0, ifindex, flags, 0) + b"".join(attrs)
-
-
-def decode_all(data: bytes) -> list[object]:
-    return [decode(t, data, a, b) for t, _f, _s, _p, a, b in iter_messages(data)]
-
-
-def test_decodes_bridge_fdb_entry_and_link_in_one_datagram() -> None:
-    data = nlmsg(
-        RTM_NEWNEIGH,
-        ndmsg(
-            AF_BRIDGE,
-            P1,
-            NUD_NOARP,
-            NTF_STICKY,
-            nla(NDA_LLADDR, raw_mac(MAC_A)),
-            nla(NDA_MASTER, struct.pack("=I", BR)),
-            nla(NDA_VLAN, struct.pack("=H", 7)),
-            nla(NDA_FLAGS_EXT, struct.pack("=I", NTF_EXT_LOCKED)),
-            nla(99, b"unknown attributes are skipped"),
-        ),
-    ) + nlmsg(
-        RTM_DELLINK,
-        ifinfomsg(
-            AF_UNSPEC,
-            BR,
-            IFF_UP,
-            nla(3, b"br100\0"),
-            nla(10, struct.pack("=I", 0)),
-            nla(18, nla(1, b"bridge\0")),
-        ),
-    )
-    fdb_msg, link_msg = decode_all(data)
-    assert fdb_msg == NeighMsg(
-        False,
-        AF_BRIDGE,
-        P1,
-        NUD_NOARP,
-        NTF_STICKY,
-        raw_mac(MAC_A),
-        None,
-        BR,
-        7,
-        None,
-        NTF_EXT_LOCKED,
-    )
-    assert link_msg == LinkMsg(True, AF_UNSPEC, BR, "br100", None, "bridge", IFF_UP)
-
-
-def test_decodes_ipv6_neighbour_with_protocol() -> None:
-    ip6 = IPv6Address("2001:db8::10")
-    data = nlmsg(
-        RTM_DELNEIGH,
-        ndmsg(
-            AF_INET6,
-            BR,
-            NUD_STALE,
-            0,
-            nla(NDA_DST, ip6.packed),
-            nla(NDA_LLADDR, raw_mac(MAC_A)),
-            nla(NDA_PROTOCOL, b"\xba"),
-        ),
-    )
-    (msg,) = decode_all(data)
-    assert isinstance(msg, NeighMsg)
-    assert msg.deleted and msg.dst == ip6.packed and msg.protocol == 0xBA
-
-
-def test_other_families_and_message_types_are_ignored_not_errors() -> None:
-    data = nlmsg(RTM_NEWNEIGH, ndmsg(28, 1, 0, 0)) + nlmsg(24, b"\0" * 12)  # AF_MPLS, RTM_NEWROUTE
-    assert decode_all(data) == [None, None]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        pytest.param(b"\0" * 8, id="short-ndmsg"),
-        pytest.param(ndmsg(AF_BRIDGE, P1, NUD_REACHABLE, 0), id="fdb-without-lladdr"),
-        pytest.param(
-            ndmsg(AF_BRIDGE, P1, NUD_REACHABLE, 0, nla(NDA_LLADDR, b"\1\2\3")), id="short-lladdr"
-        ),
-        pytest.param(ndmsg(AF_INET, BR, NUD_REACHABLE, 0, nla(NDA_DST, b"\1" * 16)), id="bad-dst"),
-        pytest.param(ndmsg(AF_INET, BR, NUD_REACHABLE, 0), id="no-dst"),
-        pytest.param(
-            ndmsg(AF_BRIDGE, P1, 0, 0, nla(NDA_LLADDR, raw_mac(MAC_A)), nla(NDA_MASTER, b"\1\2")),
-            id="short-u32",
-        ),
-        pytest.param(
-            ndmsg(AF_BRIDGE, P1, 0, 0, struct.pack("=HH", 40, NDA_LLADDR) + b"\0" * 8),
-            id="attribute-overruns-message",
-        ),
-        pytest.param(
-            ndmsg(AF_BRIDGE, P1, 0, 0, struct.pack("=HH", 2, NDA_LLADDR)), id="attribute-len-2"
-        ),
-    ],
-)
-def test_malformed_neighbour_messages_raise_malformed(body: bytes) -> None:
-    data = nlmsg(RTM_NEWNEIGH, body)
-    ((mtype, _f, _s, _p, a, b),) = iter_messages(data)
-    with pytest.raises(MalformedMessage):
-        decode_neigh(mtype, data, a, b)
-
-
-def test_malformed_link_messages_raise_malformed() -> None:
-    for body in (b"\0" * 4, ifinfomsg(AF_UNSPEC, 3, 0, nla(10, struct.pack("=I", 1)))):
-        data = nlmsg(RTM_NEWLINK, body)
-        ((mtype, _f, _s, _p, a, b),) = iter_messages(data)
-        with pytest.raises(MalformedMessage):
-            decode_link(mtype, data, a, b)
-
-
-def test_lying_netlink_header_is_malformed() -> None:
-    good = nlmsg(RTM_NEWNEIGH, ndmsg(AF_BRIDGE, P1, 0, 0, nla(NDA_LLADDR, raw_mac(MAC_A))))
-    bad = struct.pack("=IHHII", 4096, RTM_NEWNEIGH, 0, 0, 0) + b"\0" * 12
-    seen = []
-    with pytest.raises(MalformedMessage):
-        for item in iter_messages(good + bad):
-            seen.append(item)
-    assert len(seen) == 1  # messages before the broken header are still delivered
-
-
-@given(st.binary(max_size=256))
-def test_decoder_never_raises_anything_but_malformed(blob: bytes) -> None:
-    for mtype in (RTM_NEWNEIGH, RTM_NEWLINK):
-        data = nlmsg(mtype, blob)
-        with contextlib.suppress(MalformedMessage):
-            decode_all(data)
-
-
-def test_learner_counts_and_skips_malformed_messages() -> None:
-    learner = LocalLearner([W100])  # not started: no socket, just the message path
-    for msg in topology():
-        learner._table.apply(msg)
-    good = nlmsg(
-        RTM_NEWNEIGH,
-        ndmsg(
-            AF_BRIDGE,
-            P1,
-            NUD_REACHABLE,
-            0,
-            nla(NDA_LLADDR, raw_mac(MAC_A)),
-            nla(NDA_MASTER, struct.pack("=I", BR)),
-        ),
-    )
-    no_lladdr = nlmsg(RTM_NEWNEIGH, ndmsg(AF_BRIDGE, P1, NUD_REACHABLE, 0))
-    learner._handle(no_lladdr + good)  # one bad message does not cost its neighbours
-    learner._handle(good + b"\1\2\3")  # stray bytes after a good message
-    learner._handle(struct.pack("=IHHII", 999, RTM_NEWNEIGH, 0, 0, 0))  # lying header
-    assert learner.counters.parse_errors == 3
-    assert learner.counters.events == 1
-    assert learner.pending() == 1
-    assert list(learner.snapshot().macs) == [(100, MAC_A)]
 
 
 # --- FDB rules
@@ -772,19 +520,3 @@ def test_diff_takes_any_consistent_known_to_any_dumped(
     assert consumer.snapshot() == known
     consumer.apply(diff_snapshots(known, dumped))
     assert consumer.snapshot() == dumped
-
-
-def test_learner_counts_events_by_kind() -> None:
-    learner = LocalLearner([W100])  # not started: no socket, just the message path
-    for msg in topology():
-        learner._table.apply(msg)
-    mac = nlmsg(
-        RTM_NEWNEIGH,
-        ndmsg(AF_BRIDGE, P1, NUD_REACHABLE, 0, nla(NDA_LLADDR, raw_mac(MAC_A)),
-              nla(NDA_MASTER, struct.pack("=I", BR))),
-    )  # fmt: skip
-    learner._handle(mac)
-    learner._handle(mac)  # a refresh of the same entry is no new event
-    learner._handle(nlmsg(RTM_DELNEIGH, mac[16:]))
-    assert dict(learner.counters.by_event) == {"LocalMacAdded": 1, "LocalMacRemoved": 1}
-    assert learner.counters.events == 2

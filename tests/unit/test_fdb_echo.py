@@ -1,10 +1,7 @@
-"""The echo of evpnd's own FDB writes is dropped before decoding (learner) or in
-the kernel (socket filters), and nothing the learner needs is.
+"""The echo of evpnd's own FDB writes is dropped before decoding (learner,
+reconciler) or in the kernel (socket filters), and nothing either needs is.
 
-The messages are real: captured on Linux 6.18 from an RTNLGRP_NEIGH socket in a
-namespace with br100 (ifindex 2), vxlan100 (3, a port of br100) and a veth p0
-(5, a port of br100), while DataplaneWriter installed and removed a remote MAC
-and `bridge fdb` added and deleted local ones.
+The messages are real, captured on Linux 6.18 (see tests/unit/fdb_echoes.py).
 """
 
 from __future__ import annotations
@@ -14,66 +11,33 @@ import struct
 import pytest
 
 from evpnd.dataplane.events import LocalMacAdded, LocalMacRemoved, WatchedVni
-from evpnd.dataplane.monitor import (
+from evpnd.dataplane.learner import LocalLearner
+from evpnd.dataplane.localtable import LocalTable
+from evpnd.dataplane.netlink.bpf import BpfInsn, device_fdb_filter, new_extern_fdb_filter
+from evpnd.dataplane.netlink.wire import (
+    AF_UNSPEC,
+    IFF_UP,
     LinkMsg,
-    LocalLearner,
-    LocalTable,
     decode,
     device_fdb_entry,
     fdb_glance,
-    iter_messages,
+    new_extern_fdb,
 )
-from evpnd.dataplane.netlink import (
-    AF_UNSPEC,
-    IFF_UP,
-    BpfInsn,
-    device_fdb_filter,
-    new_extern_fdb_filter,
+from tests.unit.fdb_echoes import (
+    ECHOES,
+    LOCAL_DEL,
+    LOCAL_NEW,
+    MASTER_DEL,
+    MASTER_NEW,
+    MOVE_MASTER,
+    MOVE_SELF,
+    SELF_DEL,
+    SELF_NEW,
+    one,
 )
 
 BR, VX, P0 = 2, 3, 5
 W100 = WatchedVni(100, "br100", "vxlan100")
-
-_TAIL = "1400030000000000000000000000000000000000"
-_TAIL_DEL = "1400030000000000460000004600000000000000"
-_HDR_NEW, _HDR_DEL = "1c000000000000000000000007000000", "1d000000000000000000000007000000"
-# (mac 0a) DataplaneWriter's remote MAC: the vxlan entry (NTF_SELF|NTF_EXT_LEARNED,
-# NDA_DST, no NDA_MASTER), then the bridge entry on the vxlan port (NTF_EXT_LEARNED,
-# NDA_MASTER); removal echoes both in reverse.
-SELF_NEW = bytes.fromhex(
-    "44000000" + _HDR_NEW + "03000000020012010a00020002000000000a000008000100c0000205" + _TAIL
-)
-MASTER_NEW = bytes.fromhex(
-    "4c000000" + _HDR_NEW + "03000000020010000a00020002000000000a0000080009000200000008000f"
-    "0000000000" + _TAIL
-)
-MASTER_DEL = bytes.fromhex(
-    "4c000000" + _HDR_DEL + "03000000020010000a00020002000000000a0000080009000200000008000f"
-    "0000000000" + _TAIL_DEL
-)
-SELF_DEL = bytes.fromhex(
-    "44000000" + _HDR_DEL + "03000000020012010a00020002000000000a000008000100c0000205"
-    + _TAIL_DEL
-)
-# (mac 0b) `bridge fdb add 02:00:00:00:00:0b dev p0 master dynamic`, then evpnd
-# installs it as remote: the bridge entry moves to the vxlan port (a MAC move).
-LOCAL_NEW = bytes.fromhex(
-    "4c000000" + _HDR_NEW + "05000000020000000a00020002000000000b0000080009000200000008000f"
-    "0000000000" + _TAIL
-)
-MOVE_SELF = bytes.fromhex(
-    "44000000" + _HDR_NEW + "03000000020012010a00020002000000000b000008000100c0000205" + _TAIL
-)
-MOVE_MASTER = bytes.fromhex(
-    "4c000000" + _HDR_NEW + "03000000020010000a00020002000000000b0000080009000200000008000f"
-    "0000000000" + "1400030000000000460000000000000000000000"
-)
-LOCAL_DEL = bytes.fromhex(
-    "4c000000" + _HDR_DEL + "05000000020000000a00020002000000000b0000080009000200000008000f"
-    "0000000000" + _TAIL_DEL
-)
-ECHOES = {"self_new": SELF_NEW, "master_new": MASTER_NEW, "master_del": MASTER_DEL,
-          "self_del": SELF_DEL}  # fmt: skip
 
 
 def table() -> LocalTable:
@@ -82,11 +46,6 @@ def table() -> LocalTable:
     t.apply(LinkMsg(False, AF_UNSPEC, VX, "vxlan100", BR, "vxlan", IFF_UP))
     t.apply(LinkMsg(False, AF_UNSPEC, P0, "p0", BR, "veth", IFF_UP))
     return t
-
-
-def one(data: bytes) -> tuple[int, int, int]:
-    ((mtype, _f, _s, _p, a, b),) = iter_messages(data)
-    return mtype, a, b
 
 
 def events_of(t: LocalTable, data: bytes) -> list[object]:
@@ -230,3 +189,19 @@ def test_learner_filter_drops_only_device_entries(packet: bytes, kept: bool) -> 
 )  # fmt: skip
 def test_reconciler_filter_drops_only_new_extern_learn_fdb(packet: bytes, kept: bool) -> None:
     assert (run_bpf(new_extern_fdb_filter(), packet) != 0) is kept
+
+
+ALL = [SELF_NEW, MASTER_NEW, MASTER_DEL, SELF_DEL, LOCAL_NEW, MOVE_SELF, MOVE_MASTER, LOCAL_DEL]
+
+
+@pytest.mark.parametrize("packet", ALL)
+def test_each_filter_has_a_byte_level_twin_that_agrees(packet: bytes) -> None:
+    # Where a filter cannot be attached, the reader's Python check must skip
+    # exactly what the filter would have dropped.
+    mtype, a, b = one(packet)
+    glance = fdb_glance(packet, a, b)
+    assert glance is not None
+    assert device_fdb_entry(glance) is (run_bpf(device_fdb_filter(), packet) == 0)
+    assert new_extern_fdb(mtype, packet, a, b) is (run_bpf(new_extern_fdb_filter(), packet) == 0)
+    link_type, start, end = one(NEWLINK)
+    assert not new_extern_fdb(link_type, NEWLINK, start, end)
