@@ -1,6 +1,7 @@
-"""A minimal BGP speaker that sends EVPN routes one NLRI per UPDATE (source (b)).
+"""A minimal BGP speaker that sends prebuilt EVPN UPDATEs (the benchmark's source).
 
-Run inside the source namespace: `python -m bench.bgpsend --count N --peer IP ...`.
+Run inside the source namespace:
+    python -m bench.bgpsend --count N [--per-update K] --peer IP ...
 It listens on port 179 (the receivers connect to it), answers OPEN with
 multiprotocol (L2VPN EVPN), 4-octet AS, route refresh and enhanced route
 refresh capabilities, keeps sessions alive and discards what it receives.
@@ -8,11 +9,23 @@ refresh capabilities, keeps sessions alive and discards what it receives.
 Every UPDATE is encoded before any session comes up: N Type-2 MAC routes
 spread round-robin over --vteps next hops (198.51.100.1, .2, ...), RD
 VTEP:VNI, the VNI raw in the label, RT ASN:VNI and the VXLAN encapsulation
-community, plus one Type-3 (IMET, PMSI ingress replication) per VTEP.
+community, plus one Type-3 (IMET, PMSI ingress replication) per VTEP, sent
+first. `--per-update K` packs up to K MAC routes of one next hop into one
+MP_REACH_NLRI, as an FRR route reflector packs routes sharing their attributes;
+withdrawals are packed the same way into MP_UNREACH_NLRI. K = 1 (the default)
+is one NLRI per UPDATE. The Type-3 announcements stay one per UPDATE (each
+carries its own PMSI tunnel attribute).
+
+Each session's socket gets a send buffer larger than the whole stream
+(SO_SNDBUFFORCE), so writing never waits for the receiver: `announce-sent` is
+the source's own completion, the receiver reads at its own pace from the kernel.
 
 stdin commands / stdout answers:
-    (start)    `listening`, then `up PEER` as each session is established
-    announce   `announce-start T` then `announce-sent T` (all bytes written)
+    (start)    `listening SHA UPDATES BYTES` (digest and size of the announce
+               stream, for checking two runs sent the same bytes), then
+               `up PEER` as each session is established
+    announce   `announce-start T` (before the first byte is written) then
+               `announce-sent T` (the last byte written)
     withdraw   `withdraw-start T` then `withdraw-sent T`
     quit
 A ROUTE-REFRESH is answered with BoRR, every announced route, EoRR.
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import socket
 import struct
 import sys
@@ -33,6 +47,9 @@ MARKER = b"\xff" * 16
 OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE_REFRESH = 1, 2, 3, 4, 5
 AFI_L2VPN, SAFI_EVPN = 25, 70
 FIRST_VTEP = IPv4Address("198.51.100.1")
+MAX_MESSAGE = 4096  # RFC 4271 (no extended messages negotiated)
+TYPE2_SIZE = 2 + 33  # route type, length, RD ESI tag MAC-len MAC IP-len label
+SO_SNDBUFFORCE = 32
 
 
 def message(kind: int, body: bytes) -> bytes:
@@ -86,6 +103,7 @@ def common_attributes(asn: int, vni: int) -> bytes:
 
 
 def reach(nexthop: IPv4Address, nlri: bytes, common: bytes) -> bytes:
+    """One UPDATE with an MP_REACH_NLRI holding `nlri` (one or more packed NLRIs)."""
     mp = struct.pack("!HBB", AFI_L2VPN, SAFI_EVPN, 4) + nexthop.packed + b"\0" + nlri
     return update(attribute(0x80, 14, mp) + common)
 
@@ -94,25 +112,55 @@ def unreach(nlri: bytes) -> bytes:
     return update(attribute(0x80, 15, struct.pack("!HB", AFI_L2VPN, SAFI_EVPN) + nlri))
 
 
-def encode(count: int, vteps: int, asn: int, vni: int) -> tuple[bytes, bytes]:
-    """(announce stream, withdraw stream): one UPDATE per NLRI, Type-3s first."""
+def max_per_update(asn: int, vni: int) -> int:
+    """How many Type-2 NLRIs fit one 4096-byte UPDATE with our attributes."""
+    empty = reach(FIRST_VTEP, b"", common_attributes(asn, vni))
+    # +1: the MP_REACH header grows from 3 to 4 bytes once its value passes 255 bytes.
+    return (MAX_MESSAGE - len(empty) - 1) // TYPE2_SIZE
+
+
+def chunks(items: list[bytes], size: int) -> list[bytes]:
+    return [b"".join(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def packed_macs(count: int, vteps: int, vni: int, per_update: int) -> list[tuple[int, bytes]]:
+    """(VTEP index, NLRIs) per UPDATE: MAC i belongs to VTEP i % vteps, up to per_update of
+    one VTEP per UPDATE, in rounds over the VTEPs (per_update = 1 is plain round robin)."""
+    by_vtep = [chunks([type2(i, vtep(v), vni) for i in range(v, count, vteps)], per_update)
+               for v in range(vteps)]
+    rounds = max((len(c) for c in by_vtep), default=0)
+    return [(v, by_vtep[v][r]) for r in range(rounds) for v in range(vteps)
+            if r < len(by_vtep[v])]
+
+
+def encode(count: int, vteps: int, asn: int, vni: int,
+           per_update: int = 1) -> tuple[bytes, bytes]:
+    """(announce stream, withdraw stream): Type-3s first, then the MACs, up to per_update
+    NLRIs per UPDATE; the withdrawals drop the MACs first and the flood lists last."""
+    if not 1 <= per_update <= max_per_update(asn, vni):
+        raise ValueError(f"per_update must be 1..{max_per_update(asn, vni)}")
     common = common_attributes(asn, vni)
     announce: list[bytes] = []
-    withdraw: list[bytes] = []
+    imets: list[bytes] = []
     for v in range(vteps):
         nexthop = vtep(v)
         pmsi = attribute(0xC0, 22, bytes((0, 6)) + vni.to_bytes(3, "big") + nexthop.packed)
         nlri = type3(nexthop, vni)
         announce.append(reach(nexthop, nlri, common + pmsi))
-        withdraw.append(unreach(nlri))
-    for i in range(count):
-        nexthop = vtep(i % vteps)
-        nlri = type2(i, nexthop, vni)
-        announce.append(reach(nexthop, nlri, common))
-        withdraw.append(unreach(nlri))
-    # Withdraw the MACs first, the flood lists last.
-    withdraw = withdraw[vteps:] + withdraw[:vteps]
+        imets.append(nlri)
+    macs = packed_macs(count, vteps, vni, per_update)
+    announce += [reach(vtep(v), nlri, common) for v, nlri in macs]
+    withdraw = [unreach(nlri) for _, nlri in macs] + [unreach(n) for n in chunks(imets, per_update)]
     return b"".join(announce), b"".join(withdraw)
+
+
+def updates(stream: bytes) -> int:
+    """How many BGP messages a stream holds."""
+    count = pos = 0
+    while pos < len(stream):
+        pos += struct.unpack_from("!H", stream, pos + 16)[0]
+        count += 1
+    return count
 
 
 def open_message(asn: int, router_id: IPv4Address, hold: int) -> bytes:
@@ -217,7 +265,9 @@ class Sender:
         self.hold = args.hold
         self.peers = set(args.peer)
         self.announce_stream, self.withdraw_stream = encode(
-            args.count, args.vteps, args.asn, args.vni)
+            args.count, args.vteps, args.asn, args.vni, args.per_update)
+        # Room for a whole stream in the kernel: writing never waits for the receiver.
+        self.sndbuf = 2 * max(len(self.announce_stream), len(self.withdraw_stream)) + (1 << 20)
         self.announced = False
         self.sessions: dict[str, Session] = {}
         self.lock = threading.Lock()
@@ -232,7 +282,8 @@ class Sender:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((address, 179))
         server.listen(16)
-        say("listening")
+        digest = hashlib.sha256(self.announce_stream + self.withdraw_stream).hexdigest()[:16]
+        say(f"listening {digest} {updates(self.announce_stream)} {len(self.announce_stream)}")
         while True:
             sock, (peer, _) = server.accept()
             with self.lock:
@@ -240,6 +291,7 @@ class Sender:
                     sock.close()
                     continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self.sndbuf)
                 session = Session(sock, peer, self)
                 self.sessions[peer] = session
             threading.Thread(target=session.run, daemon=True).start()
@@ -288,7 +340,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--vteps", type=int, default=40)
     parser.add_argument("--vni", type=int, default=100)
+    parser.add_argument("--per-update", type=int, default=1,
+                        help="MAC routes of one next hop per UPDATE (1 = one NLRI per UPDATE)")
     args = parser.parse_args()
+    limit = max_per_update(args.asn, args.vni)
+    if not 1 <= args.per_update <= limit:
+        parser.error(f"--per-update must be 1..{limit} (a 4096-byte UPDATE)")
     Sender(args).serve(args.listen)
 
 

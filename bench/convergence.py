@@ -1,105 +1,141 @@
-"""Remote convergence and withdrawal: one source, two receivers (FRR VTEP, evpnd host).
+"""Remote convergence and withdrawal, one receiver alone behind one source.
 
-    src 192.0.2.10 ---- hub ---- rf 192.0.2.21  FRR 8.4 VTEP (zebra + bgpd, advertise-all-vni)
-                          \\---- re 192.0.2.22  evpnd host
-All three speak iBGP to each other (full mesh, no reflection: the receivers
-only get what the source originates). Each receiver's kernel FDB on vxlan100
-is counted by bench.fdbwatch from netlink events in its own namespace.
+    src 192.0.2.10 ---- hub ---- rcv 192.0.2.20   the receiver: FRR 8.4 VTEP (zebra +
+                                                   bgpd, advertise-all-vni) or evpnd
+One lab per run: the source and exactly one receiver, iBGP between them. The
+other receiver is not started, and before each timed phase the run checks
+that no FRR daemon / evpnd of the bench runs anywhere else (bench_processes):
+on 2 cores a second receiver's CPU would slow the first. The receiver's FDB
+on vxlan100 is counted by bench.fdbwatch from netlink events in its
+namespace; bench.bgptap stamps the source's last BGP data byte arriving.
 
 Sources:
-  a  FRR VTEP: its bridge learns N MACs through `bridge -batch` while an
-     outbound route-map denies everything to both (established) sessions; t0
-     is the vtysh command removing it. FRR packs many NLRIs per UPDATE. One
-     FRR VTEP has one VTEP address: the N MACs come from 1 VTEP, not 40.
-     Withdrawal: t0 is the `bridge -batch` that deletes the N MACs.
-  b  bench.bgpsend: one NLRI per UPDATE, N MACs round-robin over 40 VTEPs plus
-     40 Type-3 routes, all encoded before the sessions come up; t0 is the
-     first byte written to the sessions (to both at once).
+  bgpsend   bench.bgpsend, N MACs round-robin over 40 VTEPs plus their 40
+            Type-3 routes, K NLRIs per UPDATE (`--per-update`), every UPDATE
+            encoded before the session comes up (the same bytes for both
+            receivers: the stream's digest is kept); t0 is the first byte
+            written, the source is done when its last byte is written (into a
+            send buffer that holds the whole stream, so never waiting for the
+            receiver).
+  frr-vtep  an FRR VTEP: its bridge learns N MACs through `bridge -batch`
+            while an outbound route-map denies everything on the established
+            session; t0 is the vtysh command removing it. All N MACs come
+            from its one VTEP address; FRR packs them as it likes. Withdrawal:
+            t0 is the `bridge -batch` deleting the N MACs. It is done when its
+            last BGP data byte arrives at the receiver (bgpd's writes cannot
+            be stamped from outside).
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from bench.restart import wait_ping
+from bench.figures import Phase, Run
 from bench.topo import (
     VNI,
     BenchError,
+    CpuMeter,
     Lab,
     Lines,
     Watch,
-    cpu_by_process,
+    cpu_seconds,
     evpnd_pids,
-    vmhwm_kib,
+    settle,
+    vmhwm_by_process,
 )
 
-SRC, RF, RE = "192.0.2.10", "192.0.2.21", "192.0.2.22"
+SRC, RCV = "192.0.2.10", "192.0.2.20"
+RECEIVERS = ("frr", "evpnd")
+
+# hook(lab, evpnd process, watch) -> figures; runs between add and withdraw
+Hook = Callable[[Lab, "subprocess.Popen[bytes] | None", Watch], dict[str, object]]
 
 
-@dataclass
-class Convergence:
-    source: str
-    count: int
-    add: dict[str, float] = field(default_factory=dict)  # receiver -> seconds
-    withdraw: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, object] = field(default_factory=dict)  # hook results
-    note: str = ""
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the add
+class Receiver:
+    """The receiver node of a lab: FRR or evpnd, its processes, whether it is alive."""
 
-    def cpu_text(self) -> str:
-        c = self.cpu
-        return (f"CPU seconds during add N={self.count} source ({self.source}): evpnd "
-                f"{c.get('evpnd', 0):.1f} + ExaBGP {c.get('exabgp', 0):.1f} + relay "
-                f"{c.get('relay', 0):.1f}; FRR receiver bgpd + zebra {c.get('frr', 0):.1f}")
-
-
-Hook = Callable[[Lab, dict[str, object]], dict[str, object]]
-
-
-def _receivers(lab: Lab, endpoints: bool) -> dict[str, object]:
-    for node, address in (("src", SRC), ("rf", RF), ("re", RE)):
-        lab.node(node, address)
-    for node in ("rf", "re"):
-        lab.route_vteps(node, SRC)
-    lab.frr("rf", [SRC, RE])
-    evpnd = lab.evpnd("re", [SRC, RF])
-    if endpoints:
-        lab.endpoint("re", "ep1", "02:00:00:00:0e:01", "198.18.100.1")
-        lab.endpoint("rf", "ep2", "02:00:00:00:0f:01", "198.18.100.2")
-    return {"evpnd": evpnd}
-
-
-class CpuMeter:
-    """CPU seconds the two receivers' processes use between start() and stop()."""
-
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, kind: str) -> None:
+        if kind not in RECEIVERS:
+            raise ValueError(f"receiver {kind!r}: one of {RECEIVERS}")
         self.lab = lab
-        self.before: dict[str, float] = {}
+        self.kind = kind
+        self.evpnd: subprocess.Popen[bytes] | None = None
+        lab.route_vteps("rcv", SRC)
+        if kind == "frr":
+            lab.frr("rcv", [SRC])
+        else:
+            self.evpnd = lab.evpnd("rcv", [SRC])
+        self.restarted = False
 
-    def _now(self) -> dict[str, float]:
-        now = cpu_by_process(evpnd_pids(self.lab, "re"))
-        now["frr"] = sum(cpu_by_process(self.lab.frr_pids("rf")).values())
-        return now
+    def pids(self) -> list[int]:
+        if self.kind == "frr":
+            return self.lab.frr_pids("rcv")
+        return evpnd_pids(self.lab, "rcv")
 
-    def start(self) -> None:
-        self.before = self._now()
-
-    def stop(self) -> dict[str, float]:
-        return {k: v - self.before.get(k, 0.0) for k, v in self._now().items()}
-
-
-def _fdb_wait(watches: dict[str, Watch], count: int, t0: float, timeout: float,
-              alive: Callable[[], str | None]) -> dict[str, float]:
-    return {name: w.target(count, timeout, alive) - t0 for name, w in watches.items()}
+    def dead(self, frr_nodes: tuple[str, ...] = ()) -> str | None:
+        nodes = [*frr_nodes, *(["rcv"] if self.kind == "frr" else [])]
+        # after a restart the daemon is not ours to watch any more (restart checks it)
+        procs = [self.evpnd] if self.evpnd is not None and not self.restarted else []
+        return self.lab.dead(nodes, procs)
 
 
-def _frr_source_ready(lab: Lab, count: int, timeout: float) -> int:
-    """Wait until the source's zebra and bgpd hold every local MAC; how many MACs it has.
+def assert_alone(lab: Lab, receiver: str, frr_source: bool) -> list[str]:
+    """Only this receiver (and an FRR source's daemons) run: see Lab.alone."""
+    return lab.alone(frr=(["rcv"] if receiver == "frr" else []) + (["src"] if frr_source else []),
+                     evpnd=["rcv"] if receiver == "evpnd" else [])
+
+
+def _lab(lab: Lab) -> None:
+    lab.node("src", SRC)
+    lab.node("rcv", RCV)
+
+
+def run_sender(receiver: str, count: int, per_update: int, vteps: int = 40,
+               timeout: float = 600) -> Run:
+    """bench.bgpsend -> one receiver: add N, then withdraw N."""
+    result = Run("bgpsend", receiver, count, per_update)
+    with Lab(f"recv-{receiver}") as lab:
+        _lab(lab)
+        sender = Lines(lab.python("src", "bench.bgpsend", "--count", str(count), "--vteps",
+                                  str(vteps), "--per-update", str(per_update), "--peer", RCV),
+                       "bgpsend")
+        result.digest = sender.wait("listening", 300)[1]
+        rcv = Receiver(lab, receiver)
+        if sender.wait("up ", 120)[1] != RCV:
+            raise BenchError("bgpsend: an unexpected peer came up")
+        watch = lab.watch("rcv")
+        tap = lab.tap("rcv", SRC)
+        source_cpu = sender.proc.pid  # `ip netns exec` execs: this is bgpsend itself
+
+        def timed(command: str, target: int) -> Phase:
+            settle(rcv.pids)
+            others = assert_alone(lab, receiver, frr_source=False)
+            tap.reset()
+            meter = CpuMeter(rcv.pids)
+            meter.start()
+            cpu0 = cpu_seconds(source_cpu)
+            sender.send(command)
+            t0 = float(sender.wait(f"{command}-start", 30)[1])
+            t1 = watch.target(target, timeout, rcv.dead)
+            cpu = meter.stop()
+            sent = float(sender.wait(f"{command}-sent", timeout)[1])
+            last, _ = tap.last()
+            return Phase(t1 - t0, sent - t0, last - t0 if last else 0.0, cpu,
+                         cpu_seconds(source_cpu) - cpu0, others)
+
+        result.add = timed("announce", count)
+        result.rss_mib = vmhwm_by_process(rcv.pids())
+        result.withdraw = timed("withdraw", 0)
+    return result
+
+
+def _frr_source_ready(lab: Lab, count: int, timeout: float) -> None:
+    """Wait until the source's zebra and bgpd hold every local MAC.
 
     bgpd's table version grows by one per route it processed (its own Type-3,
-    the N MACs, what the receivers send): stable and above N means bgpd has
+    the N MACs, what the receiver sends): stable and above N means bgpd has
     them all. zebra's numMacs counts remote MACs as well.
     """
     deadline = time.monotonic() + timeout
@@ -110,22 +146,24 @@ def _frr_source_ready(lab: Lab, count: int, timeout: float) -> int:
         version = next((int(line.split()[4].rstrip(",")) for line in header.splitlines()
                         if line.startswith("BGP table version is")), 0)
         if macs >= count and version > count and version == last_version:
-            return macs
+            return
         last_version = version
         time.sleep(1)
     raise BenchError(f"the FRR source did not take {count} local MACs in {timeout:.0f}s")
 
 
-def run_frr_source(count: int, hook: Hook | None = None, endpoints: bool = False,
-                   timeout: float = 600) -> Convergence:
-    result = Convergence("a", count, note="source (a) FRR VTEP: all MACs from 1 VTEP "
-                         "(one FRR VTEP cannot originate 40), packed UPDATEs")
-    with Lab("conv-a") as lab:
-        state = _receivers(lab, endpoints)
-        # The source cannot learn its own MACs from a route: no IPv6 chatter either.
+def run_frr_vtep(receiver: str, count: int, hook: Hook | None = None,
+                 timeout: float = 600) -> tuple[Run, dict[str, object]]:
+    """An FRR VTEP -> one receiver: add N, hook, withdraw N."""
+    result = Run("frr-vtep", receiver, count, 0)
+    extra: dict[str, object] = {}
+    with Lab(f"vtep-{receiver}") as lab:
+        _lab(lab)
+        # The source must learn only our MACs: no IPv6 chatter from its ports.
         lab.sh("src", "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
         lab.sh("src", "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-        lab.frr("src", [RF, RE], hold_out=True)
+        lab.frr("src", [RCV], hold_out=True)
+        rcv = Receiver(lab, receiver)
         lab.sh("src", "ip", "link", "add", "h0", "type", "veth", "peer", "name", "h0p")
         lab.sh("src", "ip", "link", "set", "h0", "master", f"br{VNI}", "up")
         lab.sh("src", "ip", "link", "set", "h0p", "up")
@@ -137,82 +175,50 @@ def run_frr_source(count: int, hook: Hook | None = None, endpoints: bool = False
         delete.write_text("".join(f"fdb del {m} dev h0 master\n" for m in macs))
         lab.sh("src", "bridge", "-batch", str(add), timeout=timeout)
         _frr_source_ready(lab, count, timeout)
-        # numMacs counts remote MACs too; with IPv6 off the source learns only ours.
-        total = count
-        if endpoints:
-            # Each receiver also holds the other's endpoint MAC.
-            total += 1
-        watches = {"frr": lab.watch("rf"), "evpnd": lab.watch("re")}
-
-        def alive() -> str | None:
-            # the restart replaces evpnd: only its FRR daemons are checked after it
-            return lab.dead(["rf", "src"], [] if result.extra else [state["evpnd"]])
-
-        if endpoints:
-            wait_ping(lab, "ep1", "198.18.100.2")
-            for w in watches.values():
-                w.target(1, 60)
         deadline = time.monotonic() + 120
-        while not lab.established("src", [RF, RE]):
+        while not lab.established("src", [RCV]):
             if time.monotonic() > deadline:
-                raise BenchError("the FRR source's sessions did not come up")
+                raise BenchError("the FRR source's session did not come up")
             time.sleep(0.2)
-        meter = CpuMeter(lab)
-        meter.start()
-        t0 = time.monotonic()
-        lab.release_out("src", [RF, RE])
-        result.add = _fdb_wait(watches, total, t0, timeout, alive)
-        result.cpu = meter.stop()
-        if hook:
-            result.extra = hook(lab, {**state, "watches": watches})
-        t0 = time.monotonic()
-        lab.sh("src", "bridge", "-batch", str(delete), timeout=timeout)
-        result.withdraw = _fdb_wait(watches, total - count, t0, timeout, alive)
-    return result
+        watch = lab.watch("rcv")
+        tap = lab.tap("rcv", SRC)
+
+        def dead() -> str | None:
+            return rcv.dead(("src",))
+
+        def source_pids() -> list[int]:
+            return lab.frr_pids("src")
+
+        def timed(start: Callable[[], None], reached: Callable[[], float]) -> Phase:
+            settle(lambda: rcv.pids() + source_pids())
+            others = assert_alone(lab, receiver, frr_source=True)
+            tap.reset()
+            meter, source = CpuMeter(rcv.pids), CpuMeter(source_pids)
+            meter.start()
+            source.start()
+            t0 = time.monotonic()
+            start()
+            t1 = reached()
+            cpu = meter.stop()
+            last, _ = tap.last()
+            return Phase(t1 - t0, last - t0 if last else 0.0, last - t0 if last else 0.0, cpu,
+                         sum(source.stop().values()), others)
+
+        result.add = timed(lambda: lab.release_out("src", [RCV]),
+                           lambda: watch.target(count, timeout, dead))
+        result.rss_mib = vmhwm_by_process(rcv.pids())
+        if hook is not None:
+            extra = hook(lab, rcv.evpnd, watch)
+            rcv.restarted = True
+        # Whatever else the receiver holds now (an endpoint's MAC) stays.
+        floor = watch.count() - count
+        result.withdraw = timed(
+            lambda: lab.sh("src", "bridge", "-batch", str(delete), timeout=timeout),
+            lambda: watch.at_most(floor, timeout, dead))
+    return result, extra
 
 
-def run_sender_source(count: int, vteps: int = 40, hook: Hook | None = None,
-                      timeout: float = 600) -> Convergence:
-    result = Convergence("b", count, note=f"source (b) bench.bgpsend: 1 NLRI per UPDATE, "
-                         f"{vteps} VTEPs + {vteps} Type-3")
-    with Lab("conv-b") as lab:
-        state = _receivers(lab, endpoints=False)
-        sender = Lines(lab.python("src", "bench.bgpsend", "--count", str(count), "--vteps",
-                                  str(vteps), "--peer", RF, "--peer", RE), "bgpsend")
-        sender.wait("listening", 300)  # encoding 100k UPDATEs takes a while
-        up = {sender.wait("up ", 120)[1], sender.wait("up ", 120)[1]}
-        if up != {RF, RE}:
-            raise BenchError(f"sessions up: {up}")
-        watches = {"frr": lab.watch("rf"), "evpnd": lab.watch("re")}
-
-        def alive() -> str | None:
-            return lab.dead(["rf"], [state["evpnd"]])
-
-        meter = CpuMeter(lab)
-        meter.start()
-        sender.send("announce")
-        t0 = float(sender.wait("announce-start", 30)[1])
-        result.add = _fdb_wait(watches, count, t0, timeout, alive)
-        result.cpu = meter.stop()
-        if hook:
-            result.extra = hook(lab, {**state, "watches": watches})
-        sender.send("withdraw")
-        t0 = float(sender.wait("withdraw-start", 30)[1])
-        result.withdraw = _fdb_wait(watches, 0, t0, timeout, alive)
-    return result
-
-
-def memory(lab: Lab, state: dict[str, object]) -> dict[str, object]:
-    """Peak RSS (VmHWM) of evpnd + its ExaBGP and of bgpd + zebra, in MiB."""
-    del state
-    return {
-        "evpnd_mib": sum(vmhwm_kib(p) for p in evpnd_pids(lab, "re")) / 1024,
-        "frr_mib": sum(vmhwm_kib(p) for p in lab.frr_pids("rf")) / 1024,
-    }
-
-
-def assert_sane(result: Convergence) -> None:
-    for phase in (result.add, result.withdraw):
-        for name, seconds in phase.items():
-            if seconds < 0:
-                raise BenchError(f"{name}: negative time {seconds}")
+def assert_sane(run: Run) -> None:
+    for phase in (run.add, run.withdraw):
+        if phase is not None and phase.seconds < 0:
+            raise BenchError(f"{run.receiver}: negative time {phase.seconds}")

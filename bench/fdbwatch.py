@@ -8,6 +8,7 @@ same in every namespace, so the parent can compare them with its own).
 Counting mode (default) counts vxlan entries (the ones carrying NDA_DST, a
 remote VTEP); the all-zero flood entries are not counted. Commands on stdin:
     target N    print `reached N T` as soon as the count is >= N (N > 0) or 0 (N = 0)
+    atmost N    print `down N T` as soon as the count is <= N
     count       print `count N`
     changes     print `changes N`: RTM_NEWNEIGH/RTM_DELNEIGH seen for counted entries
 stdout starts with `ready N` (N = entries already present, from a dump).
@@ -28,24 +29,33 @@ import socket
 import struct
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Kernel ABI (linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h). The watcher keeps its
+# own copy rather than importing evpnd's: the instrument must not change with what it measures.
+AF_BRIDGE = 7
+NDA_DST, NDA_LLADDR = 1, 2
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_DONE = 3
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTMGRP_NEIGH = 4
+NLMSGHDR = struct.Struct("=IHHII")
 
-from evpnd.dataplane.netlink.wire import (
-    AF_BRIDGE,
-    NDA_DST,
-    NDA_LLADDR,
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    RTM_DELNEIGH,
-    RTM_GETNEIGH,
-    RTM_NEWNEIGH,
-    RTMGRP_NEIGH,
-    MalformedMessage,
-    iter_messages,
-)
+
+class MalformedMessage(ValueError):
+    pass
+
+
+def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(type, flags, seq, pid, payload start, payload end) of each netlink message."""
+    off = 0
+    while off + NLMSGHDR.size <= len(data):
+        length, mtype, flags, seq, pid = NLMSGHDR.unpack_from(data, off)
+        if length < NLMSGHDR.size or off + length > len(data):
+            raise MalformedMessage(f"netlink header length {length} at offset {off}")
+        yield mtype, flags, seq, pid, off + NLMSGHDR.size, off + length
+        off += (length + 3) & ~3
+
 
 SO_RCVBUFFORCE = 33
 NDMSG = struct.Struct("=BxxxiHBB")
@@ -81,6 +91,7 @@ class Watcher:
         self.macs: set[bytes] = set()
         self.seen: set[bytes] = set()
         self.targets: list[int] = []
+        self.ceilings: list[int] = []
         self.changes = 0
         self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
         self.events.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)
@@ -119,9 +130,12 @@ class Watcher:
         self.check(now)
 
     def check(self, now: float) -> None:
-        if not self.targets:
+        if not self.targets and not self.ceilings:
             return
         count = len(self.macs)
+        for ceiling in [c for c in self.ceilings if count <= c]:
+            print(f"down {ceiling} {now:.6f}", flush=True)
+            self.ceilings.remove(ceiling)
         left = []
         for target in self.targets:
             if (target > 0 and count >= target) or (target == 0 and count == 0):
@@ -165,6 +179,9 @@ class Watcher:
             return False
         if words[0] == "target":
             self.targets.append(int(words[1]))
+            self.check(time.monotonic())
+        elif words[0] == "atmost":
+            self.ceilings.append(int(words[1]))
             self.check(time.monotonic())
         elif words[0] == "count":
             print(f"count {len(self.macs)}", flush=True)

@@ -1,6 +1,7 @@
 """Learn latency: a MAC appears on host A's bridge; how long until host B's FDB has it.
 
-Two pairs on one hub, each pair iBGP between its two hosts:
+Two pairs, each in a lab of its own (one after the other, never both at
+once), iBGP between its two hosts:
     ea 192.0.2.31 -- eb 192.0.2.32   evpnd -> evpnd
     fa 192.0.2.41 -- fb 192.0.2.42   FRR   -> FRR
 Each sample adds a fresh MAC (`bridge fdb add MAC dev p0 master dynamic`) on
@@ -50,8 +51,8 @@ def _sample(lab: Lab, a: str, wa: Watch, wb: Watch, mac: str, timeout: float) ->
 
 def measure(samples: int) -> dict[str, Latency]:
     results: dict[str, Latency] = {}
-    with Lab("learn") as lab:
-        for kind, (a, ia, b, ib) in PAIRS.items():
+    for kind, (a, ia, b, ib) in PAIRS.items():
+        with Lab(f"learn-{kind}") as lab:
             lab.node(a, ia)
             lab.node(b, ib)
             if kind == "frr":
@@ -61,10 +62,10 @@ def measure(samples: int) -> dict[str, Latency]:
                 lab.evpnd(a, [ib])
                 lab.evpnd(b, [ia], passive=True)
             _port(lab, a)
-        for kind, (a, _, b, _) in PAIRS.items():
             wa = lab.watch(a, "p0", new=True)
             wb = lab.watch(b, f"vxlan{VNI}", new=True)
             _sample(lab, a, wa, wb, "02:cc:ff:00:00:01", 120)  # warm-up: sessions come up
+            lab.alone(frr=[a, b] if kind == "frr" else [], evpnd=[a, b] if kind == "evpnd" else [])
             got: list[float] = []
             missed = 0
             for i in range(samples):

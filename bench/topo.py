@@ -1,8 +1,10 @@
 """Namespaces for the benchmarks: one L2 segment (a hub bridge), FRR and evpnd nodes.
 
-Every namespace is named `evb-<token>-<node>`; a Lab removes all of them (and
-so every process started inside them: ours), its FRR run directories and its
-temporary files on close, also from atexit. Underlay addresses are TEST-NET-1
+Every namespace is named `evb-<token>-<node>`, the token starting with the
+running process's RUN token (so one `bench.run` can tell its own namespaces
+from another bench run's); a Lab removes all of them (and so every process
+started inside them: ours), its FRR run directories and its temporary files
+on close, also from atexit. Underlay addresses are TEST-NET-1
 (192.0.2.0/24), the source's VTEPs TEST-NET-2 (198.51.100.0/24).
 """
 
@@ -25,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import figures
+from bench.figures import intruders
 from evpnd import netns
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +36,9 @@ ASN = 65000
 VNI = 100
 FRR_RUN = Path("/var/run/frr")
 VTEP_NET = "198.51.100.0/24"
+NETNS_DIR = Path("/run/netns")
+PREFIX = "evb-"
+RUN = secrets.token_hex(2)  # this process's labs: evb-<RUN><2 hex>-<node>
 
 
 def program(name: str) -> str:
@@ -53,6 +60,7 @@ class Lines:
         self.proc = proc
         self.what = what
         self.queue: queue.Queue[str | None] = queue.Queue()
+        self.backlog: list[str] = []  # lines read while waiting for another prefix
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -67,7 +75,12 @@ class Lines:
         self.proc.stdin.flush()
 
     def wait(self, prefix: str, timeout: float) -> list[str]:
-        """Words of the first line starting with `prefix` (other lines are dropped)."""
+        """Words of the first line starting with `prefix`. Lines that do not match are
+        kept for a later wait (an answer must not be lost while waiting for another)."""
+        for index, line in enumerate(self.backlog):
+            if line.startswith(prefix):
+                del self.backlog[index]
+                return line.split()
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -78,9 +91,11 @@ class Lines:
             except queue.Empty:
                 continue
             if line is None:
+                self.queue.put(None)  # every later wait learns it too
                 raise BenchError(f"{self.what} exited ({self.proc.poll()}) before `{prefix}`")
             if line.startswith(prefix):
                 return line.split()
+            self.backlog.append(line)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -95,27 +110,65 @@ class Lines:
 class Watch(Lines):
     """bench.fdbwatch in a namespace."""
 
+    STALL = 60.0  # seconds without the count moving: the receiver is stuck, not slow
+
     def target(self, count: int, timeout: float,
                alive: Callable[[], str | None] | None = None) -> float:
         """Monotonic time the count reached `count`; `alive` names a dead daemon, if any."""
         self.send(f"target {count}")
+        return self._until(f"reached {count} ", f"not {count}", timeout, alive)
+
+    def at_most(self, count: int, timeout: float,
+                alive: Callable[[], str | None] | None = None) -> float:
+        """Monotonic time the count fell to `count` or below."""
+        self.send(f"atmost {count}")
+        return self._until(f"down {count} ", f"not at most {count}", timeout, alive)
+
+    def _until(self, answer: str, wanted: str, timeout: float,
+               alive: Callable[[], str | None] | None) -> float:
+        """Wait for the watcher's answer; give up at `timeout`, when a daemon died, or when
+        the count has not moved for STALL seconds."""
         deadline = time.monotonic() + timeout
+        moved, last = time.monotonic(), -1
         while True:
             try:
-                return float(self.wait(f"reached {count} ", min(5.0, timeout))[2])
+                return float(self.wait(answer, min(5.0, timeout))[2])
             except BenchError:
+                have = self.count()
+                now = time.monotonic()
+                if have != last:
+                    moved, last = now, have
                 dead = alive() if alive else None
-                if dead or time.monotonic() > deadline:
-                    self.send("count")
-                    have = self.wait("count", 10)[1]
-                    raise BenchError(f"{self.what}: {have} entries, not {count}"
-                                     + (f" ({dead})" if dead else "")) from None
+                why = dead or ("stalled" if now - moved > self.STALL else None)
+                if why or now > deadline:
+                    raise BenchError(f"{self.what}: {have} entries, {wanted}"
+                                     + (f" ({why})" if why else "")) from None
+
+    def count(self) -> int:
+        self.send("count")
+        return int(self.wait("count", 10)[1])
+
+
+class Tap(Lines):
+    """bench.bgptap in a namespace: when the last BGP data byte from a peer arrived."""
+
+    def last(self, quiet: float = 0.5, timeout: float = 60) -> tuple[float, int]:
+        """(monotonic arrival of the last counted segment or 0.0, payload bytes), once
+        nothing more came for `quiet` seconds."""
+        self.send(f"quiet {quiet}")
+        words = self.wait("last ", timeout)
+        return float(words[1]), int(words[2])
+
+    def reset(self) -> None:
+        """Forget what came so far (answered, so nothing later is forgotten)."""
+        self.send("reset")
+        self.wait("reset", 10)
 
 
 class Lab:
     def __init__(self, tag: str) -> None:
-        self.token = secrets.token_hex(2)
-        self.prefix = f"evb-{self.token}-"
+        self.token = RUN + secrets.token_hex(1)
+        self.prefix = f"{PREFIX}{self.token}-"
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[Any]] = []
         self.frr_dirs: dict[str, Path] = {}
@@ -291,10 +344,14 @@ class Lab:
         # EVB_PROFILE=DIR: run evpnd under cProfile, stats in DIR/<node>-<log>.prof on exit.
         profile = os.environ.get("EVB_PROFILE")
         prof = ["-m", "cProfile", "-o", f"{profile}/{node}-{log_name}.prof"] if profile else []
+        # EVB_EVPND_TREE=DIR: run the evpnd of another source tree (say, an export of
+        # another commit, to compare); by default this checkout's.
+        tree = os.environ.get("EVB_EVPND_TREE", str(REPO))
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), sys.executable, *prof, "-m", "evpnd", "run",
              "-c", str(config)],
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=tree,
+            env={**os.environ, "PYTHONPATH": tree},
         )
         self.procs.append(proc)
         if wait:
@@ -328,6 +385,21 @@ class Lab:
                       f"fdb watcher on {node}")
         watch.wait("ready", 30)
         return watch
+
+    def alone(self, frr: list[str], evpnd: list[str]) -> list[str]:
+        """Check that FRR daemons run only in the `frr` nodes and evpnd only in the
+        `evpnd` nodes of this lab, in every bench namespace. A misplaced one of this
+        run raises; another bench run's are returned (they share the machine)."""
+        allowed = {"frr": [self.ns(n) for n in frr], "evpnd": [self.ns(n) for n in evpnd]}
+        ours, others = intruders(bench_processes(), allowed, PREFIX + RUN)
+        if ours:
+            raise BenchError(f"not alone: {', '.join(ours)}")
+        return others
+
+    def tap(self, node: str, peer: str, device: str = "eth0") -> Tap:
+        tap = Tap(self.python(node, "bench.bgptap", device, peer), f"bgp tap on {node}")
+        tap.wait("ready", 30)
+        return tap
 
     def close(self) -> None:
         for proc in self.procs:
@@ -384,32 +456,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def process_name(pid: int) -> str:
-    """`exabgp`, `relay` or `evpnd` for evpnd's process tree, else the command name."""
+    """`exabgp`, `relay` or `evpnd` for evpnd's process tree, `bgpd`/`zebra`, else the
+    command name (figures.process_name); `?` when it is gone."""
     try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    text = b" ".join(argv).decode(errors="replace")
-    if "exabgp" in text or "launcher" in text:
-        return "exabgp"
-    if "bridge" in text or "relay" in text:
-        return "relay"
-    if "evpnd" in text:
-        return "evpnd"
-    return Path(argv[0].decode(errors="replace")).name
+    return figures.process_name(comm, [a.decode(errors="replace") for a in argv if a])
 
 
 def evpnd_pids(lab: Lab, node: str) -> list[int]:
     """evpnd, its ExaBGP and the relay in the node (ExaBGP may outlive its daemon)."""
-    found = []
-    for pid in netns.pids_in(lab.ns(node)):
-        try:
-            text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"evpnd" in text and b"bench." not in text and not text.startswith(b"ip netns"):
-            found.append(pid)
-    return found
+    return [pid for pid in netns.pids_in(lab.ns(node))
+            if figures.KINDS.get(process_name(pid)) == "evpnd"]
 
 
 def cpu_by_process(pids: list[int]) -> dict[str, float]:
@@ -419,3 +479,75 @@ def cpu_by_process(pids: list[int]) -> dict[str, float]:
         name = process_name(p)
         totals[name] = totals.get(name, 0.0) + cpu_seconds(p)
     return totals
+
+
+def vmhwm_by_process(pids: list[int]) -> dict[str, float]:
+    """Peak RSS (VmHWM) in MiB, summed by process_name()."""
+    totals: dict[str, float] = {}
+    for p in pids:
+        name = process_name(p)
+        totals[name] = totals.get(name, 0.0) + vmhwm_kib(p) / 1024
+    return totals
+
+
+class CpuMeter:
+    """CPU seconds per process name used between start() and stop() by the processes
+    `pids()` names (asked at both ends: one started in between counts from zero)."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.before: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.before = {p: cpu_seconds(p) for p in self.pids()}
+
+    def stop(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for p in sorted(set(self.pids()) | set(self.before)):
+            if not Path(f"/proc/{p}").exists():
+                continue  # gone meanwhile: its last figures are lost with it
+            now = cpu_seconds(p)
+            name = process_name(p)
+            totals[name] = totals.get(name, 0.0) + now - self.before.get(p, 0.0)
+        return totals
+
+
+def settle(pids: Callable[[], list[int]], window: float = 0.5, busy: float = 0.05,
+           timeout: float = 20) -> float:
+    """Wait until the processes together use under `busy` of a core over `window` seconds
+    (a daemon that just came up still installs its own routes, loads, collects); the
+    seconds waited. After `timeout` it goes on: a busy machine must not stop the run."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = sum(cpu_seconds(p) for p in pids())
+        time.sleep(window)
+        if sum(cpu_seconds(p) for p in pids()) - before < busy * window:
+            return time.monotonic() - started
+    print(f"still busy after {timeout:.0f} s; measuring anyway", flush=True)
+    return time.monotonic() - started
+
+
+def bench_processes() -> list[tuple[str, str]]:
+    """(namespace, kind) of every FRR daemon (kind `frr`) and evpnd process (kind
+    `evpnd`) in any bench namespace (evb-*) on the machine, this run's or another's."""
+    inodes: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        for entry in NETNS_DIR.iterdir():
+            if entry.name.startswith(PREFIX):
+                with contextlib.suppress(OSError):
+                    inodes[entry.stat().st_ino] = entry.name
+    found: list[tuple[str, str]] = []
+    if not inodes:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            namespace = inodes.get(os.stat(f"/proc/{entry}/ns/net").st_ino)
+        except OSError:
+            continue
+        if namespace is not None:
+            kind = figures.KINDS.get(process_name(int(entry)))
+            if kind:
+                found.append((namespace, kind))
+    return found
