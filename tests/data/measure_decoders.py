@@ -123,8 +123,8 @@ def retained(decode: Callable[[], list[object]]) -> float:
     return held / routes
 
 
-def memory(routes: int) -> dict[str, float]:
-    bodies = updates(routes, 1)
+def memory(routes: int, per_update: int) -> dict[str, float]:
+    bodies = updates(routes, per_update)
     sess = ref.session()
     lines = [ref.exabgp_json(b, sess) for b in bodies]
     peer = IPv4Address("10.99.0.2")
@@ -146,10 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{per_update} NLRI per UPDATE, {args.routes} routes:")
         for name, per in results.items():
             print(f"  {name:22s} {per:8.2f} us/UPDATE  {per / per_update:7.2f} us/route")
-    held = memory(args.routes)
-    print(f"memory held per route (one NLRI per UPDATE, {args.routes} routes, messages kept):")
-    for name, per in held.items():
-        print(f"  {name:22s} {per:8.0f} bytes/route")
+    for per_update in (1, 100):
+        held = memory(args.routes, per_update)
+        print(f"memory held per route, messages kept ({per_update} NLRI per UPDATE):")
+        for name, per in held.items():
+            print(f"  {name:22s} {per:8.0f} bytes/route")
     return 0
 
 
