@@ -51,7 +51,7 @@ from exabgp.bgp.message.update.attribute.community.extended import (
     RouteTargetASN4Number,
     RouteTargetIPNumber,
 )
-from exabgp.bgp.message.update.attribute.pmsi import PMSIIngressReplication, PMSINoTunnel
+from exabgp.bgp.message.update.attribute.pmsi import PMSIIngressReplication
 from exabgp.bgp.message.update.nlri.evpn import (
     MAC,
     EthernetAD,
@@ -414,5 +414,3 @@ def ipv6_next_hop_corpus(sess: Session) -> list[tuple[str, bytes]]:
     ]  # fmt: skip
     return [(name, body) for name, nlris, attrs in cases for body in encode(nlris, attrs, sess)]
 
-
-__all__ = ["PMSINoTunnel"]  # re-exported for the PMSI difference tests
