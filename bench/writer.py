@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evpnd import log, netns
-from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.dump import dump
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import ForwardingState, RemoteMac
+from evpnd.dataplane.tracker import Changes
 from evpnd.dataplane.writer import DataplaneWriter
 
 VTEPS = [IPv4Address("198.51.100.0") + i for i in range(1, 201)]

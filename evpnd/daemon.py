@@ -72,9 +72,8 @@ from evpnd.dataplane.events import (
 )
 from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
-from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
 from evpnd.derived import speaker_identity, vni_devices, vni_policies, watched_vnis
-from evpnd.desired import StateDelta, delta, desired_state
+from evpnd.desired import apply_rib_changes, desired_state
 from evpnd.docker.glue import DaemonHooks, DockerGlue, VniConflict
 from evpnd.metrics.looplag import LoopLagMonitor
 from evpnd.model import IPAddress, Route, RouteKey
@@ -100,7 +99,6 @@ log = structlog.get_logger(__name__)
 
 FLUSH_TIMEOUT = 2.0  # seconds a Docker Join waits for ExaBGP to take the container's routes
 
-Entry = RemoteMac | FloodEntry | NeighEntry
 
 
 @dataclass
@@ -138,8 +136,6 @@ class Daemon:
         )
         self.speaker = self._new_speaker(cfg)
         self.learner = LocalLearner(watched_vnis(cfg))
-        self._pending = PendingWrites()
-        self._pending_ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._hand_over = False
         self._reload = asyncio.Event()
@@ -194,7 +190,6 @@ class Daemon:
         self._tasks = [
             asyncio.create_task(self._local_loop(), name="local-learning"),
             asyncio.create_task(self._bgp_loop(), name="bgp-input"),
-            asyncio.create_task(self._dataplane_loop(), name="dataplane-writer"),
             asyncio.create_task(self._reload_loop(), name="reload"),
         ]
         self._one_shot(self._converge(), "converge")
@@ -500,25 +495,13 @@ class Daemon:
             log.warning("mac conflict", vni=conflict.vni, mac=conflict.mac,
                         reason=conflict.reason, vteps=[str(v) for v in conflict.vteps])
         self.mqtt.rib_changes(changes)
-        step = delta(changes, self.devices)
-        if step:
-            self._pending.add(step)
-            self._pending_ready.set()
+        apply_rib_changes(self.reconciler.tracker, changes, self.devices)
+        self.reconciler.kick()
 
     def _announce(self, routes: list[Route]) -> None:
         for route in routes:
             self._local_routes[route.key] = route
         self.speaker.announce(routes)
-
-    async def _dataplane_loop(self) -> None:
-        # Deltas accumulate while a write is in flight, so a burst of UPDATEs
-        # becomes a few large batched writes rather than many small ones.
-        while True:
-            await self._pending_ready.wait()
-            self._pending_ready.clear()
-            batch, self._pending = self._pending, PendingWrites()
-            put, remove = batch.split(self.reconciler.desired)
-            await self.reconciler.update(put=put, remove=remove)
 
     async def _converge(self) -> None:
         await asyncio.sleep(self.converge_timeout)
@@ -533,8 +516,6 @@ class Daemon:
         asyncio.get_running_loop().create_task(self._release())
 
     async def _release(self) -> None:
-        while self._pending:  # let queued changes land first
-            await asyncio.sleep(0.05)
         result = await self.reconciler.release()
         log.info("stale entries removed", writes=result.total)
 
@@ -697,49 +678,6 @@ class NoSpeaker:
         await self._stopped.wait()
         return
         yield  # an async generator that ends when the daemon stops
-
-
-@dataclass
-class PendingWrites:
-    """Deltas not yet written, folded in order: the last word on each key wins."""
-
-    macs: dict[tuple[str, str], RemoteMac | None] = field(default_factory=dict)
-    floods: dict[FloodEntry, bool] = field(default_factory=dict)
-    neighs: dict[tuple[str, IPAddress], NeighEntry | None] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.macs or self.floods or self.neighs)
-
-    def add(self, step: StateDelta) -> None:
-        # Within one delta removals come before additions (StateDelta.apply).
-        for key in step.del_macs:
-            self.macs[key] = None
-        for flood in step.del_floods:
-            self.floods[flood] = False
-        for nkey in step.del_neighs:
-            self.neighs[nkey] = None
-        for mac in step.add_macs:
-            self.macs[mac.key] = mac
-        for flood in step.add_floods:
-            self.floods[flood] = True
-        for neigh in step.add_neighs:
-            self.neighs[neigh.key] = neigh
-
-    def split(
-        self, desired: ForwardingState
-    ) -> tuple[list[Entry], list[Entry]]:
-        """(entries to put, entries to remove); removals name what is desired now."""
-        put: list[Entry] = [m for m in self.macs.values() if m is not None]
-        put += [f for f, wanted in self.floods.items() if wanted]
-        put += [n for n in self.neighs.values() if n is not None]
-        remove: list[Entry] = [
-            desired.macs[k] for k, m in self.macs.items() if m is None and k in desired.macs
-        ]
-        remove += [f for f, wanted in self.floods.items() if not wanted]
-        remove += [
-            desired.neighs[k] for k, n in self.neighs.items() if n is None and k in desired.neighs
-        ]
-        return put, remove
 
 
 async def run(cfg: config_mod.Config, config_path: str | Path | None = None) -> int:

@@ -11,7 +11,7 @@ as a new full computation (the unit tests hold the production path to that).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
@@ -98,76 +98,6 @@ def apply_rib_changes(
         devices = vni_devices.get(neigh.vni)
         if devices is not None and devices.arp_suppression:
             tables.want(_neigh(devices, neigh))
-
-
-# Until the reconciler owns a ForwardingTracker, the daemon still hands it these.
-@dataclass(slots=True)
-class StateDelta:
-    """Entry-level changes; removals are keys (or the flood entry itself)."""
-
-    add_macs: list[RemoteMac] = field(default_factory=list)
-    del_macs: list[tuple[str, str]] = field(default_factory=list)
-    add_floods: list[FloodEntry] = field(default_factory=list)
-    del_floods: list[FloodEntry] = field(default_factory=list)
-    add_neighs: list[NeighEntry] = field(default_factory=list)
-    del_neighs: list[tuple[str, IPAddress]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return any(
-            (
-                self.add_macs,
-                self.del_macs,
-                self.add_floods,
-                self.del_floods,
-                self.add_neighs,
-                self.del_neighs,
-            )
-        )
-
-    def apply(self, state: ForwardingState) -> None:
-        """Bring a ForwardingState (e.g. the shell's copy of the desired state) up to date."""
-        for mac_key in self.del_macs:
-            state.macs.pop(mac_key, None)
-        for flood in self.del_floods:
-            state.floods.discard(flood)
-        for neigh_key in self.del_neighs:
-            state.neighs.pop(neigh_key, None)
-        for mac in self.add_macs:
-            state.add_mac(mac)
-        for flood in self.add_floods:
-            state.add_flood(flood)
-        for neigh in self.add_neighs:
-            state.add_neigh(neigh)
-
-
-def delta(changes: RibChanges, vni_devices: Mapping[int, VniDevices]) -> StateDelta:
-    """The entries one RibChanges adds and removes (same mapping as `desired_state`)."""
-    out = StateDelta()
-    for vni, mac in changes.macs_removed:
-        devices = vni_devices.get(vni)
-        if devices is not None:
-            out.del_macs.append((devices.vxlan_device, mac))
-    for path in changes.macs_installed:
-        devices = vni_devices.get(path.vni)
-        if devices is not None:
-            out.add_macs.append(_remote_mac(devices, path))
-    for vni, vtep in changes.vteps_removed:
-        devices = vni_devices.get(vni)
-        if devices is not None and devices.flood == "evpn":
-            out.del_floods.append(FloodEntry(devices.vxlan_device, vtep))
-    for vni, vtep in changes.vteps_added:
-        devices = vni_devices.get(vni)
-        if devices is not None and devices.flood == "evpn":
-            out.add_floods.append(FloodEntry(devices.vxlan_device, vtep))
-    for vni, ip in changes.neighs_removed:
-        devices = vni_devices.get(vni)
-        if devices is not None and devices.arp_suppression:
-            out.del_neighs.append((devices.bridge, ip))
-    for neigh in changes.neighs_installed:
-        devices = vni_devices.get(neigh.vni)
-        if devices is not None and devices.arp_suppression:
-            out.add_neighs.append(_neigh(devices, neigh))
-    return out
 
 
 def _remote_mac(devices: VniDevices, path: RemoteMacPath) -> RemoteMac:

@@ -1,16 +1,23 @@
-"""Keep the kernel's owned FDB/neighbour entries equal to the desired state.
+"""Keep the kernel's owned FDB/neighbour entries equal to what is wanted.
 
-- start(): dump, diff against the desired state, write only the difference
-  (a table that is already right costs a dump and zero writes).
-- set_desired() / update(): diff against what is installed, write the rest.
+The bookkeeping is the delta tracker's (tracker.py): callers state what
+they want through `tracker` (the daemon maps each RIB change set onto it,
+desired.py) and `kick()`; a write cycle takes whatever is pending, writes
+it and records the outcome. Everything wanted meanwhile is pending for the
+next cycle, so a burst of changes becomes a few large writes.
+
+- start(): dump, then write only what differs (a table that is already right
+  costs a dump and zero writes).
+- set_desired() / update(): change what is wanted and write the difference
+  now (config changes, tests).
 - While running, a netlink socket subscribed to RTNLGRP_NEIGH and
   RTNLGRP_LINK reports deletions: an owned entry deleted by someone else is
-  re-added while still desired; a device that comes back gets its entries
-  again. An admin's static entry holding a desired key (`bridge fdb add`
+  re-added while still wanted; a device that comes back gets its entries
+  again. An admin's static entry holding a wanted key (`bridge fdb add`
   without extern_learn, `ip neigh ... nud permanent`) wins: evpnd never writes
   over it and counts it as a conflict, and takes the key back if the admin's
   entry goes away.
-- A lost event (ENOBUFS) triggers a full re-dump and diff.
+- A lost event (ENOBUFS) triggers a full re-dump.
 
 Kernel writes and dumps run in a worker thread so the event loop keeps
 draining the monitor socket during a 100k-entry write. All changes to the
@@ -30,7 +37,6 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from evpnd.dataplane.diff import Changes, copy_state, diff, diff_keys
 from evpnd.dataplane.dump import Classified, Classifier, dump_tables
 from evpnd.dataplane.netlink.bpf import new_extern_fdb_filter
 from evpnd.dataplane.netlink.linkindex import LinkIndex
@@ -51,6 +57,7 @@ from evpnd.dataplane.netlink.wire import (
     new_extern_fdb,
 )
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.dataplane.tracker import Changes, ForwardingTracker
 from evpnd.dataplane.writer import DataplaneWriter, EntryError, WriteResult
 from evpnd.model import IPAddress
 
@@ -96,8 +103,9 @@ class Reconciler:
         self.holding = hold_removals
         self.stats = ReconcilerStats()
         self.recent_errors: deque[EntryError] = deque(maxlen=1000)
-        self._desired = copy_state(desired) if desired else ForwardingState()
-        self._installed = ForwardingState()
+        self.tracker = ForwardingTracker()
+        if desired is not None:
+            self.tracker.replace_desired(desired)
         self._foreign_macs: set[tuple[str, str]] = set()
         self._foreign_floods: set[FloodEntry] = set()
         self._foreign_neighs: set[tuple[str, IPAddress]] = set()
@@ -113,24 +121,31 @@ class Reconciler:
         self._pending: list[_Event] = []
         self._need_resync = False
         self._drainer: asyncio.Task[None] | None = None
+        self._kicked = asyncio.Event()
+        self._cycler: asyncio.Task[None] | None = None
         self._started = False
 
     # -- views ------------------------------------------------------------
 
     @property
     def desired(self) -> ForwardingState:
-        """The desired state (read-only: change it through set_desired() or update())."""
-        return self._desired
+        """What is wanted (read-only: change it through `tracker`, set_desired() or update())."""
+        return self.tracker.desired
 
     @property
     def installed(self) -> ForwardingState:
         """Owned entries believed to be in the kernel."""
-        return self._installed
+        return self.tracker.installed
+
+    @property
+    def pending(self) -> int:
+        """Writes due now (held removals and entries the kernel refused excluded)."""
+        return self._pending_changes().count()
 
     @property
     def conflicts(self) -> int:
         """Desired entries whose key an admin's static entry holds."""
-        d = self._desired
+        d = self.tracker.desired
         return (
             len(d.macs.keys() & self._foreign_macs)
             + len(d.floods & self._foreign_floods)
@@ -163,7 +178,9 @@ class Reconciler:
                 asyncio.get_running_loop().add_reader(self._monitor.fileno(), self._on_readable)
             self._started = True
             async with self._lock:
-                return await self._resync_locked()
+                result = await self._resync_locked()
+            self._cycler = asyncio.create_task(self._write_cycles(), name="dataplane-writer")
+            return result
         except BaseException:
             await self.stop()
             raise
@@ -173,6 +190,11 @@ class Reconciler:
         self._started = False
         if self._monitor is not None:
             asyncio.get_running_loop().remove_reader(self._monitor.fileno())
+        if self._cycler is not None:
+            self._kicked.set()  # the cycle in flight finishes; the loop then ends
+            with contextlib.suppress(Exception):
+                await self._cycler
+            self._cycler = None
         if self._drainer is not None:
             # Not cancelled: a write in a worker thread cannot be interrupted,
             # and the drainer exits its loop once _started is False.
@@ -193,104 +215,85 @@ class Reconciler:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- desired state ----------------------------------------------------
+    # -- what is wanted ---------------------------------------------------
+
+    def kick(self) -> None:
+        """`tracker` changed: write what is pending (soon, in the background)."""
+        self._kicked.set()
 
     async def set_desired(self, state: ForwardingState) -> WriteResult:
-        """Replace the whole desired state; writes only what differs from the kernel."""
-        self._desired = copy_state(state)
-        if not self._started:
-            return WriteResult()
-        async with self._lock:
-            return await self._write(self._full_diff())
+        """Replace everything wanted; writes only what differs from the kernel."""
+        self.tracker.replace_desired(state)
+        return await self.sync()
 
     async def update(self, put: Iterable[Entry] = (), remove: Iterable[Entry] = ()) -> WriteResult:
-        """Add/replace and remove desired entries (removal is by key); write their difference."""
-        macs: list[tuple[str, str]] = []
-        floods: list[FloodEntry] = []
-        neighs: list[tuple[str, IPAddress]] = []
-        d = self._desired
+        """Want or stop wanting entries (removal is by key); write the difference now."""
+        tracker = self.tracker
         for entry in remove:
             if isinstance(entry, RemoteMac):
-                d.macs.pop(entry.key, None)
-                macs.append(entry.key)
+                tracker.unwant_mac(entry.key)
             elif isinstance(entry, FloodEntry):
-                d.floods.discard(entry)
-                floods.append(entry)
+                tracker.unwant_flood(entry)
             else:
-                d.neighs.pop(entry.key, None)
-                neighs.append(entry.key)
+                tracker.unwant_neigh(entry.key)
         for entry in put:
-            if isinstance(entry, RemoteMac):
-                d.add_mac(entry)
-                macs.append(entry.key)
-            elif isinstance(entry, FloodEntry):
-                d.add_flood(entry)
-                floods.append(entry)
-            else:
-                d.add_neigh(entry)
-                neighs.append(entry.key)
+            tracker.want(entry)
+        return await self.sync()
+
+    async def release(self) -> WriteResult:
+        """End the hold: delete every owned entry that is not wanted by now."""
+        self.holding = False
+        return await self.sync()
+
+    async def sync(self) -> WriteResult:
+        """Write everything pending now; the writes of this call."""
         if not self._started:
             return WriteResult()
         async with self._lock:
-            return await self._write(diff_keys(d, self._installed, macs, floods, neighs))
-
-    async def release(self) -> WriteResult:
-        """End the hold: delete every owned entry that is not desired by now."""
-        self.holding = False
-        async with self._lock:
-            return await self._write(diff(self._desired, self._installed))
+            return await self._write_pending()
 
     async def resync(self) -> WriteResult:
-        """Re-dump the kernel and write whatever differs (also retries failed entries)."""
+        """Re-dump the kernel and write whatever differs (also retries refused entries)."""
         async with self._lock:
             return await self._resync_locked()
 
+    async def _write_cycles(self) -> None:
+        while self._started:
+            await self._kicked.wait()
+            self._kicked.clear()
+            if not self._started:
+                return
+            try:
+                await self.sync()
+            except Exception as exc:
+                # A write cycle must not end the writer: the next kick or
+                # resync tries again.
+                log.exception("dataplane write cycle failed", error=str(exc), netns=self.netns)
+
     # -- kernel I/O (callers hold the lock) --------------------------------
 
-    def _without_foreign(self, changes: Changes) -> Changes:
-        changes.macs_put = [m for m in changes.macs_put if m.key not in self._foreign_macs]
-        changes.floods_add = [f for f in changes.floods_add if f not in self._foreign_floods]
-        changes.neighs_put = [n for n in changes.neighs_put if n.key not in self._foreign_neighs]
-        return changes
+    def _pending_changes(self) -> Changes:
+        return self.tracker.pending(
+            deletions=not self.holding,
+            skip_macs=self._foreign_macs,
+            skip_floods=self._foreign_floods,
+            skip_neighs=self._foreign_neighs,
+        )
 
-    def _full_diff(self) -> Changes:
-        changes = diff(self._desired, self._installed)
-        if self.holding:
-            held = len(changes.macs_del) + len(changes.floods_del) + len(changes.neighs_del)
-            changes.macs_del, changes.floods_del, changes.neighs_del = [], [], []
-            if held:
-                log.info("dataplane holding stale entries", held=held, netns=self.netns)
-        return changes
-
-    async def _write(self, changes: Changes) -> WriteResult:
-        changes = self._without_foreign(changes)
-        if not changes or self._writer is None:
-            return WriteResult()
-        result = await asyncio.to_thread(self._writer.apply, changes)
-        self._record(changes, result)
-        return result
+    async def _write_pending(self) -> WriteResult:
+        """Write until nothing is pending (what was wanted during a write goes next)."""
+        total = WriteResult()
+        while self._writer is not None:
+            changes = self._pending_changes()
+            if not changes:
+                break
+            result = await asyncio.to_thread(self._writer.apply, changes)
+            self._record(changes, result)
+            total.merge(result)
+        return total
 
     def _record(self, changes: Changes, result: WriteResult) -> None:
-        failed = result.failed() if result.errors else set()
-        inst = self._installed
-        for mac in changes.macs_del:
-            if ("mac_del", mac) not in failed and inst.macs.get(mac.key) == mac:
-                del inst.macs[mac.key]
-        for flood in changes.floods_del:
-            if ("flood_del", flood) not in failed:
-                inst.floods.discard(flood)
-        for neigh in changes.neighs_del:
-            if ("neigh_del", neigh) not in failed and inst.neighs.get(neigh.key) == neigh:
-                del inst.neighs[neigh.key]
-        for mac in changes.macs_put:
-            if ("mac_put", mac) not in failed:
-                inst.add_mac(mac)
-        for flood in changes.floods_add:
-            if ("flood_add", flood) not in failed:
-                inst.add_flood(flood)
-        for neigh in changes.neighs_put:
-            if ("neigh_put", neigh) not in failed:
-                inst.add_neigh(neigh)
+        self.tracker.record(changes, result.failed() if result.errors else set())
         self.stats.writes += result.total
         self.stats.errors += len(result.errors)
         by_op, by_kind = self.stats.writes_by_op, self.stats.errors_by_kind
@@ -317,15 +320,18 @@ class Reconciler:
         self._links.reset(tables.links)  # the writer's index too
         # Flood remotes this run appended to an entry it did not create are
         # indistinguishable from the admin's in the dump; we remember them.
-        ours = tables.foreign_floods & self._installed.floods
+        ours = tables.foreign_floods & self.tracker.installed.floods
         tables.owned.floods |= ours
         found = tables.owned.count()
-        self._installed = tables.owned
+        self.tracker.replace_installed(tables.owned)
         self._foreign_macs = set(tables.foreign_macs)
         self._foreign_floods = tables.foreign_floods - ours
         self._foreign_neighs = set(tables.foreign_neighs)
         self.stats.resyncs += 1
-        result = await self._write(self._full_diff())
+        if self.holding and self.tracker.held_deletions():
+            log.info("dataplane holding stale entries", held=self.tracker.held_deletions(),
+                     netns=self.netns)  # fmt: skip
+        result = await self._write_pending()
         log.info(
             "dataplane resynced",
             owned=found,
@@ -384,16 +390,14 @@ class Reconciler:
                 await self._resync_locked()
                 continue
             events, self._pending = self._pending, []
-            repairs, full = self._interpret(events)
-            if full:
+            if self._interpret(events):
                 self._need_resync = True
-            elif repairs:
-                result = await self._write(repairs)
-                self.stats.repairs += result.total
+            else:
+                await self._write_pending()
 
-    def _interpret(self, events: list[_Event]) -> tuple[Changes, bool]:
-        """Turn events into repairs; True when only a full resync can sort things out."""
-        repairs = Changes()
+    def _interpret(self, events: list[_Event]) -> bool:
+        """Bring the tracker's view of the kernel up to date with events; True when only
+        a full resync can sort things out. What must be put back is then pending."""
         gone_links: set[str] = set()
         gone_indexes: set[int] = set()
         new_device = False
@@ -412,7 +416,7 @@ class Reconciler:
                 continue
             old = self._links.names.get(index)
             if old is not None and old != link.name:
-                return repairs, True  # a rename moves entries between device names
+                return True  # a rename moves entries between device names
             self._links.put(link)
             if old is None:
                 new_device = True
@@ -438,76 +442,70 @@ class Reconciler:
                 # A deleted neighbour is reported without its MAC and flags.
                 key = self._classify.neigh_key(raw)
                 if key is not None and key[0] not in gone_links:
-                    self._neigh_deleted(key, raw.protocol == RTPROT_EVPND, repairs)
+                    self._neigh_deleted(key, raw.protocol == RTPROT_EVPND)
                 continue
             item = self._classify(raw)
             if item is None or item.entry.device in gone_links:
                 continue
             if mtype == RTM_DELNEIGH:
-                self._fdb_deleted(item, repairs)
+                self._fdb_deleted(item)
             elif not item.owned and item.static:
                 self._foreign_added(item.entry)
         if new_device:
-            # A (re)created device has nothing of ours yet: the diff is the repair.
-            repairs = self._full_diff()
-        return repairs, False
+            # A (re)created device has nothing of ours yet: what the kernel
+            # refused for want of it is worth trying again.
+            self.tracker.retry_parked()
+        return False
 
     def _forget_device(self, device: str) -> None:
         """The kernel flushed the device's tables with it."""
         if self._writer is not None:
             self._writer.refresh_links()
-        inst = self._installed
-        inst.macs = {k: v for k, v in inst.macs.items() if k[0] != device}
-        inst.floods = {f for f in inst.floods if f.device != device}
-        inst.neighs = {k: v for k, v in inst.neighs.items() if k[0] != device}
+        self.tracker.forget_devices([device])
         self._foreign_macs = {k for k in self._foreign_macs if k[0] != device}
         self._foreign_floods = {f for f in self._foreign_floods if f.device != device}
         self._foreign_neighs = {k for k in self._foreign_neighs if k[0] != device}
 
-    def _fdb_deleted(self, item: Classified, repairs: Changes) -> None:
-        entry, inst, want = item.entry, self._installed, self._desired
+    def _fdb_deleted(self, item: Classified) -> None:
+        entry, tracker = item.entry, self.tracker
         if isinstance(entry, RemoteMac):
-            if inst.macs.get(entry.key) == entry:
-                del inst.macs[entry.key]
+            if tracker.macs.installed.get(entry.key) == entry:
+                tracker.removed(entry)
+                self._count_repair(entry.key in tracker.macs.wanted)
             elif entry.key in self._foreign_macs and not item.owned:
-                self._foreign_macs.discard(entry.key)
-            else:
-                return  # an old notification of our own replace or delete
-            if entry.key in want.macs:
-                repairs.macs_put.append(want.macs[entry.key])
+                self._foreign_macs.discard(entry.key)  # the key is ours to write again
+            # else: an old notification of our own replace or delete
         elif isinstance(entry, FloodEntry):
-            if entry in inst.floods:
-                inst.floods.discard(entry)
+            if entry in tracker.floods.installed:
+                tracker.removed(entry)
+                self._count_repair(entry in tracker.floods.wanted)
             elif entry in self._foreign_floods:
                 self._foreign_floods.discard(entry)
-            else:
-                return
-            if entry in want.floods:
-                repairs.floods_add.append(entry)
 
-    def _neigh_deleted(self, key: tuple[str, IPAddress], tagged: bool, repairs: Changes) -> None:
-        if key in self._installed.neighs:
-            del self._installed.neighs[key]
+    def _neigh_deleted(self, key: tuple[str, IPAddress], tagged: bool) -> None:
+        tracker = self.tracker
+        if key in tracker.neighs.installed:
+            tracker.removed_neigh(key)
+            self._count_repair(key in tracker.neighs.wanted)
         elif key in self._foreign_neighs and not tagged:
             self._foreign_neighs.discard(key)
-        else:
-            return
-        if key in self._desired.neighs:
-            repairs.neighs_put.append(self._desired.neighs[key])
+
+    def _count_repair(self, wanted: bool) -> None:
+        if wanted:
+            self.stats.repairs += 1
 
     def _foreign_added(self, entry: Entry) -> None:
         """Someone else's static entry appeared, possibly over one of ours."""
-        inst = self._installed
         if isinstance(entry, RemoteMac):
-            if inst.macs.pop(entry.key, None) is not None:
+            if self.tracker.taken_over(entry):
                 self.stats.takeovers += 1
             self._foreign_macs.add(entry.key)
         elif isinstance(entry, FloodEntry):
             # Appending to a flood entry evpnd created clears its extern_learn
             # flag: the notification then names some remote, maybe ours.
-            if entry not in inst.floods:
+            if entry not in self.tracker.floods.installed:
                 self._foreign_floods.add(entry)
         else:
-            if inst.neighs.pop(entry.key, None) is not None:
+            if self.tracker.taken_over(entry):
                 self.stats.takeovers += 1
             self._foreign_neighs.add(entry.key)

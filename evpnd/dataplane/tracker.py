@@ -30,10 +30,11 @@ later batch into a retry of the same failures.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from evpnd.dataplane.diff import Changes
-from evpnd.dataplane.state import FloodEntry, ForwardingState, IPAddress, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.model import IPAddress, address_order
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -41,6 +42,31 @@ _MISSING: object = object()
 
 MacKey = tuple[str, str]
 NeighKey = tuple[str, IPAddress]
+
+
+@dataclass(slots=True)
+class Changes:
+    """Writes to perform; deletes carry the entry as the kernel holds it."""
+
+    macs_put: list[RemoteMac] = field(default_factory=list)
+    macs_del: list[RemoteMac] = field(default_factory=list)
+    floods_add: list[FloodEntry] = field(default_factory=list)
+    floods_del: list[FloodEntry] = field(default_factory=list)
+    neighs_put: list[NeighEntry] = field(default_factory=list)
+    neighs_del: list[NeighEntry] = field(default_factory=list)
+
+    def count(self) -> int:
+        return (
+            len(self.macs_put)
+            + len(self.macs_del)
+            + len(self.floods_add)
+            + len(self.floods_del)
+            + len(self.neighs_put)
+            + len(self.neighs_del)
+        )
+
+    def __bool__(self) -> bool:
+        return self.count() > 0
 
 
 class TableTracker(Generic[K, V]):
@@ -315,6 +341,13 @@ class ForwardingTracker:
                 neighs.installed_as(neigh.key, neigh)
 
 
-def _flood_order(entry: FloodEntry) -> tuple[str, int, IPAddress]:
-    # IPv4 and IPv6 addresses do not compare with each other.
-    return (entry.device, entry.vtep.version, entry.vtep)
+def _flood_order(entry: FloodEntry) -> tuple[str, tuple[int, int]]:
+    return (entry.device, address_order(entry.vtep))
+
+
+def writes_between(desired: ForwardingState, installed: ForwardingState) -> Changes:
+    """The writes that turn `installed` (owned entries only) into `desired`."""
+    tracker = ForwardingTracker()
+    tracker.replace_installed(installed)
+    tracker.replace_desired(desired)
+    return tracker.pending()

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from socket import AF_BRIDGE, AF_INET, AF_INET6
 from typing import Literal
 
-from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.netlink.linkindex import LinkIndex
 from evpnd.dataplane.netlink.routesocket import (
     DEFAULT_CHUNK,
@@ -65,6 +64,7 @@ from evpnd.dataplane.netlink.wire import (
     RTPROT_EVPND,
 )
 from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
+from evpnd.dataplane.tracker import Changes
 from evpnd.model import IPAddress
 
 Op = Literal[

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from evpnd import netns
-from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.events import (
     LocalEvent,
     LocalIpLearned,
@@ -23,6 +22,7 @@ from evpnd.dataplane.events import (
 )
 from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.state import RemoteMac
+from evpnd.dataplane.tracker import Changes
 from evpnd.dataplane.writer import DataplaneWriter
 
 pytestmark = pytest.mark.netns

@@ -14,11 +14,11 @@ from pyroute2 import IPRoute
 
 from evpnd import netns
 from evpnd.dataplane import reconciler as reconciler_mod
-from evpnd.dataplane.diff import Changes, diff
 from evpnd.dataplane.dump import dump
 from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, ip
+from evpnd.dataplane.tracker import Changes, writes_between
 from evpnd.dataplane.writer import DataplaneWriter
 
 pytestmark = pytest.mark.netns
@@ -142,20 +142,20 @@ def test_writer_programs_remote_macs_as_extern_learn(seg: str, writer: Dataplane
     assert plain[0].get("state", "") == ""  # NUD_REACHABLE has no name
     assert sticky[0]["state"] == "static" and "extern_learn" in sticky[0]["flags"]
 
-    assert diff(state_of(macs), dump(seg).owned).count() == 0
+    assert writes_between(state_of(macs), dump(seg).owned).count() == 0
 
 
 def test_vtep_move_and_sticky_flip(seg: str, writer: DataplaneWriter) -> None:
     mac = remote_macs(1)[0]
     writer.apply(Changes(macs_put=[mac]))
     moved = RemoteMac(mac.device, mac.mac, VTEPS[5])
-    changes = diff(state_of(moved), dump(seg).owned)
+    changes = writes_between(state_of(moved), dump(seg).owned)
     assert changes.count() == 1
     assert writer.apply(changes).total == 1
     assert fdb_entry(seg, mac.mac)[0]["dst"] == str(VTEPS[5])
 
     sticky = RemoteMac(mac.device, mac.mac, VTEPS[5], sticky=True)
-    assert writer.apply(diff(state_of(sticky), dump(seg).owned)).ok
+    assert writer.apply(writes_between(state_of(sticky), dump(seg).owned)).ok
     assert fdb_entry(seg, mac.mac)[0]["state"] == "static"
     assert dump(seg).owned.macs == {sticky.key: sticky}
 
@@ -231,7 +231,7 @@ def test_neighbours_visible_in_ip_neigh(seg: str, writer: DataplaneWriter) -> No
     assert dump(seg).owned.neighs == {n.key: n for n in neighs}
 
     changed = NeighEntry(BR, ip("10.100.0.10"), "02:5e:00:00:00:0b")
-    assert writer.apply(diff(state_of(neighs[1], changed), dump(seg).owned)).total == 1
+    assert writer.apply(writes_between(state_of(neighs[1], changed), dump(seg).owned)).total == 1
     assert {e["dst"]: e["lladdr"] for e in neigh_json(seg)}["10.100.0.10"] == changed.mac
 
 
@@ -328,7 +328,7 @@ async def test_reconciler_repairs_external_deletes(seg: str) -> None:
         assert rec.stats.repairs == repairs
         assert not fdb_entry(seg, victim.mac)
         assert rec.stats.errors == 0
-    assert diff(rec.desired, dump(seg).owned).count() == 0
+    assert writes_between(rec.desired, dump(seg).owned).count() == 0
 
 
 async def test_admin_entries_are_never_touched(seg: str) -> None:

@@ -16,9 +16,9 @@ from types import MappingProxyType
 from evpnd import config
 from evpnd.control.peers import PeerTracker
 from evpnd.control.snapshot import Snapshot, SpeakerStatus, out_routes
-from evpnd.dataplane.diff import copy_state
 from evpnd.dataplane.events import LocalMac
 from evpnd.dataplane.localtable import LocalSnapshot
+from evpnd.dataplane.state import ForwardingState
 from evpnd.derived import vni_devices, vni_policies
 from evpnd.desired import desired_state
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute
@@ -103,7 +103,7 @@ def build(*, installed_all: bool = False) -> Snapshot:
     rib.local_mac_added(100, "02:00:00:00:0a:02", sticky=True)
     rib.local_mac_added(200, "02:00:00:00:0b:01")
     desired = desired_state(rib, vni_devices(cfg))
-    installed = copy_state(desired)
+    installed = ForwardingState(dict(desired.macs), set(desired.floods), dict(desired.neighs))
     if not installed_all:  # one write still in flight
         installed.macs.pop(("vxlan100", "02:00:00:00:04:01"), None)
     return Snapshot(

@@ -25,10 +25,10 @@ from pydantic import ValidationError
 import evpnd
 from evpnd import config
 from evpnd.daemon import DaemonStats
-from evpnd.dataplane.diff import diff
 from evpnd.dataplane.events import LocalMacAdded, LocalMacRemoved, WatchedVni
 from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
+from evpnd.dataplane.tracker import writes_between
 from evpnd.dataplane.writer import EntryError, WriteResult
 from evpnd.derived import vni_devices
 from evpnd.desired import desired_state
@@ -123,7 +123,7 @@ class Source:
     async def program(self) -> WriteResult:
         """New desired state, and a kernel that accepted every write."""
         await self.reconciler.set_desired(desired_state(self.rib, self.devices))
-        changes = diff(self.reconciler.desired, self.reconciler.installed)
+        changes = writes_between(self.reconciler.desired, self.reconciler.installed)
         result = WriteResult()
         for op, entries in (
             ("mac_del", changes.macs_del),
@@ -307,7 +307,7 @@ def test_routes_we_advertise_and_send(source: Source, registry: CollectorRegistr
 
 def test_netlink_errors_by_op_and_errno(source: Source, registry: CollectorRegistry) -> None:
     source.feed("state_up", "type2_mac_only")
-    changes = diff(desired_state(source.rib, source.devices), source.reconciler.installed)
+    changes = writes_between(desired_state(source.rib, source.devices), source.reconciler.installed)
     mac = changes.macs_put[0]
     refused = WriteResult(errors=[EntryError("mac_put", mac, 19, "unknown device 'vxlan100'")])
     source.reconciler._record(changes, refused)

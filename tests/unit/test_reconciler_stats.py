@@ -8,9 +8,9 @@ from collections import Counter
 from dataclasses import asdict
 from ipaddress import IPv4Address
 
-from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
+from evpnd.dataplane.tracker import Changes
 from evpnd.dataplane.writer import EntryError, WriteResult
 
 VTEP = IPv4Address("10.0.0.2")

@@ -16,9 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evpnd.dataplane.diff import Changes
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
-from evpnd.dataplane.tracker import ForwardingTracker
+from evpnd.dataplane.tracker import Changes, ForwardingTracker
 from evpnd.desired import VniDevices, apply_rib_changes, desired_state
 from tests.unit.test_desired import batches, run_batch
 from tests.unit.test_rib import M1, M2, V2, V3, new_rib, operations
