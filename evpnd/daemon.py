@@ -94,6 +94,7 @@ from evpnd.speaker.messages import (
     SpeakerShutdown,
 )
 from evpnd.speaker.speaker import Received, Speaker, SpeakerCounters
+from evpnd.speaker.wire import FRAME_VERB, WireDecoder
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +130,7 @@ class Daemon:
         )
         self.stats = DaemonStats()
         self.decoder = Decoder()
+        self.wire = WireDecoder(self.decoder.stats)  # raw UPDATE frames; the same counters
         self.rib = Rib(cfg.vtep.address, vni_policies(cfg))
         self.devices = vni_devices(cfg)
         self.reconciler = Reconciler(
@@ -393,7 +395,7 @@ class Daemon:
         in order with everything else (a session that went down in between, EoR)."""
         updates: list[ReceivedUpdate] = []
         for item in batch:
-            messages = self.decoder.decode(item) if isinstance(item, bytes) else [item]
+            messages = self._decode(item) if isinstance(item, bytes) else [item]
             for message in messages:
                 if isinstance(message, RouteUpdate):
                     self.peer_tracker.observe(message)
@@ -411,6 +413,11 @@ class Daemon:
                     self._on_message(message)
         if updates:
             self._on_rib_changes(self.rib.apply_updates(updates))
+
+    def _decode(self, line: bytes) -> list[Message]:
+        if line.startswith(FRAME_VERB):
+            return self.wire.decode_frame(line)
+        return self.decoder.decode(line)
 
     def _on_message(self, message: Message) -> None:
         self.peer_tracker.observe(message)

@@ -325,6 +325,7 @@ def render_status(data: JSON) -> str:
     lines += _pairs("Events", [
         *((k.replace("_", " "), v) for k, v in data["daemon"].items()),
         ("decoder lines", dec.get("lines")),
+        ("decoder raw frames", dec.get("frames")),
         ("decoder errors", _counter_text(dec.get("errors", {}))),
         *(("learner " + k.replace("_", " "), v) for k, v in data["learner"].items()),
     ])

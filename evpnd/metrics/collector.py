@@ -291,6 +291,11 @@ class EvpndCollector(Collector):
         yield CounterMetricFamily(
             "evpnd_exabgp_lines_received_total", "Lines of ExaBGP output decoded.", stats.lines
         )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_raw_frames_received_total",
+            "Of those lines, frames of raw EVPN UPDATEs (bgp.receive: raw); the rest were JSON.",
+            stats.frames,
+        )
         yield _counter(
             "evpnd_decode_errors_total",
             "ExaBGP input dropped as malformed, by reason.",

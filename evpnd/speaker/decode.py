@@ -87,6 +87,7 @@ class DecodeStats:
     """Running counters, exported as metrics and shown by `show`."""
 
     lines: int = 0
+    frames: int = 0  # of the lines, raw UPDATE frames (wire.py); the rest were JSON
     messages: Counter[str] = field(default_factory=Counter)
     announced: int = 0
     withdrawn: int = 0

@@ -176,8 +176,9 @@ def _remember(cache: dict[K, V], key: K, value: V, size: int = VALUE_CACHE_SIZE)
 class WireDecoder:
     """Decodes raw EVPN UPDATE frames; keeps its counters (`stats`) and bounded caches."""
 
-    def __init__(self) -> None:
-        self.stats = DecodeStats()
+    def __init__(self, stats: DecodeStats | None = None) -> None:
+        """`stats`: counters to share with the JSON decoder (one set for both paths)."""
+        self.stats = DecodeStats() if stats is None else stats
         self._attrs: dict[bytes, PathAttributes] = {}
         self._targets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._nexthops: dict[bytes, IPAddress | str] = {}
@@ -193,6 +194,7 @@ class WireDecoder:
     def decode_frame(self, line: bytes | str) -> list[Message]:
         """One frame line (`=evpn PEER BODY...`, trailing newline or not) -> its messages."""
         self.stats.lines += 1
+        self.stats.frames += 1
         try:
             out = self._frame(line)
         except Exception as exc:  # a daemon must survive any input; keep the evidence
