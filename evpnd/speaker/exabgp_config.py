@@ -19,8 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evpnd.config import Config, Peer
+from evpnd.speaker import rawreceive
 
 PROCESS_NAME = "evpnd"
+# The receive keyword the launcher adds to ExaBGP's parser (rawreceive.py).
+# It sits in each neighbor's api block rather than in an environment variable
+# so that it follows the configuration: ExaBGP's reload (SIGHUP, or a daemon
+# adopting a running ExaBGP with another config) applies it to the running
+# sessions without resetting them, where the environment is read once at
+# ExaBGP's start and would keep the old choice until a restart, which FRR
+# answers by dropping our routes at once (DESIGN.md section 2).
+RAW_EVPN_KEYWORD = rawreceive.CONFIG_KEYWORD
 RELAY_MODULE = "evpnd.speaker.relay"
 BGP_PORT = 179
 GTSM_TTL = 255  # RFC 5082: a GTSM speaker always sends with the maximum TTL
@@ -156,15 +165,14 @@ def _neighbor(config: Config, peer: Peer) -> list[str]:
     if config.bgp.graceful_restart > 0:
         capability.append(f"graceful-restart {config.bgp.graceful_restart};")
     body += _block("capability", capability)
+    # refresh: BoRR/EoRR tell a daemon that adopted a running ExaBGP when a
+    # peer has re-sent its table (see speaker.py).
+    receive = ["parsed;", "update;", "notification;", "refresh;"]
+    if config.bgp.receive == "raw":
+        receive.append(f"{RAW_EVPN_KEYWORD};")
     body += _block(
         "api",
-        [
-            f"processes [ {PROCESS_NAME} ];",
-            "neighbor-changes;",
-            # refresh: BoRR/EoRR tell a daemon that adopted a running ExaBGP
-            # when a peer has re-sent its table (see process.py).
-            *_block("receive", ["parsed;", "update;", "notification;", "refresh;"]),
-        ],
+        [f"processes [ {PROCESS_NAME} ];", "neighbor-changes;", *_block("receive", receive)],
     )
     return [f"neighbor {peer.address} {{", *_indent(body), "}"]
 

@@ -1,9 +1,11 @@
 """ExaBGP with the EVPN commands: `python -m evpnd.speaker.launcher <exabgp args>`.
 
 ExaBGP 5.0.15 cannot announce EVPN from its API, but its command registry is
-open: this module registers `announce evpn` / `withdraw evpn` (commands.py)
-and then runs ExaBGP's own entry point in the same process, so everything
-else (configuration, sessions, JSON encoder) is stock ExaBGP.
+open: this module registers `announce evpn` / `withdraw evpn` (commands.py),
+installs the raw EVPN receive path (rawreceive.py: `receive { raw-evpn; }`
+hands EVPN UPDATEs over undecoded), and then runs ExaBGP's own entry point in
+the same process, so everything else (configuration, sessions, JSON encoder)
+is stock ExaBGP.
 
 Any argument ExaBGP accepts works (`<config>`, `validate -n <config>`, ...).
 """
@@ -46,10 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     # helper; it never belongs to us.
     os.environ.pop("exabgp_cli_pipe", None)
 
-    from evpnd.speaker import commands
+    from evpnd.speaker import commands, rawreceive
 
     commands.register()
     _refresh_markers_are_not_requests()
+    try:
+        rawreceive.install()
+    except rawreceive.RawReceiveUnavailable as exc:
+        # Refuse to start: running without it would hand evpnd JSON where its
+        # configuration asked for frames, or fail later on `raw-evpn`.
+        sys.stderr.write(f"evpnd launcher: {exc}\n")
+        return 2
 
     from exabgp.application.main import main as exabgp_main
 

@@ -21,13 +21,13 @@ PYTHON = sys.executable
 SOCKET = "/run/evpnd/exabgp-api.sock"
 
 
-def make_config(peers: list[dict], graceful_restart: int = 120) -> Config:
+def make_config(peers: list[dict], graceful_restart: int = 120, **bgp: object) -> Config:
     return Config.model_validate(
         {
             "router_id": "192.0.2.1",
             "asn": 65000,
             "vtep": {"address": "192.0.2.1", "device": "eth0"},
-            "bgp": {"peers": peers, "graceful_restart": graceful_restart},
+            "bgp": {"peers": peers, "graceful_restart": graceful_restart, **bgp},
         }
     )
 
@@ -99,6 +99,23 @@ def test_passive_peer_listens_and_ipv6_peer_uses_its_local_address() -> None:
     assert "local-address 2001:db8::1;" in v6 and "router-id 192.0.2.1;" in v6
 
 
+def test_receive_raw_is_the_default_and_json_leaves_the_keyword_out() -> None:
+    peers = [{"address": "192.0.2.2", "remote_asn": 65000}]
+    raw = neighbor_block(exabgp_config.render(make_config(peers), ["relay"]), "192.0.2.2")
+    assert make_config(peers).bgp.receive == "raw"
+    receive = raw[raw.index("receive {") :]
+    for line in ("parsed;", "update;", "notification;", "refresh;", "raw-evpn;"):
+        assert line in receive, line
+    json_mode = make_config(peers, receive="json")
+    block = neighbor_block(exabgp_config.render(json_mode, ["relay"]), "192.0.2.2")
+    assert "raw-evpn" not in block and "parsed;" in block and "update;" in block
+
+
+def test_receive_accepts_only_raw_or_json() -> None:
+    with pytest.raises(ValueError, match="receive"):
+        make_config([], receive="hex")
+
+
 def test_graceful_restart_zero_leaves_the_capability_out() -> None:
     config = make_config([{"address": "192.0.2.2", "remote_asn": 65000}], graceful_restart=0)
     text = exabgp_config.render(config, exabgp_config.relay_command(PYTHON, SOCKET))
@@ -136,6 +153,8 @@ def test_environment_names_exist_in_exabgp() -> None:
 
 PARSE = r"""
 import json, os, sys
+from evpnd.speaker import rawreceive
+rawreceive.install()  # as the launcher does: `raw-evpn` is its keyword
 from exabgp.configuration.configuration import Configuration
 from exabgp.environment import getenv
 from exabgp.logger import log
@@ -163,6 +182,7 @@ for neighbor in configuration.neighbors.values():
         "families": [f"{afi} {safi}" for afi, safi in neighbor.families()],
         "processes": neighbor.api["processes"],
         "receive-update": neighbor.api["receive-update"],
+        "receive-raw-evpn": neighbor.api["receive-raw-evpn"],
         "neighbor-changes": neighbor.api["neighbor-changes"],
     }
 process = configuration.processes["evpnd"]
@@ -212,6 +232,7 @@ def test_exabgp_parses_the_generated_configuration(tmp_path: Path) -> None:
         "families": ["l2vpn evpn"],
         "processes": ["evpnd"],
         "receive-update": ["evpnd"],
+        "receive-raw-evpn": ["evpnd"],
         "neighbor-changes": ["evpnd"],
     }
     passive = parsed["neighbors"]["192.0.2.3"]
@@ -219,6 +240,12 @@ def test_exabgp_parses_the_generated_configuration(tmp_path: Path) -> None:
     assert passive["peer-as"] == 4200000001 and passive["hold-time"] == 0
     assert passive["md5-password"] is None and passive["incoming-ttl"] is None
     assert parsed["neighbors"]["2001:db8::2"]["local-address"] == "2001:db8::1"
+
+
+def test_exabgp_reads_receive_json_as_no_raw_processes(tmp_path: Path) -> None:
+    config = make_config([{"address": "192.0.2.2", "remote_asn": 65000}], receive="json")
+    neighbor = parse_with_exabgp(tmp_path, config)["neighbors"]["192.0.2.2"]
+    assert neighbor["receive-raw-evpn"] == [] and neighbor["receive-update"] == ["evpnd"]
 
 
 def test_exabgp_validate_accepts_it_through_the_launcher(tmp_path: Path) -> None:
