@@ -3,6 +3,12 @@
 Shared by the decoder (ExaBGP JSON in), the encoder (ExaBGP commands out),
 the RIB and `show`. Pure data: no I/O, hashable, comparable.
 
+Values, never changed once made. They are hashable but not `frozen`: a frozen
+dataclass's __init__ goes through object.__setattr__ once per field, five
+times the cost of a plain one, and a 100k-route table builds several of
+these per route (the same holds for the other per-route records:
+dataplane/state.py, rib.py, speaker/messages.py).
+
 The *key* of a route is what identifies it in BGP (the NLRI fields that
 make it unique); a withdrawal carries only the key. Attributes
 (next hop, communities, mobility) may change under the same key.
@@ -48,7 +54,7 @@ def normalize_mac(mac: str) -> str:
         raise ValueError(f"invalid MAC address {mac!r}") from None
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)
 class MacIpKey:
     rd: str
     etag: int
@@ -58,7 +64,7 @@ class MacIpKey:
     route_type = 2
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)
 class ImetKey:
     rd: str
     etag: int
@@ -67,7 +73,7 @@ class ImetKey:
     route_type = 3
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)
 class PrefixKey:
     rd: str
     etag: int
@@ -79,7 +85,7 @@ class PrefixKey:
 RouteKey = MacIpKey | ImetKey | PrefixKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MacIpRoute:
     """Type-2 MAC/IP advertisement."""
 
@@ -105,7 +111,7 @@ class MacIpRoute:
         return self.key.ip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ImetRoute:
     """Type-3 inclusive multicast Ethernet tag route with PMSI ingress replication."""
 
@@ -124,7 +130,7 @@ class ImetRoute:
         return self.tunnel or self.key.originator
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class PrefixRoute:
     """Type-5 IP prefix route (acted on by the L3VNI work; parsed today)."""
 

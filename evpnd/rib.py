@@ -87,7 +87,7 @@ class VniPolicy:
         return cls(vni, frozenset(auto if t == "auto" else t for t in targets))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
 class RemoteMacPath:
     """The winning remote route for a MAC in a VNI: what the FDB should hold."""
 
@@ -102,7 +102,7 @@ class RemoteMacPath:
     esi: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
 class RemoteNeigh:
     """A remote IP -> MAC binding for ARP/ND suppression."""
 
@@ -113,7 +113,7 @@ class RemoteNeigh:
     peer: IPAddress
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
 class LocalAdvert:
     """One Type-2 route of ours: MAC-only when `ip` is None."""
 

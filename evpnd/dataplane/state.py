@@ -16,7 +16,7 @@ from evpnd.model import IPAddress
 FLOOD_MAC = "00:00:00:00:00:00"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)  # a value: see model.py
 class RemoteMac:
     """A remote MAC in a vxlan device's FDB: frames to `mac` are tunnelled to `vtep`."""
 
@@ -32,7 +32,7 @@ class RemoteMac:
         return (self.device, self.mac)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)  # a value: see model.py
 class FloodEntry:
     """One head-end replication target: BUM frames on `device` are copied to `vtep`."""
 
@@ -44,7 +44,7 @@ class FloodEntry:
         return (self.device, self.vtep)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(slots=True, order=True, unsafe_hash=True)  # a value: see model.py
 class NeighEntry:
     """A remote IP -> MAC binding on a bridge (or SVI), used for ARP/ND suppression."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from evpnd.model import IPAddress, Route, RouteKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
 class RouteUpdate:
     """A received UPDATE reduced to its EVPN content.
 
