@@ -61,10 +61,12 @@ MacRef = tuple[int, str]  # (vni, mac)
 IpRef = tuple[int, IPAddress]  # (vni, ip)
 VtepRef = tuple[int, IPAddress]  # (vni, vtep)
 PathId = tuple[IPAddress, RouteKey]  # (peer, route key)
+Cand = tuple[IPAddress, "MacIpRoute"]  # (peer, route): one candidate path
 # One received UPDATE: (peer, announced routes, withdrawn keys).
 ReceivedUpdate = tuple[IPAddress, Iterable[Route], Iterable[RouteKey]]
 _Where = tuple[IPAddress | None, int]  # where a MAC is (remote VTEP, None = here) and its seq
 _K = TypeVar("_K")
+IMPORT_CACHE_SIZE = 4096
 # Lower is better: (class, -seq, VTEP, peer, route key); see the module docstring.
 Rank = tuple[int, int, tuple[int, int], tuple[int, int], tuple[str, int, str, tuple[int, int]]]
 
@@ -209,12 +211,6 @@ class RibStats:
 
 
 @dataclass(slots=True)
-class _Stored:
-    route: Route
-    vnis: tuple[int, ...]
-
-
-@dataclass(slots=True)
 class _Local:
     seq: int
     sticky: bool
@@ -230,11 +226,15 @@ class _Adv:
 
 @dataclass(slots=True)
 class _Tx:
-    """What an operation touched; the published state is recomputed for these only."""
+    """What an operation touched; the published state is recomputed for these only.
 
-    macs: set[MacRef] = field(default_factory=set)
-    ips: set[IpRef] = field(default_factory=set)
-    vteps: set[VtepRef] = field(default_factory=set)
+    Dicts used as ordered sets: the changes come out in the order things were
+    touched, which is deterministic for a given input and costs no sort.
+    """
+
+    macs: dict[MacRef, None] = field(default_factory=dict)
+    ips: dict[IpRef, None] = field(default_factory=dict)
+    vteps: dict[VtepRef, None] = field(default_factory=dict)
 
 
 def _key_order(key: MacIpKey) -> tuple[str, int, str, tuple[int, int]]:
@@ -272,11 +272,17 @@ class Rib:
         self._policies: dict[int, VniPolicy] = {}
         self._gateways: frozenset[MacRef] = frozenset()
         self._rt_index: dict[str, tuple[int, ...]] = {}
+        # (route targets, encapsulation) -> VNIs: the codec shares one RT tuple
+        # among the routes of a VTEP, so this is one lookup per route.
+        self._import_cache: dict[tuple[tuple[str, ...], int | None], tuple[int, ...]] = {}
         self._set_policies(policies)
-        self._adj: dict[IPAddress, dict[RouteKey, _Stored]] = {}
+        self._adj: dict[IPAddress, dict[RouteKey, Route]] = {}
         self._stale: dict[IPAddress, set[RouteKey]] = {}
-        self._mac_cands: dict[MacRef, dict[PathId, MacIpRoute]] = {}
-        self._ip_cands: dict[IpRef, dict[PathId, MacIpRoute]] = {}
+        # Candidates per MAC and per IP: (peer, route) pairs. A tuple, not a
+        # dict: nearly every MAC has one or two, and 100k small dicts cost
+        # twice the memory.
+        self._mac_cands: dict[MacRef, tuple[Cand, ...]] = {}
+        self._ip_cands: dict[IpRef, tuple[Cand, ...]] = {}
         self._vtep_refs: dict[VtepRef, set[PathId]] = {}
         self._local: dict[MacRef, _Local] = {}
         # Published state: what the last RibChanges told the shell.
@@ -330,8 +336,8 @@ class Rib:
     def peer_down(self, peer: IPAddress) -> RibChanges:
         """Forget everything the peer sent (ExaBGP sends no withdrawals on session loss)."""
         tx = _Tx()
-        for stored in self._adj.pop(peer, {}).values():
-            self._unindex(tx, peer, stored)
+        for route in self._adj.pop(peer, {}).values():
+            self._unindex(tx, peer, route)
         self._stale.pop(peer, None)
         return self._commit(tx)
 
@@ -356,15 +362,16 @@ class Rib:
         gateways this host owns too (Docker `gateway=local`); a received
         route for one is held but never imported into that VNI.
         """
+        tx = _Tx()
+        for peer, routes in self._adj.items():  # under the old policies
+            for route in routes.values():
+                self._unindex(tx, peer, route)
         self._set_policies(policies)
         if gateways is not None:
             self._gateways = frozenset((vni, normalize_mac(mac)) for vni, mac in gateways)
-        tx = _Tx()
         for peer, routes in self._adj.items():
-            for stored in routes.values():
-                self._unindex(tx, peer, stored)
-                stored.vnis = self._imports(stored.route)
-                self._index(tx, peer, stored)
+            for route in routes.values():
+                self._index(tx, peer, route)
         return self._commit(tx)
 
     # --------------------------------------------------------------- local MACs
@@ -388,7 +395,7 @@ class Rib:
         if ref not in self._advertised:
             # Learning a MAC that a remote VTEP holds is a move: claim it with a higher number.
             remote_max = max(
-                (r.mobility_seq for r in self._mac_cands.get(ref, {}).values()), default=-1
+                (r.mobility_seq for _, r in self._mac_cands.get(ref, ())), default=-1
             )
             # Never past the 32 bits the community holds: a peer's route with
             # the largest number is matched, not exceeded (the tie goes to the
@@ -396,7 +403,7 @@ class Rib:
             entry.seq = max(entry.seq, min(remote_max + 1, MOBILITY_SEQ_MAX))
         if ip is not None:
             entry.ips.add(ip)
-        changes = self._commit(_Tx(macs={ref}))
+        changes = self._commit(_Tx(macs={ref: None}))
         adv = self._advertised.get(ref)
         return changes, None if adv is None else LocalAdvert(vni, mac, ip, adv.seq, adv.sticky)
 
@@ -410,7 +417,7 @@ class Rib:
             del self._local[ref]
         else:
             entry.ips.discard(ip)
-        return self._commit(_Tx(macs={ref}))
+        return self._commit(_Tx(macs={ref: None}))
 
     # ------------------------------------------------------------------ queries
 
@@ -423,11 +430,11 @@ class Rib:
 
     def routes(self, peer: IPAddress | None = None) -> list[tuple[IPAddress, Route]]:
         peers = [peer] if peer is not None else self.peers()
-        return [(p, s.route) for p in peers for s in self._adj.get(p, {}).values()]
+        return [(p, r) for p in peers for r in self._adj.get(p, {}).values()]
 
     def imported_vnis(self, peer: IPAddress, key: RouteKey) -> tuple[int, ...]:
-        stored = self._adj.get(peer, {}).get(key)
-        return () if stored is None else stored.vnis
+        route = self._adj.get(peer, {}).get(key)
+        return () if route is None else self._imports(route)
 
     def remote_macs(self, vni: int | None = None) -> list[RemoteMacPath]:
         paths = self._remote_best.values()
@@ -477,10 +484,10 @@ class Rib:
         by_type: dict[int, int] = {}
         not_imported = 0
         for routes in self._adj.values():
-            for stored in routes.values():
-                rtype = stored.route.key.route_type
+            for route in routes.values():
+                rtype = route.key.route_type
                 by_type[rtype] = by_type.get(rtype, 0) + 1
-                not_imported += not stored.vnis
+                not_imported += not self._imports(route)
         return RibCounts(
             routes=sum(by_type.values()),
             routes_by_peer={str(p): len(self._adj[p]) for p in self.peers()},
@@ -505,14 +512,25 @@ class Rib:
             for rt in policy.import_rts:
                 index.setdefault(rt, []).append(policy.vni)
         self._rt_index = {rt: tuple(sorted(vnis)) for rt, vnis in index.items()}
+        self._import_cache = {}
 
     def _imports(self, route: Route) -> tuple[int, ...]:
-        if route.encapsulation not in (None, ENCAP_VXLAN):
-            return ()
-        vnis = {v for rt in route.route_targets for v in self._rt_index.get(rt, ())}
-        if self._gateways and isinstance(route, MacIpRoute):
-            vnis = {v for v in vnis if (v, route.mac) not in self._gateways}
-        return tuple(sorted(vnis))
+        """The VNIs a route lands in (the same answer at index and unindex time:
+        reconfigure unindexes everything before the policies change)."""
+        how = (route.route_targets, route.encapsulation)
+        vnis = self._import_cache.get(how)
+        if vnis is None:
+            if route.encapsulation not in (None, ENCAP_VXLAN):
+                vnis = ()
+            else:
+                index = self._rt_index
+                vnis = tuple(sorted({v for rt in route.route_targets for v in index.get(rt, ())}))
+            if len(self._import_cache) >= IMPORT_CACHE_SIZE:
+                self._import_cache.clear()
+            self._import_cache[how] = vnis
+        if self._gateways and vnis and isinstance(route, MacIpRoute):
+            return tuple(v for v in vnis if (v, route.mac) not in self._gateways)
+        return vnis
 
     def _is_own(self, route: Route) -> bool:
         if route.nexthop in self._own:
@@ -532,68 +550,70 @@ class Rib:
             if not routes:
                 del self._adj[peer]
             return
-        stored = routes[route.key] = _Stored(route, self._imports(route))
-        self._index(tx, peer, stored)
+        routes[route.key] = route
+        self._index(tx, peer, route)
 
     def _withdraw(self, tx: _Tx, peer: IPAddress, key: RouteKey) -> None:
         routes = self._adj.get(peer)
-        stored = None if routes is None else routes.pop(key, None)
-        if stored is None:
+        route = None if routes is None else routes.pop(key, None)
+        if route is None:
             return
-        self._unindex(tx, peer, stored)
+        self._unindex(tx, peer, route)
         stale = self._stale.get(peer)
         if stale is not None:
             stale.discard(key)
         if not routes:
             del self._adj[peer]
 
-    def _index(self, tx: _Tx, peer: IPAddress, stored: _Stored) -> None:
-        route, pid = stored.route, (peer, stored.route.key)
-        for vni in stored.vnis:
+    def _index(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
+        for vni in self._imports(route):
             if isinstance(route, MacIpRoute):
                 ref = (vni, route.mac)
-                tx.macs.add(ref)
-                self._mac_cands.setdefault(ref, {})[pid] = route
-                if route.ip is not None:
-                    ipref = (vni, route.ip)
-                    tx.ips.add(ipref)
-                    self._ip_cands.setdefault(ipref, {})[pid] = route
+                tx.macs[ref] = None
+                _add(self._mac_cands, ref, (peer, route))
+                if route.key.ip is not None:
+                    ipref = (vni, route.key.ip)
+                    tx.ips[ipref] = None
+                    _add(self._ip_cands, ipref, (peer, route))
             elif isinstance(route, ImetRoute) and route.tunnel_type == "ingress-replication":
                 vref = (vni, route.vtep)
-                tx.vteps.add(vref)
-                self._vtep_refs.setdefault(vref, set()).add(pid)
+                tx.vteps[vref] = None
+                self._vtep_refs.setdefault(vref, set()).add((peer, route.key))
             # Type-5 routes are held and counted; acting on them is the L3VNI work.
 
-    def _unindex(self, tx: _Tx, peer: IPAddress, stored: _Stored) -> None:
-        route, pid = stored.route, (peer, stored.route.key)
-        for vni in stored.vnis:
+    def _unindex(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
+        for vni in self._imports(route):
             if isinstance(route, MacIpRoute):
                 ref = (vni, route.mac)
-                tx.macs.add(ref)
-                _discard(self._mac_cands, ref, pid)
-                if route.ip is not None:
-                    ipref = (vni, route.ip)
-                    tx.ips.add(ipref)
-                    _discard(self._ip_cands, ipref, pid)
+                tx.macs[ref] = None
+                _drop(self._mac_cands, ref, peer, route.key)
+                if route.key.ip is not None:
+                    ipref = (vni, route.key.ip)
+                    tx.ips[ipref] = None
+                    _drop(self._ip_cands, ipref, peer, route.key)
             elif isinstance(route, ImetRoute) and route.tunnel_type == "ingress-replication":
                 vref = (vni, route.vtep)
-                tx.vteps.add(vref)
+                tx.vteps[vref] = None
                 refs = self._vtep_refs.get(vref)
                 if refs is not None:
-                    refs.discard(pid)
+                    refs.discard((peer, route.key))
                     if not refs:
                         del self._vtep_refs[vref]
 
     def _select(self, ref: MacRef) -> tuple[RemoteMacPath | None, bool, MacConflict | None]:
         """The best path for a MAC: (remote winner, local wins, conflict)."""
-        cands = self._mac_cands.get(ref, {})
+        cands = self._mac_cands.get(ref, ())
         local = self._local.get(ref)
+        if local is None and len(cands) == 1:
+            # The common case: one path and nothing to compare (a lone
+            # sticky route is no conflict either).
+            return _path(ref, *cands[0]), False, None
         best: Rank | None = None
-        best_pid: PathId | None = None
-        for pid, route in cands.items():
-            rank = _remote_rank(pid[0], route)
+        winner: Cand | None = None
+        for cand in cands:
+            rank = _remote_rank(*cand)
             if best is None or rank < best:
-                best, best_pid = rank, pid
+                best, winner = rank, cand
         local_wins = False
         if local is not None:
             # Own VTEP never equals a remote one (reflected routes are dropped),
@@ -604,22 +624,10 @@ class Rib:
                 address_order(self.local_vtep),
             )
             local_wins = best is None or local_rank < best[:3]
-        conflict = self._conflict(ref, cands.values(), local)
-        if local_wins or best_pid is None:
+        conflict = self._conflict(ref, [route for _, route in cands], local)
+        if local_wins or winner is None:
             return None, local_wins, conflict
-        route = cands[best_pid]
-        path = RemoteMacPath(
-            vni=ref[0],
-            mac=ref[1],
-            vtep=route.nexthop,
-            seq=route.mobility_seq,
-            sticky=route.sticky,
-            default_gateway=route.default_gateway,
-            peer=best_pid[0],
-            label_vni=route.vni,
-            esi=route.esi,
-        )
-        return path, False, conflict
+        return _path(ref, *winner), False, conflict
 
     def _conflict(
         self, ref: MacRef, routes: Iterable[MacIpRoute], local: _Local | None
@@ -638,22 +646,23 @@ class Rib:
 
     def _select_neigh(self, ref: IpRef) -> RemoteNeigh | None:
         best: Rank | None = None
-        winner: tuple[PathId, MacIpRoute] | None = None
-        for pid, route in self._ip_cands.get(ref, {}).items():
+        winner: Cand | None = None
+        for cand in self._ip_cands.get(ref, ()):
+            route = cand[1]
             owner = self._remote_best.get((ref[0], route.mac))
             if owner is None or owner.vtep != route.nexthop:
                 continue  # the MAC is local, or lives behind another VTEP now
-            rank = _remote_rank(pid[0], route)
+            rank = _remote_rank(*cand)
             if best is None or rank < best:
-                best, winner = rank, (pid, route)
+                best, winner = rank, cand
         if winner is None:
             return None
-        (peer, _), route = winner
+        peer, route = winner
         return RemoteNeigh(ref[0], ref[1], route.mac, route.nexthop, peer)
 
     def _commit(self, tx: _Tx) -> RibChanges:
         changes = RibChanges()
-        for ref in sorted(tx.macs):
+        for ref in tx.macs:
             remote, local_wins, conflict = self._select(ref)
             before = self._location(ref)
             if remote != self._remote_best.get(ref):
@@ -664,7 +673,9 @@ class Rib:
                     self._remote_best[ref] = remote
                     changes.macs_installed.append(remote)
                 # Neighbours follow the VTEP that owns their MAC.
-                tx.ips.update((ref[0], r.ip) for r in self._mac_cands.get(ref, {}).values() if r.ip)
+                for _, route in self._mac_cands.get(ref, ()):
+                    if route.key.ip is not None:
+                        tx.ips[(ref[0], route.key.ip)] = None
             self._publish_advert(ref, local_wins, changes)
             self._count_move(before, self._location(ref))
             if conflict != self._conflicts.get(ref):
@@ -673,7 +684,7 @@ class Rib:
                 else:
                     self._conflicts[ref] = conflict
                     changes.conflicts.append(conflict)
-        for ipref in sorted(tx.ips, key=lambda r: (r[0], address_order(r[1]))):
+        for ipref in tx.ips:
             neigh = self._select_neigh(ipref)
             if neigh != self._neighs.get(ipref):
                 if neigh is None:
@@ -682,7 +693,7 @@ class Rib:
                 else:
                     self._neighs[ipref] = neigh
                     changes.neighs_installed.append(neigh)
-        for vni, vtep in sorted(tx.vteps, key=lambda r: (r[0], address_order(r[1]))):
+        for vni, vtep in tx.vteps:
             present = (vni, vtep) in self._vtep_refs
             published = self._vteps.get(vni, set())
             if present and vtep not in published:
@@ -755,9 +766,23 @@ def _count(counts: dict[_K, int], key: _K) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
-def _discard(index: dict[_K, dict[PathId, MacIpRoute]], ref: _K, pid: PathId) -> None:
-    paths = index.get(ref)
-    if paths is not None:
-        paths.pop(pid, None)
-        if not paths:
-            del index[ref]
+def _add(index: dict[_K, tuple[Cand, ...]], ref: _K, cand: Cand) -> None:
+    # The same (peer, key) was unindexed first if it was there (_announce).
+    old = index.get(ref)
+    index[ref] = (cand,) if old is None else (*old, cand)
+
+
+def _drop(index: dict[_K, tuple[Cand, ...]], ref: _K, peer: IPAddress, key: RouteKey) -> None:
+    old = index.get(ref)
+    if old is None:
+        return
+    rest = tuple(c for c in old if not (c[1].key == key and c[0] == peer))
+    if rest:
+        index[ref] = rest
+    else:
+        del index[ref]
+
+
+def _path(ref: MacRef, peer: IPAddress, route: MacIpRoute) -> RemoteMacPath:
+    return RemoteMacPath(ref[0], ref[1], route.nexthop, route.mobility_seq, route.sticky,
+                         route.default_gateway, peer, route.vni, route.esi)  # fmt: skip
