@@ -5,8 +5,8 @@ variables (exabgp/environment/setup.py), its neighbors from a config file.
 Both are derived here, in one place, so a test can check them without
 starting anything.
 
-Process model (see process.py): ExaBGP spawns one API process, the relay in
-`bridge.py`, which connects back to the evpnd daemon over a unix socket. The
+Process model (see speaker.py): ExaBGP spawns one API process, the relay in
+`relay.py`, which connects back to the evpnd daemon over a unix socket. The
 relay is what ExaBGP writes to, and it drains ExaBGP continuously, so a slow
 daemon never stalls ExaBGP's reactor (no keepalives would go out and peers
 would drop the session).
@@ -63,7 +63,7 @@ def environment(log_level: str = "INFO", log_destination: str = "stdout") -> dic
         # A dead relay must end ExaBGP (the supervisor restarts it and replays
         # the routes); a respawned relay would get no replay of received routes.
         # 5.0.15 acts on this only when it next writes to the dead relay, so
-        # the relay also SIGTERMs ExaBGP itself when it gives up (bridge.py).
+        # the relay also SIGTERMs ExaBGP itself when it gives up (relay.py).
         "api.terminate": "true",
         "api.respawn": "false",
         "api.ack": "true",

@@ -53,7 +53,8 @@ from binascii import b2a_base64
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-FRAME_VERB = b"=evpn"
+from evpnd.speaker.wire import FRAME_VERB  # the frame's one definition: its decoder's
+
 CONFIG_KEYWORD = "raw-evpn"  # in a neighbor's `api { receive { ... } }`
 API_KEY = "receive-raw-evpn"  # what ParseAPI.flatten makes of it: the processes
 
