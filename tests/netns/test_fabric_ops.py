@@ -286,6 +286,11 @@ def test_show_commands_tell_the_real_state_in_json(fabric: None) -> None:
     assert status["peers"] == {"configured": 1, "established": 1}
     assert status["mqtt"]["state"] == "connected"
     assert status["mqtt"]["broker"] == "mqtt://10.0.9.2:1883"
+    # The routes came the raw way (bgp.receive: raw, the default): frames of
+    # undecoded UPDATEs, decoded by evpnd (with `json` there would be none).
+    decoder = status["decoder"]
+    assert decoder["frames"] >= 1 and decoder["announced"] >= 3, decoder
+    assert decoder["errors"] == {}, decoder
 
 
 def test_show_commands_print_frr_like_tables(fabric: None) -> None:
