@@ -24,7 +24,7 @@ from evpnd.dataplane.localtable import (
     resync_events,
     table_from_messages,
 )
-from evpnd.dataplane.netlink.bpf import device_fdb_filter
+from evpnd.dataplane.netlink.bpf import learner_filter
 from evpnd.dataplane.netlink.routesocket import LINK_DUMP_REQUEST, Dumped, RouteSocket
 from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
@@ -112,7 +112,7 @@ def _open_sockets(netns: str | None, rcvbuf: int) -> tuple[RouteSocket, RouteSoc
         try:
             # The echo of every vxlan entry evpnd writes is dropped in the
             # kernel: it never fills the buffer nor costs a recv().
-            events.attach_filter(device_fdb_filter())
+            events.attach_filter(learner_filter())
         except OSError as exc:
             log.warning("no socket filter on the learner socket", error=str(exc))
         dump = RouteSocket(netns, rcvbuf=_DUMP_BUFSIZE, timeout=_DUMP_TIMEOUT)
@@ -295,7 +295,7 @@ class LocalLearner:
         try:
             for mtype, _flags, _seq, _pid, a, b in iter_messages(data):
                 self.counters.messages += 1
-                if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) and table.ignores(data, a, b):
+                if mtype in (RTM_NEWNEIGH, RTM_DELNEIGH) and table.ignores(mtype, data, a, b):
                     self.counters.ignored += 1
                     continue
                 try:

@@ -79,8 +79,8 @@ from evpnd.dataplane.netlink.wire import (
     RTPROT_EVPND,
     LinkMsg,
     NeighMsg,
-    device_fdb_entry,
     fdb_glance,
+    learner_skips,
 )
 from evpnd.model import IPAddress, address_order
 
@@ -166,10 +166,11 @@ class LocalTable:
 
     # -- input
 
-    def ignores(self, data: bytes, start: int, end: int) -> bool:
+    def ignores(self, mtype: int, data: bytes, start: int, end: int) -> bool:
         """True for a neighbour message `apply` is sure to turn into no event, read
-        from its bytes: a device's own FDB entry (NTF_SELF without NDA_MASTER), or
-        an extern_learn bridge entry for a MAC that is no local MAC of any VNI.
+        from its bytes: what the learner's socket filter drops (a device's own FDB
+        entry, the deletion of an extern_learn entry: `learner_skips`), or an
+        extern_learn bridge entry for a MAC that is no local MAC of any VNI.
         These are mostly the kernel's echo of evpnd's own writes, two per remote
         MAC; deciding before `decode_neigh` keeps a 100k-route burst cheap here.
         """
@@ -179,10 +180,10 @@ class LocalTable:
         flags, _master, lladdr = glance
         if lladdr is None or len(lladdr) != 6:
             return False  # decode_neigh reports it
-        if device_fdb_entry(glance):
+        if learner_skips(mtype, glance):
             return True
-        # extern_learn is never local; it only matters when it takes over (or
-        # deletes) an entry we hold as local, which needs that MAC to be local.
+        # extern_learn is never local; it only matters when it takes over an
+        # entry we hold as local, which needs that MAC to be local.
         return bool(flags & NTF_EXT_LEARNED) and lladdr not in self._local_lladdrs
 
     def apply(self, msg: NeighMsg | LinkMsg) -> list[LocalEvent]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from evpnd.dataplane.dump import Classified, Classifier, dump_tables
-from evpnd.dataplane.netlink.bpf import new_extern_fdb_filter
+from evpnd.dataplane.netlink.bpf import reconciler_filter
 from evpnd.dataplane.netlink.linkindex import LinkIndex
 from evpnd.dataplane.netlink.routesocket import RouteSocket, dump_links, groups_mask
 from evpnd.dataplane.netlink.wire import (
@@ -54,7 +54,7 @@ from evpnd.dataplane.netlink.wire import (
     decode_link,
     decode_neigh,
     iter_messages,
-    new_extern_fdb,
+    reconciler_skips,
 )
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
 from evpnd.dataplane.tracker import Changes, ForwardingTracker
@@ -172,7 +172,7 @@ class Reconciler:
                 try:
                     # What _on_readable skips first, dropped in the kernel: the
                     # echo of each write we make never queues or wakes us.
-                    self._monitor.attach_filter(new_extern_fdb_filter())
+                    self._monitor.attach_filter(reconciler_filter())
                 except OSError as exc:
                     log.warning("no socket filter on the dataplane monitor", error=str(exc))
                 asyncio.get_running_loop().add_reader(self._monitor.fileno(), self._on_readable)
@@ -364,11 +364,12 @@ class Reconciler:
         pending = self._pending
         try:
             for mtype, _flags, _seq, _pid, start, end in iter_messages(data):
-                # New remote MACs with extern_learn are ours (or another
-                # control plane's): nothing to do, and a burst of our own
-                # writes should not pile up here (new_extern_fdb_filter drops
-                # them in the kernel already, when it could be attached).
-                if not new_extern_fdb(mtype, data, start, end):
+                # A bridge's own entries and new extern_learn remote MACs
+                # (ours, or another control plane's) need nothing from us, and
+                # the echo of a burst of our own writes should not pile up
+                # here (reconciler_filter drops them in the kernel already,
+                # when it could be attached).
+                if not reconciler_skips(mtype, data, start, end):
                     pending.append((mtype, data, start, end))
         except MalformedMessage:
             pass  # the rest of a datagram that does not frame

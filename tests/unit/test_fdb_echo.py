@@ -13,7 +13,7 @@ import pytest
 from evpnd.dataplane.events import LocalMacAdded, LocalMacRemoved, WatchedVni
 from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.localtable import LocalTable
-from evpnd.dataplane.netlink.bpf import BpfInsn, device_fdb_filter, new_extern_fdb_filter
+from evpnd.dataplane.netlink.bpf import BpfInsn, learner_filter, reconciler_filter
 from evpnd.dataplane.netlink.wire import (
     AF_UNSPEC,
     IFF_UP,
@@ -21,7 +21,8 @@ from evpnd.dataplane.netlink.wire import (
     decode,
     device_fdb_entry,
     fdb_glance,
-    new_extern_fdb,
+    learner_skips,
+    reconciler_skips,
 )
 from tests.unit.fdb_echoes import (
     ECHOES,
@@ -48,6 +49,11 @@ def table() -> LocalTable:
     return t
 
 
+def ignores(t: LocalTable, data: bytes) -> bool:
+    mtype, a, b = one(data)
+    return t.ignores(mtype, data, a, b)
+
+
 def events_of(t: LocalTable, data: bytes) -> list[object]:
     mtype, a, b = one(data)
     msg = decode(mtype, data, a, b)
@@ -59,8 +65,7 @@ def events_of(t: LocalTable, data: bytes) -> list[object]:
 def test_echo_of_our_writes_is_ignored_and_would_have_made_no_event(name: str) -> None:
     data = ECHOES[name]
     t = table()
-    _, a, b = one(data)
-    assert t.ignores(data, a, b)
+    assert ignores(t, data)
     assert events_of(t, data) == []  # what the full decoder would have concluded
 
 
@@ -74,24 +79,20 @@ def test_self_entries_are_device_entries_and_master_entries_are_not() -> None:
 
 def test_local_macs_are_not_ignored() -> None:
     t = table()
-    _, a, b = one(LOCAL_NEW)
-    assert not t.ignores(LOCAL_NEW, a, b)
+    assert not ignores(t, LOCAL_NEW)
     assert events_of(t, LOCAL_NEW)[0] == LocalMacAdded(100, "br100", "p0", "02:00:00:00:00:0b")
-    _, a, b = one(LOCAL_DEL)
-    assert not t.ignores(LOCAL_DEL, a, b)
+    assert not ignores(t, LOCAL_DEL)
     assert [type(e) for e in events_of(t, LOCAL_DEL)] == [LocalMacRemoved]
 
 
 def test_remote_entry_taking_over_a_local_mac_is_not_ignored() -> None:
     t = table()
     events_of(t, LOCAL_NEW)
-    _, a, b = one(MOVE_SELF)
-    assert t.ignores(MOVE_SELF, a, b)  # the vxlan device's own entry: never local
-    _, a, b = one(MOVE_MASTER)
-    assert not t.ignores(MOVE_MASTER, a, b)  # the MAC is local: this moves it away
+    assert ignores(t, MOVE_SELF)  # the vxlan device's own entry: never local
+    assert not ignores(t, MOVE_MASTER)  # the MAC is local: this moves it away
     assert [type(e) for e in events_of(t, MOVE_MASTER)] == [LocalMacRemoved]
     # Once gone, the next echo for that MAC is ignored again.
-    assert t.ignores(MOVE_MASTER, a, b)
+    assert ignores(t, MOVE_MASTER)
 
 
 def test_a_mac_local_in_two_vnis_stays_known_until_both_lose_it() -> None:
@@ -107,15 +108,14 @@ def test_a_mac_local_in_two_vnis_stays_known_until_both_lose_it() -> None:
     other[20:24] = struct.pack("=i", 8)  # ifindex p1
     other[44:48] = struct.pack("=I", 7)  # NDA_MASTER br200
     events_of(t, bytes(other))
-    _, a, b = one(MOVE_MASTER)
-    assert not t.ignores(MOVE_MASTER, a, b)
+    assert not ignores(t, MOVE_MASTER)
     events_of(t, LOCAL_DEL)
-    assert not t.ignores(MOVE_MASTER, a, b)  # still local in VNI 200
+    assert not ignores(t, MOVE_MASTER)  # still local in VNI 200
     gone = bytearray(LOCAL_DEL)
     gone[20:24] = struct.pack("=i", 8)
     gone[44:48] = struct.pack("=I", 7)
     events_of(t, bytes(gone))
-    assert t.ignores(MOVE_MASTER, a, b)
+    assert ignores(t, MOVE_MASTER)
 
 
 def test_learner_counts_ignored_echoes_and_still_learns() -> None:
@@ -176,19 +176,29 @@ NEWLINK = struct.pack("=IHHII", 32, 16, 0, 0, 0) + struct.pack("=BxHiII", 0, 1, 
 @pytest.mark.parametrize(
     ("packet", "kept"),
     [(SELF_NEW, False), (SELF_DEL, False), (MOVE_SELF, False), (MASTER_NEW, True),
-     (MASTER_DEL, True), (LOCAL_NEW, True), (LOCAL_DEL, True), (NEWLINK, True)],
+     (MASTER_DEL, False), (LOCAL_NEW, True), (LOCAL_DEL, True), (MOVE_MASTER, True),
+     (NEWLINK, True)],
 )  # fmt: skip
-def test_learner_filter_drops_only_device_entries(packet: bytes, kept: bool) -> None:
-    assert (run_bpf(device_fdb_filter(), packet) != 0) is kept
+def test_learner_filter_drops_device_entries_and_deleted_remote_entries(
+    packet: bytes, kept: bool
+) -> None:
+    # MASTER_DEL: our remote MAC's bridge entry going away ends no local MAC;
+    # LOCAL_DEL (no extern_learn) does, and MOVE_MASTER takes a local MAC away.
+    assert (run_bpf(learner_filter(), packet) != 0) is kept
 
 
 @pytest.mark.parametrize(
     ("packet", "kept"),
-    [(SELF_NEW, False), (MASTER_NEW, False), (MOVE_MASTER, False), (SELF_DEL, True),
-     (MASTER_DEL, True), (LOCAL_NEW, True), (LOCAL_DEL, True), (NEWLINK, True)],
+    [(SELF_NEW, False), (MASTER_NEW, False), (MOVE_MASTER, False), (MOVE_SELF, False),
+     (SELF_DEL, True), (MASTER_DEL, False), (LOCAL_NEW, False), (LOCAL_DEL, False),
+     (NEWLINK, True)],
 )  # fmt: skip
-def test_reconciler_filter_drops_only_new_extern_learn_fdb(packet: bytes, kept: bool) -> None:
-    assert (run_bpf(new_extern_fdb_filter(), packet) != 0) is kept
+def test_reconciler_filter_keeps_only_vxlan_entry_deletions_and_others_writes(
+    packet: bytes, kept: bool
+) -> None:
+    # SELF_DEL: a remote MAC of ours deleted (by us, or by someone to repair);
+    # bridge entries (MASTER_*, LOCAL_*) are never the reconciler's.
+    assert (run_bpf(reconciler_filter(), packet) != 0) is kept
 
 
 ALL = [SELF_NEW, MASTER_NEW, MASTER_DEL, SELF_DEL, LOCAL_NEW, MOVE_SELF, MOVE_MASTER, LOCAL_DEL]
@@ -201,7 +211,7 @@ def test_each_filter_has_a_byte_level_twin_that_agrees(packet: bytes) -> None:
     mtype, a, b = one(packet)
     glance = fdb_glance(packet, a, b)
     assert glance is not None
-    assert device_fdb_entry(glance) is (run_bpf(device_fdb_filter(), packet) == 0)
-    assert new_extern_fdb(mtype, packet, a, b) is (run_bpf(new_extern_fdb_filter(), packet) == 0)
+    assert learner_skips(mtype, glance) is (run_bpf(learner_filter(), packet) == 0)
+    assert reconciler_skips(mtype, packet, a, b) is (run_bpf(reconciler_filter(), packet) == 0)
     link_type, start, end = one(NEWLINK)
-    assert not new_extern_fdb(link_type, NEWLINK, start, end)
+    assert not reconciler_skips(link_type, NEWLINK, start, end)

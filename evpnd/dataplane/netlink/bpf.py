@@ -64,29 +64,48 @@ def _neigh_prelude(types: Sequence[int]) -> list[tuple[int, str | int, str | int
     ]
 
 
-def device_fdb_filter() -> list[BpfInsn]:
-    """Drop AF_BRIDGE RTM_NEWNEIGH/RTM_DELNEIGH with NTF_SELF and no NDA_MASTER.
+def learner_filter() -> list[BpfInsn]:
+    """Drop AF_BRIDGE RTM_NEWNEIGH/RTM_DELNEIGH with NTF_SELF and no NDA_MASTER, and
+    AF_BRIDGE RTM_DELNEIGH with NTF_EXT_LEARNED.
 
-    Those are a device's own table (a vxlan device's remote entries, as evpnd
-    writes them), never a bridge's: the local learner ignores them anyway
-    (`wire.device_fdb_entry`).
+    The first are a device's own table (a vxlan device's remote entries, as
+    evpnd writes them), never a bridge's. The second are the deletion of a
+    remote (extern_learn) bridge entry: a local MAC's entry is never
+    extern_learn, so such a deletion never ends a local MAC. The local learner
+    makes no event of either (`wire.learner_skips`).
     """
     return _assemble([
         *_neigh_prelude((RTM_NEWNEIGH, RTM_DELNEIGH)),
-        (_BPF_JSET_K, 0, _ACCEPT, NTF_SELF),
+        (_BPF_JSET_K, 0, 4, NTF_SELF),
+        # NTF_SELF: a device entry unless the bridge is named (NDA_MASTER)
         (_BPF_LD_IMM, 0, 0, _NDM_ATTRS),
         (_BPF_LDX_IMM, 0, 0, NDA_MASTER),
         (_BPF_LD_W_ABS, 0, 0, _SKF_AD_NLATTR),
-        (_BPF_JEQ_K, _DROP, _ACCEPT, 0),
+        (_BPF_JEQ_K, _DROP, 0, 0),
+        # a deletion of an extern_learn entry
+        (_BPF_LD_H_ABS, 0, 0, _NLMSG_TYPE),
+        (_BPF_JEQ_K, 0, _ACCEPT, _host_u16(RTM_DELNEIGH)),
+        (_BPF_LD_B_ABS, 0, 0, _NDM_FLAGS),
+        (_BPF_JSET_K, _DROP, _ACCEPT, NTF_EXT_LEARNED),
     ])  # fmt: skip
 
 
-def new_extern_fdb_filter() -> list[BpfInsn]:
-    """Drop AF_BRIDGE RTM_NEWNEIGH with NTF_EXT_LEARNED (what the reconciler skips,
-    `wire.new_extern_fdb`)."""
+def reconciler_filter() -> list[BpfInsn]:
+    """Drop AF_BRIDGE RTM_NEWNEIGH/RTM_DELNEIGH without NTF_SELF, and AF_BRIDGE
+    RTM_NEWNEIGH with NTF_EXT_LEARNED (what the reconciler skips, `wire.reconciler_skips`).
+
+    The first are a bridge's own entries, which the reconciler never owns
+    (evpnd's remote MACs are the vxlan device's entries; the companion bridge
+    entry is written and deleted with them): half the echo of every write, and
+    of every deletion. The second are remote MACs written by evpnd (or another
+    control plane), never something to repair.
+    """
     return _assemble([
-        *_neigh_prelude((RTM_NEWNEIGH,)),
-        (_BPF_JSET_K, _DROP, _ACCEPT, NTF_EXT_LEARNED),
+        *_neigh_prelude((RTM_NEWNEIGH, RTM_DELNEIGH)),
+        (_BPF_JSET_K, 0, _DROP, NTF_SELF),
+        (_BPF_JSET_K, 0, _ACCEPT, NTF_EXT_LEARNED),
+        (_BPF_LD_H_ABS, 0, 0, _NLMSG_TYPE),
+        (_BPF_JEQ_K, _DROP, _ACCEPT, _host_u16(RTM_NEWNEIGH)),
     ])  # fmt: skip
 
 

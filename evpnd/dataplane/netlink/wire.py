@@ -316,17 +316,28 @@ def fdb_glance(data: bytes, start: int, end: int) -> tuple[int, bool, bytes | No
 
 def device_fdb_entry(glance: tuple[int, bool, bytes | None]) -> bool:
     """NTF_SELF without NDA_MASTER: a device's own table (a vxlan device's remote
-    entries, as evpnd writes them), never a bridge's. What `device_fdb_filter` drops."""
+    entries, as evpnd writes them), never a bridge's."""
     flags, master, lladdr = glance
     return bool(flags & NTF_SELF) and not master and lladdr is not None and len(lladdr) == 6
 
 
-def new_extern_fdb(mtype: int, data: bytes, start: int, end: int) -> bool:
-    """An AF_BRIDGE RTM_NEWNEIGH with NTF_EXT_LEARNED: a remote MAC written by evpnd (or
-    another control plane), never something to repair. What `new_extern_fdb_filter` drops."""
-    return (
-        mtype == RTM_NEWNEIGH
-        and end - start >= NDMSG.size
-        and data[start] == AF_BRIDGE
-        and bool(data[start + 10] & NTF_EXT_LEARNED)
+def learner_skips(mtype: int, glance: tuple[int, bool, bytes | None]) -> bool:
+    """What `bpf.learner_filter` drops: a device's own entry, or the deletion of an
+    extern_learn (remote) entry, which never ends a local MAC."""
+    return device_fdb_entry(glance) or (
+        mtype == RTM_DELNEIGH and bool(glance[0] & NTF_EXT_LEARNED)
     )
+
+
+def reconciler_skips(mtype: int, data: bytes, start: int, end: int) -> bool:
+    """What `bpf.reconciler_filter` drops: an AF_BRIDGE neighbour message without
+    NTF_SELF (a bridge's entry, never the reconciler's), or an RTM_NEWNEIGH with
+    NTF_EXT_LEARNED (a remote MAC written by evpnd or another control plane)."""
+    if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH) or end - start < NDMSG.size:
+        return False
+    if data[start] != AF_BRIDGE:
+        return False
+    flags = data[start + 10]
+    if not flags & NTF_SELF:
+        return True
+    return mtype == RTM_NEWNEIGH and bool(flags & NTF_EXT_LEARNED)
