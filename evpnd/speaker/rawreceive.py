@@ -1,7 +1,7 @@
 """A raw receive path for EVPN UPDATEs inside ExaBGP 5.0.15 (the launcher installs it).
 
-ExaBGP spends 190 µs or more on every received one-NLRI UPDATE (bench/
-exabgp_receive.py; DESIGN.md section 9 has 340 µs): it builds NLRI and
+ExaBGP spends 190 µs or more on every received one-NLRI UPDATE (measured by
+bench/exabgp_receive.py; 340 µs in another run): it builds NLRI and
 attribute objects, fills its adj-RIB-in, encodes JSON, and goes round its
 reactor (four polls) once per message. evpnd decodes
 EVPN itself, so for a session configured for it (`receive { raw-evpn; }` in
