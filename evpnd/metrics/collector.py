@@ -44,7 +44,6 @@ ROUTE_ACTIONS = ("announce", "withdraw")
 MAC_MOVES = ("remote-to-local", "local-to-remote", "remote-to-remote")
 WRITE_OPS = ("mac_put", "mac_del", "flood_add", "flood_del", "neigh_put", "neigh_del")
 LOCAL_EVENTS = ("mac_added", "mac_removed", "ip_learned", "ip_removed", "resynced")
-ENTRY_STATES = ("installed", "desired")
 UNKNOWN_VNI = "unknown"
 ESTABLISHED = "established"  # evpnd.control.peers.ESTABLISHED
 
@@ -379,27 +378,23 @@ class EvpndCollector(Collector):
         src = self.source
         rec = src.reconciler
         stats = rec.stats
-        tables = {
-            "installed": entries_per_vni(rec.installed, src.devices),
-            "desired": entries_per_vni(rec.desired, src.devices),
-        }
-        for kind, name, doc in (
-            ("mac", "evpnd_fdb_entries", "Remote MACs in vxlan FDBs"),
-            ("flood", "evpnd_flood_entries", "Flood-list (head-end replication) entries"),
-            ("neigh", "evpnd_neighbor_entries", "ARP/ND suppression neighbour entries"),
+        # Desired and installed are separate families, not one with a `state`
+        # label: a sum over all labels of one family must mean something.
+        for state, table, meaning in (
+            ("desired", entries_per_vni(rec.desired, src.devices), "what the routes ask for"),
+            ("installed", entries_per_vni(rec.installed, src.devices), "what the kernel holds"),
         ):
-            values = {
-                (vni, state): n
-                for state, per_kind in tables.items()
-                for vni, n in per_kind[kind].items()
-            }
-            yield _gauge(
-                name,
-                f"{doc} evpnd owns, by VNI; state=installed is what the kernel holds, "
-                "state=desired what the routes ask for.",
-                ["vni", "state"],
-                values,
-            )
+            for kind, name, doc in (
+                ("mac", "evpnd_fdb_entries", "Remote MACs in vxlan FDBs"),
+                ("flood", "evpnd_flood_entries", "Flood-list (head-end replication) entries"),
+                ("neigh", "evpnd_neighbor_entries", "ARP/ND suppression neighbour entries"),
+            ):
+                yield _gauge(
+                    f"{name}_{state}",
+                    f"{doc} owned by evpnd, {meaning}, by VNI.",
+                    ["vni"],
+                    {(vni,): n for vni, n in table[kind].items()},
+                )
         writes = dict.fromkeys(((op,) for op in WRITE_OPS), 0)
         writes.update({(op,): n for op, n in stats.writes_by_op.items()})
         yield _counter(

@@ -351,8 +351,8 @@ def test_metrics_follow_the_routes(fabric: None) -> None:
     assert metric(before2, "evpnd_bgp_session_up", peer=RR_SIDE["host2"]) == 1
     assert metric(before2, "evpnd_exabgp_connected") == 1
     assert metric(before2, "evpnd_mqtt_connected") == 1
-    assert metric(before2, "evpnd_fdb_entries", vni="100", state="installed") == 1
-    assert metric(before2, "evpnd_flood_entries", vni="100", state="installed") == 1
+    assert metric(before2, "evpnd_fdb_entries_installed", vni="100") == 1
+    assert metric(before2, "evpnd_flood_entries_installed", vni="100") == 1
 
     def received(samples: dict, action: str) -> float:
         return metric(samples, "evpnd_bgp_routes_received_total", type="2", action=action)
@@ -363,7 +363,7 @@ def test_metrics_follow_the_routes(fabric: None) -> None:
         wait_for("host2 to install the new MAC", lambda: remote_macs("host2").get(mac))
         after2 = wait_for("host2's metrics to count the new route", lambda: (
             s if received(s := scrape("host2"), "announce") > received(before2, "announce")
-            and metric(s, "evpnd_fdb_entries", vni="100", state="installed") == 2 else None))
+            and metric(s, "evpnd_fdb_entries_installed", vni="100") == 2 else None))
         remote = "evpnd_rib_remote_macs"
         assert metric(after2, remote) == metric(before2, remote) + 1
         assert metric(after2, "evpnd_bgp_updates_received_total") > metric(
@@ -381,7 +381,7 @@ def test_metrics_follow_the_routes(fabric: None) -> None:
     wait_for("host2 to remove the MAC again", lambda: mac not in remote_macs("host2"))
     gone = wait_for("host2's metrics to count the withdrawal", lambda: (
         s if received(s := scrape("host2"), "withdraw") > received(before2, "withdraw") else None))
-    assert metric(gone, "evpnd_fdb_entries", vni="100", state="installed") == 1
+    assert metric(gone, "evpnd_fdb_entries_installed", vni="100") == 1
     print(f"\nhost2 routes received type-2: announce {received(before2, 'announce'):.0f} -> "
           f"{received(after2, 'announce'):.0f}, withdraw {received(before2, 'withdraw'):.0f} -> "
           f"{received(gone, 'withdraw'):.0f}; loop lag max "

@@ -176,8 +176,8 @@ async def test_values_follow_routes_received_from_frr(
     assert value(before, "evpnd_bgp_routes", type="2") == 0
     assert value(before, "evpnd_bgp_session_up", peer=PEER) == 0
     assert value(before, "evpnd_bgp_sessions_up") == 0
-    assert value(before, "evpnd_fdb_entries", vni="100", state="installed") == 0
-    assert value(before, "evpnd_flood_entries", vni="100", state="desired") == 0
+    assert value(before, "evpnd_fdb_entries_installed", vni="100") == 0
+    assert value(before, "evpnd_flood_entries_desired", vni="100") == 0
 
     source.feed(
         "state_up",
@@ -214,18 +214,18 @@ async def test_values_follow_routes_received_from_frr(
     # Not in the kernel yet: desired moves, installed does not.
     await source.reconciler.set_desired(desired_state(source.rib, source.devices))
     pending = scrape(registry)
-    assert value(pending, "evpnd_fdb_entries", vni="100", state="desired") == 2
-    assert value(pending, "evpnd_fdb_entries", vni="100", state="installed") == 0
+    assert value(pending, "evpnd_fdb_entries_desired", vni="100") == 2
+    assert value(pending, "evpnd_fdb_entries_installed", vni="100") == 0
 
     result = await source.program()
     programmed = scrape(registry)
     desired = source.reconciler.desired
-    assert value(programmed, "evpnd_fdb_entries", vni="100", state="installed") == 2
-    assert value(programmed, "evpnd_flood_entries", vni="100", state="installed") == 1
-    assert value(programmed, "evpnd_neighbor_entries", vni="100", state="installed") == len(
+    assert value(programmed, "evpnd_fdb_entries_installed", vni="100") == 2
+    assert value(programmed, "evpnd_flood_entries_installed", vni="100") == 1
+    assert value(programmed, "evpnd_neighbor_entries_installed", vni="100") == len(
         desired.neighs
     )
-    assert value(programmed, "evpnd_fdb_entries", vni="200", state="installed") == 0
+    assert value(programmed, "evpnd_fdb_entries_installed", vni="200") == 0
     assert value(programmed, "evpnd_reconcile_writes_total", op="mac_put") == 2
     assert value(programmed, "evpnd_reconcile_writes_total", op="flood_add") == 1
     assert (
@@ -313,7 +313,7 @@ def test_netlink_errors_by_op_and_errno(source: Source, registry: CollectorRegis
     source.reconciler._record(changes, refused)
     samples = scrape(registry)
     assert value(samples, "evpnd_netlink_errors_total", op="mac_put", errno="ENODEV") == 1
-    assert value(samples, "evpnd_fdb_entries", vni="100", state="installed") == 0
+    assert value(samples, "evpnd_fdb_entries_installed", vni="100") == 0
 
 
 def test_loop_lag_and_daemon_info(source: Source) -> None:
@@ -345,6 +345,27 @@ def test_every_metric_has_help_and_evpnd_prefix(source: Source) -> None:
     assert all(f"{name}_total" in text for name in counters)
 
 
+async def test_desired_and_installed_are_separate_metrics_that_sum(source: Source) -> None:
+    """Summing a family over all its labels must mean something: no `state` label that
+    mixes what the routes ask for with what the kernel holds."""
+    source.feed("state_up", "type2_mac_only", "type2_mac_ipv4_single_label", "type3_imet_pmsi")
+    await source.reconciler.set_desired(desired_state(source.rib, source.devices))
+    text = generate_latest(build_registry(source, process=False)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for kind in ("fdb", "flood", "neighbor"):
+        assert f"evpnd_{kind}_entries" not in families
+        for state in ("desired", "installed"):
+            family = families[f"evpnd_{kind}_entries_{state}"]
+            assert family.type == "gauge"
+            assert all(set(s.labels) == {"vni"} for s in family.samples), family.samples
+    desired = families["evpnd_fdb_entries_desired"].samples
+    assert sum(s.value for s in desired) == len(source.reconciler.desired.macs) > 0
+    assert sum(s.value for s in families["evpnd_fdb_entries_installed"].samples) == 0
+    with_state = [f.name for f in families.values()
+                  if any("state" in s.labels for s in f.samples) and f.name != "evpnd_mqtt_state"]
+    assert with_state == []
+
+
 def test_readme_lists_every_metric(source: Source) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Metrics") :]
@@ -372,7 +393,7 @@ def test_a_failing_section_is_left_out_and_counted(source: Source) -> None:
     registry.register(collector)
     samples = scrape(registry)
     assert value(samples, "evpnd_metrics_collect_errors_total") == 2  # bgp and evpn sections
-    assert value(samples, "evpnd_fdb_entries", vni="100", state="installed") == 0
+    assert value(samples, "evpnd_fdb_entries_installed", vni="100") == 0
     assert not any(name == "evpnd_bgp_sessions_up" for name, _ in samples)
 
 
@@ -470,7 +491,7 @@ def test_the_daemon_is_a_metrics_source(peers: bool) -> None:
     daemon = Daemon(config.parse(text))  # constructed, not run: no sockets, no processes
     samples = scrape(build_registry(daemon, process=False))
     assert value(samples, "evpnd_metrics_collect_errors_total") == 0
-    assert value(samples, "evpnd_fdb_entries", vni="100", state="desired") == 0
+    assert value(samples, "evpnd_fdb_entries_desired", vni="100") == 0
     if peers:
         assert value(samples, "evpnd_bgp_session_up", peer=PEER) == 0
 

@@ -60,8 +60,8 @@ async def test_scrape_over_http_follows_routes() -> None:
         after = samples_of(body)
         assert value(after, "evpnd_bgp_routes", type="3") == 1
         assert value(after, "evpnd_bgp_sessions_up") == 1
-        assert value(after, "evpnd_flood_entries", vni="100", state="installed") == 1
-        assert value(after, "evpnd_fdb_entries", vni="100", state="installed") == 1
+        assert value(after, "evpnd_flood_entries_installed", vni="100") == 1
+        assert value(after, "evpnd_fdb_entries_installed", vni="100") == 1
         assert server.scrapes == 2
 
 
