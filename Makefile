@@ -11,8 +11,10 @@ PY := $(VENV)/bin/python
 #   docker.io and busybox-static: tests/docker starts a private dockerd (its own data-root,
 #   exec-root and socket; never the system one) and imports an offline image made from
 #   busybox-static, to test the network driver (evpnd/docker) for real.
+#   prometheus: promtool checks contrib/prometheus/ rules and a lab host's real /metrics;
+#   chromium: the fabric view is loaded in a real headless browser (DevTools protocol).
 APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
-	docker.io busybox-static
+	docker.io busybox-static prometheus chromium
 PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=

@@ -34,7 +34,8 @@ SYNC_TIMEOUT = 10.0  # seconds to wait for MQTT's retained registrations before 
 
 
 class MetricsEndpoint:
-    """The /metrics HTTP server of a `metrics:` section; absent while disabled."""
+    """The /metrics HTTP(S) server of a `metrics:` section (with the fabric view when
+    `fabric_view` is set); absent while disabled."""
 
     def __init__(self, source: Any) -> None:
         self.source = source  # the daemon (a metrics.source.MetricsSource)
@@ -46,9 +47,16 @@ class MetricsEndpoint:
         if not cfg.enabled:
             return None
         from evpnd.metrics.collector import build_registry
-        from evpnd.metrics.server import MetricsServer
+        from evpnd.metrics.server import Credentials, MetricsServer, TlsFiles
 
-        server = MetricsServer(build_registry(self.source), str(cfg.address), cfg.port)
+        auth = cfg.basic_auth
+        server = MetricsServer(
+            build_registry(self.source), str(cfg.address), cfg.port,
+            tls=None if cfg.tls is None else TlsFiles(cfg.tls.cert, cfg.tls.key),
+            credentials=None if auth is None
+            else Credentials(auth.user, auth.password.get_secret_value()),
+            pages=self._fabric_pages() if cfg.fabric_view else None,
+        )  # fmt: skip
         try:
             await server.start()
         except OSError as exc:
@@ -65,9 +73,29 @@ class MetricsEndpoint:
 
     async def reconfigure(self, old: MetricsConfig, new: MetricsConfig) -> str | None:
         if old == new:
-            return None
+            return self._reload_tls()
         await self.stop()
         return await self.start(new)
+
+    def _reload_tls(self) -> str | None:
+        """A reload with the same settings re-reads the certificate (renewed in place)."""
+        if self.server is None:
+            return None
+        try:
+            self.server.reload_tls()
+        except OSError as exc:
+            log.error("metrics certificate not reloaded; the previous one stays",
+                      error=str(exc))
+            return f"metrics endpoint: {exc}"
+        return None
+
+    def _fabric_pages(self) -> Any:
+        """The fabric view's pages, over the same snapshot `evpnd show` takes."""
+        from evpnd.control.snapshot import take_snapshot
+        from evpnd.control.views import fabric
+        from evpnd.web.routes import FabricPages
+
+        return FabricPages(lambda: fabric(take_snapshot(self.source)))
 
 
 class MqttBridge:

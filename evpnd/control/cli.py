@@ -19,6 +19,7 @@ VIEW_HELP = {
     "routes": "EVPN routes received (in) and announced (out)",
     "vteps": "remote VTEPs: flood lists, MACs behind them, peers they come through",
     "status": "version, uptime, ExaBGP pid/restarts, RIB and dataplane counters",
+    "fabric": "this host, its peers, the remote VTEPs and their MACs per VNI (--svg: a picture)",
 }
 WITH_VNI = ("vni", "mac", "neighbors", "routes", "vteps")
 
@@ -41,6 +42,9 @@ def add_subparsers(sub: Any) -> None:
             view.add_argument("--type", type=int, choices=(2, 3, 5), help="only this route type")
             view.add_argument("--direction", choices=("in", "out"),
                               help="in = received, out = announced")
+        if name == "fabric":
+            view.add_argument("--svg", metavar="FILE", help="write the picture the live "
+                              "fabric view shows (metrics.fabric_view) to FILE ('-': stdout)")
         view.set_defaults(handler=run_show)
 
 
@@ -68,8 +72,26 @@ def run_show(args: argparse.Namespace) -> int:
     except client.ClientError as exc:
         print(f"evpnd show {args.view}: {exc}", file=sys.stderr)
         return exc.exit_code
+    if getattr(args, "svg", None):
+        return write_svg(args.svg, data)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(render.render(args.view, data))
+    return 0
+
+
+def write_svg(target: str, data: dict[str, Any]) -> int:
+    from evpnd.web import fabric_svg
+
+    svg = fabric_svg.render(data)
+    if target == "-":
+        sys.stdout.write(svg)
+        return 0
+    try:
+        Path(target).write_text(svg)
+    except OSError as exc:
+        print(f"evpnd show fabric: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {target}")
     return 0

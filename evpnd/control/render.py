@@ -344,6 +344,31 @@ def render_status(data: JSON) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- fabric
+
+
+def render_fabric(data: JSON) -> str:
+    host = data["host"]
+    peers = data["peers"]
+    state = "converged" if data["converged"] else "not converged"
+    lines = [f"Fabric seen from VTEP {host['vtep']} (router-id {host['router_id']}, "
+             f"AS {host['asn']}), {state}",
+             "Peers: " + (", ".join(f"{p['address']} {p['state']}" for p in peers) or "none"),
+             ""]  # fmt: skip
+    lines += table(("VNI", "# Local MACs", "# Remote MACs", "# VTEPs", "FDB pending"),
+                   [(v["vni"], v["local_macs"], v["remote_macs"], v["vteps"], v["fdb_pending"])
+                    for v in data["vnis"]])  # fmt: skip
+    lines.append("")
+    lines += table(("Remote VTEP", "MACs per VNI", "Via peers"),
+                   [(t["vtep"], " ".join(f"{v['vni']}:{v['macs']}" for v in t["vnis"]) or None,
+                     " ".join(t["peers"]) or None) for t in data["vteps"]])  # fmt: skip
+    lines.append(f"Number of remote VTEPs: {len(data['vteps'])}")
+    if data["conflicts"]:
+        lines += ["", "Conflicts:"]
+        lines += [f"  MAC {c['mac']} in VNI {c['vni']}: {c['reason']}" for c in data["conflicts"]]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[JSON], str]] = {
     "peers": render_peers,
     "vni": render_vni,
@@ -352,6 +377,7 @@ RENDERERS: dict[str, Callable[[JSON], str]] = {
     "routes": render_routes,
     "vteps": render_vteps,
     "status": render_status,
+    "fabric": render_fabric,
 }
 
 

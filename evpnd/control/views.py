@@ -424,6 +424,57 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
     return {"vteps": rows}
 
 
+# ---------------------------------------------------------------- fabric
+
+
+def fabric(snap: Snapshot) -> JSON:
+    """The fabric seen from this host, as the picture draws it (evpnd/web/fabric_svg.py):
+    this host and its VNIs, the BGP peers, each remote VTEP with its MACs per VNI, and
+    what needs an operator (MAC conflicts)."""
+    macs: dict[str, dict[int, int]] = {}
+    for v in snap.cfg.vnis:
+        for path in snap.rib.remote_macs(v.vni):
+            per_vni = macs.setdefault(str(path.vtep), {})
+            per_vni[v.vni] = per_vni.get(v.vni, 0) + 1
+    remote = []
+    for row in vteps(snap)["vteps"]:
+        flooded = {f["vni"] for f in row["flood_vnis"]}
+        counts = macs.get(row["vtep"], {})
+        remote.append({
+            "vtep": row["vtep"], "peers": row["peers"], "macs": row["macs"],
+            "neighbors": row["neighbors"], "flood_installed": row["flood_installed"],
+            "vnis": [{"vni": n, "macs": counts.get(n, 0), "flood": n in flooded}
+                     for n in sorted(flooded | set(counts))],
+        })  # fmt: skip
+    # FDB entries the routes ask for that the kernel does not hold (yet), per device.
+    pending: dict[str, int] = {}
+    for key, entry in snap.desired.macs.items():
+        if snap.installed.macs.get(key) != entry:
+            pending[key[0]] = pending.get(key[0], 0) + 1
+    vxlan_of = {v.vni: v.vxlan_name for v in snap.cfg.vnis}
+    sessions = peers(snap)
+    return {
+        "time": snap.now,
+        "host": {k: sessions[k] for k in ("router_id", "asn", "vtep")},
+        "converged": snap.converged_at is not None,
+        "vnis": [
+            {"vni": row["vni"], "local_macs": row["local_macs"], "remote_macs": row["remote_macs"],
+             "flood": row["flood"], "vteps": len(row["vteps"]),
+             "fdb_pending": pending.get(vxlan_of[row["vni"]], 0)}
+            for row in vni(snap)["vnis"]
+        ],
+        "peers": [
+            {k: p[k] for k in ("address", "description", "remote_asn", "state", "routes_received")}
+            for p in sessions["peers"]
+        ],
+        "vteps": remote,
+        "conflicts": [
+            {"vni": c.vni, "mac": c.mac, "reason": c.reason, "vteps": [str(t) for t in c.vteps]}
+            for c in snap.rib.conflicts()
+        ],
+    }  # fmt: skip
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -495,6 +546,7 @@ VIEWS: dict[str, View] = {
     "routes": routes,
     "vteps": vteps,
     "status": status,
+    "fabric": fabric,
 }
 # The arguments each view takes, and their types.
 ARGS: dict[str, dict[str, type]] = {
@@ -505,6 +557,7 @@ ARGS: dict[str, dict[str, type]] = {
     "routes": {"type": int, "direction": str, "vni": int},
     "vteps": {"vni": int},
     "status": {},
+    "fabric": {},
 }
 
 

@@ -32,9 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from evpnd.lab import mosquitto, program, topology
 from evpnd.lab import state as labstate
-from tests.conftest import REPO
+from tests.conftest import REPO, require_program
+from tests.netns.cdp import Browser
 from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, alive, running_lab
 from tests.netns.fabric import wait_for as poll
+from tests.unit import test_contrib as contrib
 
 pytestmark = pytest.mark.netns
 
@@ -81,16 +83,21 @@ def show_json(host: str, view: str, *args: str) -> Any:
     return json.loads(show(host, view, *args).stdout)
 
 
-def scrape(host: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The host's /metrics, fetched from rr over the underlay: (name, labels) -> value."""
+def scrape_text(host: str) -> str:
+    """The host's /metrics as Prometheus text, fetched from rr over the underlay."""
     url = f"http://{VTEP[host]}:9595/metrics"
     code = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(" \
            "sys.argv[1], timeout=10).read().decode())"  # fmt: skip
     out = subprocess.run(["ip", "netns", "exec", ns("rr"), sys.executable, "-c", code, url],
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 0, f"scraping {url} failed: {out.stderr[-500:]}"
+    return out.stdout
+
+
+def scrape(host: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The host's /metrics: (name, labels) -> value."""
     samples = {}
-    for family in text_string_to_metric_families(out.stdout):
+    for family in text_string_to_metric_families(scrape_text(host)):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
@@ -388,6 +395,26 @@ def test_metrics_follow_the_routes(fabric: None) -> None:
           f"{metric(gone, 'evpnd_event_loop_lag_max_seconds') * 1000:.1f} ms")
 
 
+def test_promtool_accepts_the_real_metrics_and_contrib_uses_only_real_ones(
+    fabric: None, tmp_path: Path
+) -> None:
+    """`promtool check metrics` on a lab host's real /metrics; every metric the alert
+    rules and the Grafana dashboard name is in it (contrib/, tests/unit/test_contrib.py)."""
+    promtool = require_program("promtool", "prometheus")
+    text = scrape_text("host2")
+    (tmp_path / "host2.metrics").write_text(text)
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    exposed = contrib.exposed_names(text)
+    assert contrib.unknown_metrics(contrib.rule_exprs(), exposed) == {}
+    assert contrib.unknown_metrics(contrib.dashboard_exprs(), exposed) == {}
+    # The split gauges: desired and installed agree on a converged host.
+    samples = scrape("host2")
+    assert metric(samples, "evpnd_fdb_entries_desired", vni="100") == metric(
+        samples, "evpnd_fdb_entries_installed", vni="100") >= 1  # fmt: skip
+
+
 def test_mqtt_events_when_a_remote_endpoint_appears_and_goes(fabric: None) -> None:
     mac = "02:00:00:00:01:77"
     with tap("evpnd/+/events/#", "evpnd/+/summary/#", "evpnd/+/status") as sub:
@@ -549,3 +576,93 @@ def test_restart_hands_over_the_socket_metrics_and_registrations(fabric: None) -
 def _status_or_none(host: str) -> dict | None:
     result = show(host, "status", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+# ---------------------------------------------------------------------------
+# the fabric view in a real browser (last: it stops host1's evpnd for good)
+
+# What the page shows, read from the rendered DOM (the SVG the page swapped in).
+FABRIC_DOM = """(() => {
+  const svg = document.querySelector('#fabric svg');
+  if (!svg) { return null; }
+  const all = (root, css) => Array.from(root.querySelectorAll(css));
+  return {
+    updates: Number(document.body.dataset.updates),
+    status: document.getElementById('status').dataset.state,
+    vteps: all(svg, 'g.vtep').map(g => ({
+      vtep: g.dataset.vtep, macs: Number(g.dataset.macs),
+      vnis: all(g, 'text.vtep-vni').map(t => [t.dataset.vni, Number(t.dataset.macs),
+                                              t.textContent])})),
+    vnis: all(svg, 'g.vni').map(g => ({
+      vni: g.dataset.vni, local: Number(g.dataset.localMacs),
+      remote: Number(g.dataset.remoteMacs),
+      label: g.querySelector('.vni-label').textContent})),
+    peers: all(svg, 'g.peer').map(g => [g.dataset.peer, g.dataset.state]),
+    noVteps: svg.querySelector('.no-vteps') !== null,
+  };
+})()"""
+
+
+def test_fabric_view_in_a_browser_follows_routes_and_a_stopped_host(
+    fabric: None, tmp_path: Path
+) -> None:
+    """host2's /fabric in headless Chromium (in rr's namespace, like an operator's browser
+    on the fabric): host1's VTEP with its MACs per VNI; a new MAC behind host1 shows up
+    live; host1's evpnd stopped (SIGINT: routes withdrawn, ExaBGP stopped), its VTEP goes."""
+    require_program("chromium", "chromium")
+    url = f"http://{VTEP['host2']}:9595/fabric"
+    mac = "02:00:00:00:01:98"
+    shots = []
+
+    def dom(browser: Browser, what: str, check: Callable[[dict], bool]) -> dict:
+        last: list[dict | None] = [None]
+
+        def probe() -> dict | None:
+            last[0] = browser.evaluate(FABRIC_DOM)
+            return last[0] if last[0] and check(last[0]) else None
+
+        return poll(what, probe, timeout=30, interval=0.3,
+                    explain=lambda: f"the page shows {last[0]}")  # fmt: skip
+
+    with Browser.start(ns("rr"), tmp_path / "chromium") as browser:
+        browser.open(url)
+        seen = dom(browser, "the page to show host1's VTEP", lambda d: d["updates"] > 0 and [
+            v["vtep"] for v in d["vteps"]] == [VTEP["host1"]])  # fmt: skip
+        assert seen["status"] == "live"
+        (vtep,) = seen["vteps"]
+        assert vtep["macs"] == 1 and vtep["vnis"] == [["100", 1, "VNI 100: 1 MAC"]]
+        (vni,) = seen["vnis"]
+        assert (vni["vni"], vni["label"], vni["local"], vni["remote"]) == ("100", "VNI 100", 1, 1)
+        assert seen["peers"] == [[RR_SIDE["host2"], "established"]]
+        shots.append(browser.screenshot(tmp_path / "fabric-1-converged.png"))
+
+        add = FABRIC.run("host1", ["bridge", "fdb", "add", mac, "dev", "eth2", "master",
+                                   "dynamic"])  # fmt: skip
+        assert add.returncode == 0, add.stderr
+        try:
+            seen = dom(browser, "the new MAC behind host1 on the page",
+                       lambda d: [v["macs"] for v in d["vteps"]] == [2])  # fmt: skip
+            assert seen["vteps"][0]["vnis"] == [["100", 2, "VNI 100: 2 MACs"]]
+            assert seen["vnis"][0]["remote"] == 2
+            shots.append(browser.screenshot(tmp_path / "fabric-2-new-mac.png"))
+        finally:
+            FABRIC.run("host1", ["bridge", "fdb", "del", mac, "dev", "eth2", "master"])
+        dom(browser, "the MAC gone again", lambda d: [v["macs"] for v in d["vteps"]] == [1])
+
+        # The same picture as a file, from the CLI in host2's namespace.
+        svg = tmp_path / "fabric.svg"
+        show("host2", "fabric", "--svg", str(svg), as_json=False)
+        assert f'data-vtep="{VTEP["host1"]}"' in svg.read_text()
+
+        (daemon,) = procs("host1", "evpnd run")
+        os.kill(daemon, signal.SIGINT)  # a full stop: routes withdrawn, ExaBGP stopped
+        wait_for("host1's evpnd to exit after SIGINT", lambda: not alive(daemon), timeout=20)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(daemon, os.WNOHANG)  # `lab up` in this process started it
+        seen = dom(browser, "host1's VTEP to leave the page",
+                   lambda d: d["vteps"] == [] and d["noVteps"])  # fmt: skip
+        assert seen["vnis"][0]["remote"] == 0 and seen["status"] == "live"
+        shots.append(browser.screenshot(tmp_path / "fabric-3-host1-stopped.png"))
+    for shot in shots:
+        assert shot.stat().st_size > 5000
+        print(f"\nfabric view screenshot: {shot}")

@@ -422,9 +422,18 @@ def test_metrics_settings_defaults() -> None:
     assert cfg.enabled is False
     assert str(cfg.address) == "127.0.0.1"
     assert cfg.port == 9595
+    assert (cfg.tls, cfg.basic_auth, cfg.fabric_view) == (None, None, False)  # plain HTTP, open
     assert (
         MetricsConfig.model_validate({"enabled": True, "address": "::", "port": 9100}).port == 9100
     )
+    full = MetricsConfig.model_validate({
+        "enabled": True, "fabric_view": True,
+        "tls": {"cert": "/etc/evpnd/metrics.pem", "key": "/etc/evpnd/metrics.key"},
+        "basic_auth": {"user": "prometheus", "password": "pw"},
+    })  # fmt: skip
+    assert full.tls is not None and str(full.tls.key) == "/etc/evpnd/metrics.key"
+    assert full.basic_auth is not None and full.basic_auth.password.get_secret_value() == "pw"
+    assert "pw" not in repr(full)
 
 
 @pytest.mark.parametrize(
@@ -436,6 +445,13 @@ def test_metrics_settings_defaults() -> None:
         ({"lag_interval": 0}, "lag_interval", "0.01 and 60"),
         ({"enabled": "maybe"}, "enabled", "bool"),
         ({"listen": "0.0.0.0"}, "listen", "Extra inputs are not permitted"),
+        ({"tls": {"cert": "/etc/evpnd/m.pem"}}, "tls", "Field required"),
+        ({"tls": {"cert": "/a", "key": "/b", "ca": "/c"}}, "tls", "Extra inputs"),
+        ({"basic_auth": {"password": "x"}}, "basic_auth", "Field required"),
+        ({"basic_auth": {"user": "a:b", "password": "x"}}, "basic_auth", "must not contain ':'"),
+        ({"basic_auth": {"user": "a", "password": 1234}}, "basic_auth", "must be a string"),
+        ({"basic_auth": {"user": "a", "password": ""}}, "basic_auth", "1..1024 characters"),
+        ({"fabric_view": "sometimes"}, "fabric_view", "bool"),
     ],
 )
 def test_metrics_settings_errors_name_the_field(
