@@ -99,17 +99,15 @@ def _peer_boxes(peers: list[JSON]) -> tuple[list[str], list[float], float]:
     for p in peers:
         state = str(p["state"])
         colour = STATE_COLOURS.get(state, MUTED)
-        about = " ".join(str(x) for x in (p.get("description") or "",
-                                          f"AS {p['remote_asn']}" if p.get("remote_asn")
-                                          else "") if x)  # fmt: skip
-        routes = f", {_plural(int(p['routes_received']), 'route')}" if state == "established" \
-            else ""  # fmt: skip
+        about = " \u00b7 ".join(str(x) for x in (p.get("description") or "",
+                                                f"AS {p['remote_asn']}" if p.get("remote_asn")
+                                                else "") if x)  # fmt: skip
         out += [
             f'<g class="peer" data-peer={_a(p["address"])} data-state={_a(state)}>',
             _box(PEER_X, y, height, stroke=colour, width=2),
             _text(PEER_X + 12, y + 22, str(p["address"]), size=14, weight="bold"),
             _text(PEER_X + 12, y + 22 + LINE, _short(about) or "BGP peer", fill=MUTED),
-            _text(PEER_X + 12, y + 22 + 2 * LINE, state + routes, fill=colour, weight="bold",
+            _text(PEER_X + 12, y + 22 + 2 * LINE, state, fill=colour, weight="bold",
                   extra=' class="peer-state"'),
             "</g>",
         ]
@@ -129,7 +127,7 @@ def _host_box(data: JSON) -> tuple[list[str], float, float]:
     out = [
         f'<g class="host" data-vtep={_a(host["vtep"])}>',
         _box(HOST_X, y, height, stroke=INK, width=2.5),
-        _text(HOST_X + 12, y + 22, f"this host: VTEP {host['vtep']}", size=14, weight="bold"),
+        _text(HOST_X + 12, y + 22, f"VTEP {host['vtep']}", size=14, weight="bold"),
         _text(HOST_X + 12, y + 22 + LINE, f"router-id {host['router_id']}, AS {host['asn']}",
               fill=MUTED),
     ]

@@ -5,9 +5,10 @@ GET /fabric.js    its script (page.SCRIPT), which polls
 GET /fabric.svg   the picture (fabric_svg.render of the view), every second
 GET /fabric.json  the view itself (evpnd.control.views.fabric), for other tools
 
-`view` takes a snapshot and runs the view: one pass over the RIB, on the
-event loop (like a scrape). One result is shared by every request within
-`max_age` seconds, so several open pages cost no more than one.
+`view` takes a snapshot and runs the view (two passes over the wanted FDB
+entries) on the event loop, like a scrape. One result is shared by every request within
+`max_age` seconds, so several open pages cost no more than one (a view is
+about 70 ms of loop time at 100k remote MACs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from evpnd.web import fabric_svg, page
 log = structlog.get_logger(__name__)
 
 JSON = Mapping[str, Any]
-MAX_AGE = 0.5  # seconds a computed view is served again (the page polls every second)
+MAX_AGE = 1.0  # seconds a computed view is served again (the page polls every second)
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
