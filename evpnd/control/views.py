@@ -473,7 +473,9 @@ def fabric(snap: Snapshot) -> JSON:
             "vnis": [{"vni": n, "macs": macs.get((vtep, n), 0), "flood": (vtep, n) in flooded}
                      for n in numbers],
         })  # fmt: skip
-    counts = snap.rib.vni_counts()
+    remote_per_vni = Counter[int]()
+    for (_, number), n in macs.items():
+        remote_per_vni[number] += n
     configured = {p.address: p for p in snap.cfg.bgp.peers}
     sessions = []
     for address in sorted(set(configured) | set(snap.peers), key=address_order):
@@ -492,8 +494,8 @@ def fabric(snap: Snapshot) -> JSON:
         "converged": snap.converged_at is not None,
         "vnis": [
             {"vni": v.vni, "flood": v.flood,
-             "local_macs": counts.get(v.vni, {}).get("local_macs", 0),
-             "remote_macs": counts.get(v.vni, {}).get("remote_macs", 0),
+             "local_macs": len(snap.rib.local_macs(v.vni)),
+             "remote_macs": remote_per_vni[v.vni],
              "vteps": sum(v.vni in numbers for numbers in vnis_of.values()),
              "fdb_pending": pending[v.vxlan_name]}
             for v in _vnis(snap, None)
