@@ -109,6 +109,11 @@ class Bgp(Strict):
             "either way."
         ),
     )
+    # Bytes of received BGP output held for evpnd while it is busy (in the relay
+    # between ExaBGP and evpnd, and as much again in evpnd's own queue). Past it,
+    # received UPDATEs are dropped, counted, and their peers asked for a route
+    # refresh: memory stays bounded and ExaBGP is never blocked.
+    receive_buffer: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3)
 
     @model_validator(mode="after")
     def _unique_peers(self) -> Bgp:

@@ -87,6 +87,7 @@ from evpnd.speaker.messages import (
     Message,
     Notification,
     PeerState,
+    ReceiveOverflow,
     RouteRefresh,
     RouteUpdate,
     SpeakerAttached,
@@ -95,6 +96,7 @@ from evpnd.speaker.messages import (
 )
 from evpnd.speaker.speaker import Received, Speaker, SpeakerCounters
 from evpnd.speaker.wire import FRAME_VERB, WireDecoder
+from evpnd.statefiles import open_private, secure_dir
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +150,9 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life
         self._one_shots: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()  # SIGHUP and the control socket both reload
+        # A VNI device someone deletes comes back without a reload.
+        self.device_repair = links.DeviceRepair(lambda: self.cfg, lock=self._reload_lock)
+        self.reconciler.on_devices_gone = self.device_repair.devices_gone
         # Operations: `evpnd show`, metrics, MQTT (started in run(), after the lock).
         self.peer_tracker = PeerTracker()
         self.control = ControlServer.for_daemon(self, reload=self.reload)
@@ -256,6 +261,7 @@ class Daemon:
             await self.speaker.stop()
         await self._stop_operations()
         await self.learner.stop()
+        await self.device_repair.stop()
         await self.reconciler.stop()
         self._unlock_state_dir()
         log.info("evpnd stopped; devices and installed entries left in place",
@@ -307,11 +313,17 @@ class Daemon:
     async def _lock_state_dir(self, wait: float = 15.0) -> None:
         """One daemon per state_dir: a second would fight over ExaBGP and the kernel.
 
-        Waits a little, for a previous daemon that is still handing over.
+        Waits a little, for a previous daemon that is still handing over. The
+        directory must be evpnd's alone (statefiles.secure_dir: created 0700,
+        refused when another user owns it or may write to it), and the lock is
+        never opened through a symlink.
         """
         state_dir = Path(self.cfg.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(state_dir / "evpnd.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            secure_dir(state_dir)
+            fd = open_private(state_dir / "evpnd.lock", os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise DaemonError(f"state_dir: {exc}") from None
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -324,9 +336,13 @@ class Daemon:
                         f"another evpnd is running with state_dir {state_dir}"
                     ) from None
                 await asyncio.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full state_dir: the lock holds, the pid is only a hint
+            log.warning("cannot write the pid into the lock file", state_dir=str(state_dir),
+                        error=str(exc))
 
     def _unlock_state_dir(self) -> None:
         if self._lock_fd is not None:
@@ -409,6 +425,8 @@ class Daemon:
                     self._on_speaker_restart(message.reason)
                 elif isinstance(message, SpeakerAttached):
                     self._on_attached(message)
+                elif isinstance(message, ReceiveOverflow):
+                    self._on_receive_overflow(message)
                 else:
                     self._on_message(message)
         if updates:
@@ -456,6 +474,14 @@ class Daemon:
         self._eor_waiting.discard(peer)
         if not self._eor_waiting and self.reconciler.holding:
             self._converged(f"{why} from every peer")
+
+    def _on_receive_overflow(self, event: ReceiveOverflow) -> None:
+        # The relay dropped UPDATEs while we were behind: the peers re-send their
+        # tables (BoRR ... EoRR, where what they no longer hold is swept).
+        log.warning("received updates dropped while evpnd was behind: refreshing routes",
+                    peers=list(event.peers), lines=event.lines, bytes=event.size)
+        for peer in event.peers:
+            self.speaker.refresh(peer)
 
     def _on_attached(self, event: SpeakerAttached) -> None:
         if not event.adopted:

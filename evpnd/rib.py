@@ -470,6 +470,23 @@ class Rib:
             if vni is None or v == vni
         ]
 
+    def vni_counts(self) -> dict[int, dict[str, int]]:
+        """Per VNI: local_macs, advertised_macs, remote_macs, remote_neighbors.
+
+        One pass over each table and no sorting (a few ms at 100k entries),
+        for the MQTT summaries; local_macs(vni) for each VNI sorts them all.
+        """
+        from collections import Counter
+
+        tables = {
+            "local_macs": Counter(v for v, _ in self._local),
+            "advertised_macs": Counter(v for v, _ in self._advertised),
+            "remote_macs": Counter(v for v, _ in self._remote_best),
+            "remote_neighbors": Counter(v for v, _ in self._neighs),
+        }
+        vnis: set[int] = set().union(*tables.values())
+        return {v: {name: counts[v] for name, counts in tables.items()} for v in vnis}
+
     def advertisements(self) -> list[LocalAdvert]:
         """Every route of ours that should be announced now (re-announce after a restart)."""
         out: list[LocalAdvert] = []

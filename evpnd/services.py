@@ -30,6 +30,9 @@ from evpnd.rib import Rib, RibChanges
 log = structlog.get_logger(__name__)
 
 SUMMARY_INTERVAL = 1.0  # seconds: at most one retained summary per VNI this often
+# The summaries take at most this share of the event loop: a pass that took
+# longer than SUMMARY_INTERVAL * SUMMARY_SHARE waits that much longer for the next.
+SUMMARY_SHARE = 0.02
 SYNC_TIMEOUT = 10.0  # seconds to wait for MQTT's retained registrations before pruning
 
 
@@ -356,21 +359,38 @@ class MqttBridge:
     # ------------------------------------------------------------ summaries
 
     def summary(self, vni: int) -> dict[str, Any]:
+        return self.summaries([vni])[vni]
+
+    def summaries(self, vnis: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The summaries of these VNIs from one pass over the RIB's tables (no sorting):
+        the cost does not grow with the number of VNIs asked for."""
         rib = self._rib
-        local = rib.local_macs(vni)
-        return {
-            "local_macs": len(local),
-            "advertised_macs": sum(m.advertised for m in local),
-            "registered_endpoints": sum(k[0] == vni for k in self._registered),
-            "remote_macs": len(rib.remote_macs(vni)),
-            "remote_neighbors": len(rib.remote_neighs(vni)),
-            "vteps": [str(v) for v in rib.vteps(vni).get(vni, ())],
-        }
+        counts = rib.vni_counts()
+        registered: dict[int, int] = {}
+        for vni, _mac in self._registered:
+            registered[vni] = registered.get(vni, 0) + 1
+        vteps = rib.vteps()
+        none: dict[str, int] = {}
+        out: dict[int, dict[str, Any]] = {}
+        for vni in vnis:
+            sizes = counts.get(vni, none)
+            out[vni] = {
+                "local_macs": sizes.get("local_macs", 0),
+                "advertised_macs": sizes.get("advertised_macs", 0),
+                "registered_endpoints": registered.get(vni, 0),
+                "remote_macs": sizes.get("remote_macs", 0),
+                "remote_neighbors": sizes.get("remote_neighbors", 0),
+                "vteps": [str(v) for v in vteps.get(vni, ())],
+            }
+        return out
 
     async def _summary_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             self.flush_summaries()
-            await asyncio.sleep(SUMMARY_INTERVAL)
+            spent = loop.time() - started
+            await asyncio.sleep(max(SUMMARY_INTERVAL, spent / SUMMARY_SHARE))
 
     def flush_summaries(self) -> None:
         service = self.service
@@ -378,8 +398,10 @@ class MqttBridge:
             return
         configured = {v.vni for v in self._cfg().vnis}
         dirty, self._dirty = self._dirty, set()
-        for vni in sorted(dirty & configured):
-            summary = self.summary(vni)
+        wanted = sorted(dirty & configured)
+        if not wanted:
+            return
+        for vni, summary in self.summaries(wanted).items():
             if summary != self._summaries.get(vni):
                 self._summaries[vni] = summary
                 service.retain_summary(vni, summary)

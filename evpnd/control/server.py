@@ -12,6 +12,14 @@ failing request gets an error response and never stops the server; a
 request longer than `max_request` bytes gets one and the connection is
 closed.
 
+Slow or hostile clients cannot hold the socket: a request line must arrive
+whole within `idle_timeout` seconds (of connecting, or of the previous
+answer), an answer must be taken within `write_timeout` seconds (a client
+that does not read is cut off, its buffered answer dropped), and at most
+`max_clients` connections are open: a new one pushes out the one that has
+been waiting longest (never one in the middle of a reload). So `show status`
+from a well-behaved client is answered whatever the others do.
+
 The socket is created with mode 0600 (umask held while binding, so it is
 never reachable by others, not even for a moment); with a group it is
 chowned to that group and opened to 0660. A stale socket left by a killed
@@ -22,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import grp
 import json
 import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +51,19 @@ from evpnd.control.snapshot import DaemonView, Snapshot, take_snapshot
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST = 64 * 1024
-IDLE_TIMEOUT = 60.0
-MAX_CLIENTS = 32
+IDLE_TIMEOUT = 10.0  # seconds for a whole request line to arrive
+WRITE_TIMEOUT = 5.0  # seconds for a client to take its answer
+# Connections open at once; past it a new one pushes out the longest-waiting.
+# Large enough that a burst of connections cannot push out a client before its
+# request (sent with the connect) is read: asyncio accepts at most
+# ACCEPT_BURST connections per turn of the loop, and a client is served
+# within a few turns. A big answer held for a client that does not read costs
+# the server the CPU time to build it first, which bounds what they can hold.
+MAX_CLIENTS = 256
+ACCEPT_BURST = 32  # connections asyncio accepts per turn of the loop
+# The kernel's queue of connections not accepted yet: a client finding it full
+# fails at once (a unix socket connect with a timeout does not wait).
+LISTEN_BACKLOG = 4096
 
 Reload = Callable[[], Awaitable[bool]]
 Response = dict[str, Any]
@@ -50,6 +71,19 @@ Response = dict[str, Any]
 
 class ControlError(RuntimeError):
     """The control socket cannot be set up (bad path, unknown group, another daemon)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None] | None
+    since: float  # when its current wait began (for its request, or for it to read)
+    busy: bool = False  # running a reload: never pushed out
+
+
+_CURRENT: contextvars.ContextVar[_Client | None] = contextvars.ContextVar(
+    "control_client", default=None
+)
 
 
 def resolve_group(group: str | int) -> int:
@@ -77,6 +111,7 @@ class ControlServer:
         reload: Reload | None = None,
         max_request: int = MAX_REQUEST,
         idle_timeout: float = IDLE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
         snapshot: Callable[[], Snapshot] | None = None,
     ) -> None:
@@ -85,15 +120,18 @@ class ControlServer:
         self.group = group
         self.max_request = max_request
         self.idle_timeout = idle_timeout
-        self.max_clients = max_clients
+        self.write_timeout = write_timeout
+        self.max_clients = max(1, max_clients)
         self.requests = 0
         self.errors = 0
+        self.timeouts = 0  # connections closed: no whole request in time, or answer not taken
+        self.evictions = 0  # connections pushed out by a new one at max_clients
         self._snapshot = snapshot or (lambda: take_snapshot(daemon))
         self._reload = reload
         self._reload_lock = asyncio.Lock()
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._clients: dict[asyncio.StreamWriter, _Client] = {}
 
     @classmethod
     def for_daemon(cls, daemon: DaemonView, reload: Reload | None = None) -> ControlServer:
@@ -113,21 +151,23 @@ class ControlServer:
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            old = os.umask(0o177)
+            # The mode comes from the umask at bind time: no chmod by path,
+            # which would follow a symlink swapped in meanwhile.
+            old = os.umask(0o177 if gid is None else 0o117)
             try:
                 sock.bind(str(self.path))
             finally:
                 os.umask(old)
             if gid is not None:
-                os.chown(self.path, -1, gid)
-                os.chmod(self.path, 0o660)
-            else:
-                os.chmod(self.path, 0o600)
-            st = os.stat(self.path)
+                os.chown(self.path, -1, gid, follow_symlinks=False)
+            st = os.lstat(self.path)
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ControlError(f"{self.path} was replaced while binding; not using it")
             self._inode = (st.st_dev, st.st_ino)
             self._server = await asyncio.start_unix_server(
-                self._on_client, sock=sock, limit=self.max_request
+                self._on_client, sock=sock, limit=self.max_request, backlog=ACCEPT_BURST
             )
+            sock.listen(LISTEN_BACKLOG)  # asyncio keeps accepting ACCEPT_BURST per turn
         except BaseException:
             sock.close()
             self._unlink_own()
@@ -139,8 +179,13 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for writer in list(self._clients):
-            writer.close()
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            client.writer.transport.abort()  # not close(): it would wait for a non-reader
+        tasks = [c.task for c in clients if c.task is not None and not c.task.done()]
+        if tasks:  # each ends on its own once its connection is gone
+            await asyncio.wait(tasks, timeout=2)
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
@@ -189,36 +234,69 @@ class ControlServer:
     # ------------------------------------------------------------ connections
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self.max_clients:
-            with contextlib.suppress(ConnectionError, OSError):
-                await _send(writer, error("too many control connections; try again"))
-            writer.close()
+        loop = asyncio.get_running_loop()
+        if len(self._clients) >= self.max_clients and not self._push_out_one():
+            writer.write(_encode(error("too many control connections; try again")))
+            writer.transport.abort()
             return
-        self._clients.add(writer)
+        client = _Client(writer, asyncio.current_task(), loop.time())
+        self._clients[writer] = client
+        _CURRENT.set(client)  # this task's own context: for _do_reload
         try:
-            while True:
+            while writer in self._clients:
+                client.since = loop.time()
                 try:
                     line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
                 except TimeoutError:
+                    self.timeouts += 1
                     break
                 except (ValueError, asyncio.LimitOverrunError):
                     self.errors += 1
-                    await _send(writer, error(f"request too large (limit {self.max_request} "
-                                              "bytes per line)"))
+                    await self._send(client, error(f"request too large (limit "
+                                                   f"{self.max_request} bytes per line)"))
                     break
                 if not line:
                     break
                 if not line.strip():
                     continue
                 response = await self.handle_line(line)
-                await _send(writer, response)
+                if not await self._send(client, response):
+                    break
         except (ConnectionError, OSError):
             pass  # the client went away
         finally:
-            self._clients.discard(writer)
-            writer.close()
+            if self._clients.get(writer) is client:
+                del self._clients[writer]
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # an answer nobody takes is not waited for
+            else:
+                writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _push_out_one(self) -> bool:
+        """Make room: close the connection that has waited longest (not one reloading)."""
+        candidates = [c for c in self._clients.values() if not c.busy]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda c: c.since)
+        del self._clients[victim.writer]
+        victim.writer.transport.abort()
+        self.evictions += 1
+        return True
+
+    async def _send(self, client: _Client, response: Response) -> bool:
+        """Write an answer; False (the connection is cut) if it is not taken in time."""
+        client.since = asyncio.get_running_loop().time()
+        writer = client.writer
+        writer.write(_encode(response))
+        try:
+            await asyncio.wait_for(writer.drain(), self.write_timeout)
+        except TimeoutError:
+            self.timeouts += 1
+            writer.transport.abort()
+            return False
+        return True
 
     async def handle_line(self, line: bytes) -> Response:
         self.requests += 1
@@ -264,18 +342,24 @@ class ControlServer:
         if self._reload is None:
             return error("this daemon does not take reload requests")
         async with self._reload_lock:
-            done = await self._reload()
+            client = _CURRENT.get()
+            if client is not None:
+                client.busy = True  # a reload half done is not cut off
+            try:
+                done = await self._reload()
+            finally:
+                if client is not None:
+                    client.busy = False
         if not done:
             return error("reload refused (invalid config, or not read from a file); "
                          "the running config is kept; see the daemon log")
         return {"ok": True, "data": {"reloaded": True}}
 
 
-async def _send(writer: asyncio.StreamWriter, response: Response) -> None:
+def _encode(response: Response) -> bytes:
     try:
         text = json.dumps(response, separators=(",", ":"), default=str)
     except (TypeError, ValueError) as exc:  # e.g. a non-string dict key in a view
         log.error("control answer is not JSON", error=str(exc))
         text = json.dumps(error(f"internal error: answer is not JSON: {exc}"))
-    writer.write(text.encode() + b"\n")
-    await writer.drain()
+    return text.encode() + b"\n"

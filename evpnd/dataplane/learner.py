@@ -4,6 +4,14 @@ One non-blocking multicast socket (RTNLGRP_LINK + RTNLGRP_NEIGH) read with
 `loop.add_reader`, one blocking socket for dumps run in a worker thread. The
 rules live in the pure `localtable.LocalTable`; this module reads, drains,
 resyncs (start-up, netlink overrun, watched-set change) and queues events.
+
+The queue of events is bounded (`queue_max`): once the consumer is that far
+behind, the learner stops reading the socket (nothing more is applied to the
+table, so the table and what the consumer was told stay consistent) until
+the consumer has taken half of it. Meanwhile the kernel queues the
+notifications in the socket's receive buffer; if that overruns too, the
+ENOBUFS that follows is a full resync, which emits exactly the differences.
+Nothing is lost for good and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ _DUMP_TIMEOUT = 10.0
 _READ_BATCH = 2048
 # Upper bound on stale messages discarded before a dump, so a storm cannot pin us.
 _DRAIN_LIMIT = 1_000_000
+# Events queued for the consumer before reading pauses (a resync's events may
+# go past it: they are bounded by the size of the local tables).
+DEFAULT_QUEUE_MAX = 65_536
 _DUMPS = (
     (RTM_GETLINK, LINK_DUMP_REQUEST),
     (RTM_GETNEIGH, NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0, 0, 0)),
@@ -80,6 +91,7 @@ class LearnerCounters:
     overruns: int = 0
     parse_errors: int = 0
     dump_retries: int = 0
+    queue_full: int = 0  # times the consumer was queue_max events behind: reading paused
 
 
 def _decode_dumped(mtype: int, data: bytes, start: int, end: int) -> NeighMsg | LinkMsg | None:
@@ -146,9 +158,11 @@ class LocalLearner:
         rcvbuf: int = DEFAULT_RCVBUF,
         include_link_local: bool = False,
         owned_protocols: Collection[int] = (RTPROT_EVPND,),
+        queue_max: int = DEFAULT_QUEUE_MAX,
     ) -> None:
         self.netns = netns
         self.rcvbuf = rcvbuf
+        self.queue_max = max(1, queue_max)
         self.include_link_local = include_link_local
         self.owned_protocols = frozenset(owned_protocols)
         self.counters = LearnerCounters()
@@ -158,6 +172,7 @@ class LocalLearner:
         self._dumper: RouteSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
+        self._backlogged = False  # the consumer is queue_max events behind: not reading
         self._closed = False
         self._lock = asyncio.Lock()
         self._resync_task: asyncio.Task[None] | None = None
@@ -218,6 +233,8 @@ class LocalLearner:
         """Local events until the learner stops; re-raises a fatal socket error."""
         while True:
             item = await self._queue.get()
+            if self._backlogged and self._queue.qsize() <= self.queue_max // 2:
+                self._catch_up()
             if item is _STOP:
                 self._queue.put_nowait(_STOP)  # a second iterator also ends
                 return
@@ -261,7 +278,29 @@ class LocalLearner:
             kind = type(event).__name__
             self.counters.by_event[kind] = self.counters.by_event.get(kind, 0) + 1
 
+    def _backlog_full(self) -> bool:
+        """Stop reading while the consumer is queue_max events behind."""
+        if self._queue.qsize() < self.queue_max:
+            return False
+        if not self._backlogged:
+            self._backlogged = True
+            self.counters.queue_full += 1
+            log.warning("local events not taken: pausing the netlink reader",
+                        queued=self._queue.qsize(), netns=self.netns)  # fmt: skip
+        self._stop_reading()
+        return True
+
+    def _catch_up(self) -> None:
+        """The consumer took half of the backlog: read again (an overrun meanwhile is
+        reported by the socket, and resyncs)."""
+        self._backlogged = False
+        if not self._closed and not self._lock.locked():
+            self._start_reading()
+            self._on_readable()  # what queued meanwhile, without waiting for more
+
     def _start_reading(self) -> None:
+        if self._backlogged:
+            return
         if not self._reading and self._sock is not None and self._loop is not None:
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
             self._reading = True
@@ -273,7 +312,8 @@ class LocalLearner:
 
     def _on_readable(self) -> None:
         sock = self._sock
-        assert sock is not None
+        if sock is None or self._closed:
+            return
         for _ in range(_READ_BATCH):
             try:
                 data = sock.recv_datagram()
@@ -289,6 +329,8 @@ class LocalLearner:
             if data is None:
                 return
             self._handle(data)
+            if self._backlog_full():
+                return
 
     def _handle(self, data: bytes) -> None:
         table = self._table
@@ -356,7 +398,7 @@ class LocalLearner:
                     macs=len(table.snapshot().macs),
                 )
             finally:
-                if not self._closed:
+                if not self._closed and not self._backlog_full():
                     self._start_reading()
 
     def _dump_and_diff(

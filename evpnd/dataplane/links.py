@@ -16,6 +16,10 @@ Ownership (what evpnd may delete or recreate) is recorded twice:
 
 A device is owned when either says so. Adopted bridges and pre-existing
 devices get neither mark, so evpnd never deletes them.
+
+`DeviceRepair` puts back a VNI's bridge or vxlan device that someone
+deleted, within a second or so and without a reload (the reconciler reports
+the deletions it sees in its link events).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from pathlib import Path
@@ -34,6 +38,7 @@ import structlog
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from evpnd import statefiles
 from evpnd.config import Config
 from evpnd.dataplane import linkplan
 from evpnd.dataplane.linkplan import (
@@ -199,7 +204,7 @@ def load_records(state_dir: Path | None) -> list[OwnedDevice]:
         return []
     path = state_file(state_dir)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(statefiles.read_private(path))
         return [OwnedDevice(**entry) for entry in data["devices"]]
     except FileNotFoundError:
         return []
@@ -212,7 +217,7 @@ def load_records(state_dir: Path | None) -> list[OwnedDevice]:
 
 def save_records(state_dir: Path, devices: Iterable[OwnedDevice]) -> None:
     path = state_file(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    statefiles.secure_dir(path.parent)
     body = {
         "version": STATE_VERSION,
         "devices": [
@@ -221,9 +226,7 @@ def save_records(state_dir: Path, devices: Iterable[OwnedDevice]) -> None:
         ],
     }
     # Write then rename: a crash mid-write must not leave half a file.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    os.replace(tmp, path)
+    statefiles.write_private(path, json.dumps(body, indent=2) + "\n")
 
 
 def owned_devices(
@@ -487,3 +490,106 @@ async def _vxlan_request(ipr: AsyncIPRoute, action: CreateVxlan) -> dict[str, An
     if spec.address is not None:
         request["address"] = spec.address
     return request
+
+
+# ---------------------------------------------------------------------------
+# Repair
+
+
+@dataclass(slots=True)
+class RepairCounters:
+    deletions: int = 0  # VNI devices seen deleted by someone else
+    repairs: int = 0  # reconcile runs that put them back
+    failures: int = 0  # runs that could not (tried again with a backoff)
+
+
+class DeviceRepair:
+    """Puts back the VNI devices someone deletes (`ip link del vxlan100`), without a reload.
+
+    The reconciler's link events say which devices went (`devices_gone`);
+    when one is a bridge or vxlan device of the config (adopted bridges are
+    not ours to create), `reconcile(config())` runs `delay` seconds later (a
+    burst of deletions is one run), under `lock` (the daemon's reload lock: a
+    reload applies devices too). A run that leaves one of them missing is
+    tried again with a backoff up to `retry_max`. The entries come back by
+    themselves: the reconciler writes again what the kernel refused for want
+    of a device once a device appears.
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        *,
+        netns: str | None = None,
+        state_dir: Path | str | None = None,
+        lock: asyncio.Lock | None = None,
+        delay: float = 0.2,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.netns = netns
+        self.state_dir = state_dir
+        self.delay = delay
+        self.retry_max = retry_max
+        self.counters = RepairCounters()
+        self._lock = lock or asyncio.Lock()
+        self._missing: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def devices_gone(self, names: Iterable[str]) -> None:
+        """Links that were deleted (any: the ones that are not VNI devices are ignored)."""
+        if self._stopped:
+            return
+        ours = set(names) & wanted_devices(self.config())
+        if not ours:
+            return
+        self.counters.deletions += len(ours)
+        log.warning("vni device deleted by someone else: recreating it", devices=sorted(ours))
+        self._missing |= ours
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._repair(), name="device-repair"
+            )
+
+    async def stop(self) -> None:
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _repair(self) -> None:
+        wait = self.delay
+        while self._missing and not self._stopped:
+            await asyncio.sleep(wait)
+            names, self._missing = self._missing, set()
+            try:
+                async with self._lock:
+                    result = await reconcile(self.config(), self.netns, self.state_dir)
+            except (OSError, NetlinkError) as exc:
+                still = names
+                log.error("vni devices not recreated", devices=sorted(names), error=str(exc))
+            else:
+                for line in result.lines():
+                    (log.info if line.startswith("done") else log.warning)("device", change=line)
+                failed = [*(e.action for e in result.errors), *result.skipped]
+                still = names & {action.device for action in failed}
+            if still:
+                self.counters.failures += 1
+                self._missing |= still & wanted_devices(self.config())
+                wait = min(max(wait * 2, 1.0), self.retry_max)
+            else:
+                self.counters.repairs += 1
+                wait = self.delay
+
+
+def wanted_devices(config: Config) -> set[str]:
+    """The devices evpnd creates for the config's VNIs (an adopted bridge is not one)."""
+    names: set[str] = set()
+    for vni in config.vnis:
+        names.add(vni.vxlan_name)
+        if not vni.adopt_bridge:
+            names.add(vni.bridge_name)
+    return names

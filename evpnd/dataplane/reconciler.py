@@ -18,6 +18,10 @@ next cycle, so a burst of changes becomes a few large writes.
   over it and counts it as a conflict, and takes the key back if the admin's
   entry goes away.
 - A lost event (ENOBUFS) triggers a full re-dump.
+- `on_devices_gone`, when set, hears of every link that was deleted (from
+  the events, or found missing by a re-dump): the daemon's
+  links.DeviceRepair recreates a VNI device someone deleted; its entries
+  then come back like those of any device that appears.
 
 Kernel writes and dumps run in a worker thread so the event loop keeps
 draining the monitor socket during a 100k-entry write. All changes to the
@@ -32,7 +36,7 @@ import asyncio
 import contextlib
 import errno
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -124,6 +128,8 @@ class Reconciler:
         self._kicked = asyncio.Event()
         self._cycler: asyncio.Task[None] | None = None
         self._started = False
+        # Told the names of the links that were deleted (links.DeviceRepair).
+        self.on_devices_gone: Callable[[set[str]], None] | None = None
 
     # -- views ------------------------------------------------------------
 
@@ -317,7 +323,10 @@ class Reconciler:
         self._pending.clear()
         self._need_resync = False
         tables = await asyncio.to_thread(dump_tables, self._dumper)
+        gone = set(self._links.names.values()) - set(tables.links.names.values())
         self._links.reset(tables.links)  # the writer's index too
+        if gone:
+            self._devices_gone(gone)  # deleted while we were not listening
         # Flood remotes this run appended to an entry it did not create are
         # indistinguishable from the admin's in the dump; we remember them.
         ours = tables.foreign_floods & self.tracker.installed.floods
@@ -401,6 +410,7 @@ class Reconciler:
         a full resync can sort things out. What must be put back is then pending."""
         gone_links: set[str] = set()
         gone_indexes: set[int] = set()
+        deleted: set[str] = set()  # devices deleted, not just gone from their bridge
         new_device = False
         for mtype, data, start, end in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
@@ -414,6 +424,8 @@ class Reconciler:
                 gone_indexes.add(index)
                 known = self._links.remove(index)
                 gone_links.add(known.name if known is not None else link.name)
+                if link.family != AF_BRIDGE:  # AF_BRIDGE: the port left its bridge
+                    deleted.add(known.name if known is not None else link.name)
                 continue
             old = self._links.names.get(index)
             if old is not None and old != link.name:
@@ -426,6 +438,8 @@ class Reconciler:
                 self._writer.refresh_links()
             for device in gone_links:
                 self._forget_device(device)
+            if deleted:
+                self._devices_gone(deleted)
         names_refreshed = False
         for mtype, data, start, end in events:
             if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH):
@@ -457,6 +471,13 @@ class Reconciler:
             # refused for want of it is worth trying again.
             self.tracker.retry_parked()
         return False
+
+    def _devices_gone(self, names: set[str]) -> None:
+        if self.on_devices_gone is not None:
+            try:
+                self.on_devices_gone(names)
+            except Exception:  # the listener's bug must not stop event handling
+                log.exception("device deletion listener failed", devices=sorted(names))
 
     def _forget_device(self, device: str) -> None:
         """The kernel flushed the device's tables with it."""

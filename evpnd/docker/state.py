@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from evpnd.config import Vni
+from evpnd.statefiles import secure_dir, write_private
 
 log = structlog.get_logger(__name__)
 
@@ -122,17 +123,9 @@ class StateStore:
             return DriverState()
 
     def save(self, state: DriverState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        """Raises OSError (ENOSPC, a state directory another user controls) with the old
+        file left in place."""
+        secure_dir(self.path.parent)
         data = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
-        with open(tmp, "w") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        # The rename itself must reach the disk too (a state_dir not on tmpfs).
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # O_EXCL temporary file, fsync, rename, fsync of the directory; no symlink followed.
+        write_private(self.path, data)

@@ -284,6 +284,27 @@ class EvpndCollector(Collector):
             "ExaBGP restarts (the process was lost, or a reload changed BGP settings).",
             self.source.stats.speaker_restarts,
         )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_receive_overflows_total",
+            "Times evpnd fell bgp.receive_buffer behind ExaBGP: the relay dropped received "
+            "UPDATEs and the peers were asked for a route refresh.",
+            counters.receive_overflows,
+        )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_update_lines_dropped_total",
+            "Lines of received UPDATEs the relay dropped (a raw frame line holds many).",
+            counters.update_lines_dropped,
+        )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_route_retries_total",
+            "Routes of command lines ExaBGP rejected, put back for another try.",
+            counters.retries,
+        )
+        yield CounterMetricFamily(
+            "evpnd_exabgp_routes_given_up_total",
+            "Routes ExaBGP rejected alone at every try: not announced until they change.",
+            counters.routes_refused,
+        )
 
     def _decoder(self) -> Iterator[Metric]:
         stats = self.source.decoder.stats
@@ -372,6 +393,17 @@ class EvpndCollector(Collector):
             "evpnd_local_resyncs_total",
             "Full re-reads of the local bridge and neighbour tables.",
             counters.resyncs,
+        )
+        yield CounterMetricFamily(
+            "evpnd_local_queue_full_total",
+            "Times local events were not taken fast enough: reading paused at the queue bound.",
+            counters.queue_full,
+        )
+        repair = getattr(self.source, "device_repair", None)
+        yield CounterMetricFamily(
+            "evpnd_device_repairs_total",
+            "Times VNI devices someone else deleted were recreated (without a reload).",
+            0 if repair is None else repair.counters.repairs,
         )
 
     def _dataplane(self) -> Iterator[Metric]:
@@ -494,6 +526,8 @@ MQTT_COUNTERS = (
     ("connect_failures", "Connection attempts that failed (refused, unreachable, TLS)."),
     ("published", "Messages the broker took (events, summaries, status)."),
     ("dropped", "Events not sent: broker down, queue full, or lost at a disconnect."),
+    ("overflowed", "Of those, the oldest queued events, dropped for newer ones (queue_size)."),
+    ("refused_endpoints", "New endpoints refused past mqtt.max_endpoints."),
     ("invalid_messages", "Endpoint registrations refused as invalid."),
     ("registrations", "Endpoint registrations received."),
     ("unregistrations", "Endpoint unregistrations received (cleared, deleted, gone)."),

@@ -2,17 +2,20 @@
 
 * Out: `publish(event)` never blocks and never raises. While connected,
   events wait in a bounded queue (`queue_size`) for the writer task; when the
-  queue is full, or while the broker is down, the event is **dropped and
-  counted** (`dropped`). Events are not stored for later: an outage loses the
-  events that happened during it, and events still queued when the
-  connection breaks are dropped too. State is not lost that way: per-VNI
-  summaries (`retain_summary`) are retained and the latest one of each VNI
-  is re-published at every (re)connect, as is the `online` status.
+  queue is full the **oldest** queued event is dropped for the new one
+  (counted in `dropped` and `overflowed`: the newest say most about now);
+  while the broker is down events are dropped and counted (`dropped`).
+  Events are not stored for later: an outage loses the events that happened
+  during it, and events still queued when the connection breaks are dropped
+  too. State is not lost that way: per-VNI summaries (`retain_summary`, one
+  per VNI, never in the event queue) are retained and the latest one of each
+  VNI is re-published at every (re)connect, as is the `online` status.
 * In: `registrations()` yields `EndpointRegistered` / `EndpointUnregistered`
   from `P/endpoints/<vni>/<mac>`, de-duplicated and resynced at each
   reconnect (see `evpnd.mqtt.registry`). An invalid message is counted
   (`invalid_messages`), logged and answered with an error event on
-  `P/events/error`; the service goes on.
+  `P/events/error`; the service goes on. So is a new endpoint past
+  `max_endpoints` (`refused_endpoints`, error `endpoint_limit`).
 * Connection: one supervisor task connects, subscribes to
   `P/endpoints/+/+` at every connect, and on any failure reconnects after a
   delay that doubles from `reconnect_min` to `reconnect_max` (back to
@@ -64,7 +67,9 @@ class MqttCounters:
     connect_failures: int = 0  # attempts that did not get a connection
     published: int = 0  # messages the broker took (events, summaries, status)
     dropped: int = 0  # events not sent: broker down, queue full, lost at a disconnect
+    overflowed: int = 0  # of `dropped`: the oldest queued events, pushed out by newer ones
     invalid_messages: int = 0  # refused registrations
+    refused_endpoints: int = 0  # new endpoints past max_endpoints
     registrations: int = 0  # EndpointRegistered passed on
     unregistrations: int = 0  # EndpointUnregistered passed on
     resyncs: int = 0  # retained registrations fully re-read after a connect
@@ -159,7 +164,7 @@ class MqttService:
         self._stopping = asyncio.Event()
         self._up = asyncio.Event()
         self._changes: asyncio.Queue[object] = asyncio.Queue()
-        self._registry = EndpointRegistry()
+        self._registry = EndpointRegistry(config.max_endpoints)
         # Set once the retained registrations of the first connection were all
         # read (and passed on to registrations()).
         self.synced = asyncio.Event()
@@ -202,16 +207,24 @@ class MqttService:
         await asyncio.wait_for(self._up.wait(), timeout)
 
     def publish(self, event: Event) -> bool:
-        """Queue an event; False when it was dropped (not connected or queue full)."""
+        """Queue an event; False when it was dropped (not connected).
+
+        A full queue drops its oldest event to take this one.
+        """
         try:
             if self._state != CONNECTED or self._stopping.is_set():
                 self._drop(1)
                 return False
+            item = (event.topic(self._prefix), event.payload())
             if len(self._events) >= self.config.queue_size:
+                self._events.popleft()
                 self._drop(1)
-                log.debug("mqtt queue full, event dropped", mqtt_event=event.name)
-                return False
-            self._events.append((event.topic(self._prefix), event.payload()))
+                self.counters.overflowed += 1
+                if self.counters.overflowed & (self.counters.overflowed - 1) == 0:
+                    log.warning("mqtt queue full: dropping the oldest events",
+                                queue_size=self.config.queue_size,
+                                overflowed=self.counters.overflowed)  # fmt: skip
+            self._events.append(item)
             self._wakeup.set()
             return True
         except Exception:
@@ -460,6 +473,16 @@ class MqttService:
             log.warning("mqtt registration refused", topic=topic, reason=result.reason,
                         detail=result.detail)
             self.publish(codec.invalid_registration(result))
+            return
+        if not self._registry.admits(result):
+            self.counters.refused_endpoints += 1
+            limit = self._registry.max_endpoints
+            log.warning("mqtt registration refused: endpoint limit reached", vni=result.vni,
+                        mac=result.mac, max_endpoints=limit)  # fmt: skip
+            self.publish(codec.error(
+                "endpoint_limit", f"{limit} endpoints registered already (mqtt.max_endpoints)",
+                vni=result.vni, mac=result.mac, max_endpoints=limit,
+            ))  # fmt: skip
             return
         change = self._registry.apply(result)
         if change is not None:

@@ -10,6 +10,11 @@ not seen in that window is gone and comes back as `EndpointUnregistered`.
 
 `apply()` also removes repeats: the retained messages re-delivered at each
 reconnect change nothing and are not passed on.
+
+At most `max_endpoints` endpoints are held (mqtt.max_endpoints): `admits()`
+says no to a new one past it, and the service refuses it (counted, logged,
+an error event); a refused registration counts only once it is published
+again after another one went, or at the next reconnect.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from evpnd.mqtt.codec import EndpointRegistered, EndpointUnregistered, Registrat
 
 
 class EndpointRegistry:
-    def __init__(self) -> None:
+    def __init__(self, max_endpoints: int | None = None) -> None:
+        self.max_endpoints = max_endpoints  # None: no bound
         self._endpoints: dict[tuple[int, str], EndpointRegistered] = {}
         self._seen: set[tuple[int, str]] | None = None
 
@@ -31,6 +37,15 @@ class EndpointRegistry:
 
     def endpoints(self) -> dict[tuple[int, str], EndpointRegistered]:
         return dict(self._endpoints)
+
+    def admits(self, change: Registration) -> bool:
+        """False for a new endpoint past max_endpoints (changes to held ones always fit)."""
+        return (
+            self.max_endpoints is None
+            or not isinstance(change, EndpointRegistered)
+            or change.key in self._endpoints
+            or len(self._endpoints) < self.max_endpoints
+        )
 
     def begin_sync(self) -> None:
         self._seen = set()

@@ -86,8 +86,12 @@ class MqttConfig(_Strict):
     # reconnect_min up to reconnect_max; back to reconnect_min once connected.
     reconnect_min: float = Field(default=1.0, gt=0, le=3600)
     reconnect_max: float = Field(default=60.0, gt=0, le=3600)
-    # Events waiting to be sent while connected; more are dropped and counted.
+    # Events waiting to be sent while connected; past it the oldest are dropped
+    # (counted) to make room for the newest. Summaries are never dropped.
     queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    # Endpoints registered over MQTT at most; a new one past it is refused
+    # (counted, logged, an error event).
+    max_endpoints: int = Field(default=16384, ge=1, le=1_000_000)
 
     @model_validator(mode="before")
     @classmethod

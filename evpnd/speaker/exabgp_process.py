@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 import evpnd
+from evpnd import statefiles
 from evpnd.config import Config
 from evpnd.speaker import exabgp_config, handover, relay
 
@@ -97,33 +98,48 @@ async def spawn(
     state_dir: Path,
     python: str,
     exec_prefix: Sequence[str] = (),
+    relay_buffer: int | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start ExaBGP (the launcher) and record it in speaker.json for a later adoption."""
+    """Start ExaBGP (the launcher) and record it in speaker.json for a later adoption.
+
+    `relay_buffer`: bytes its relay queues for the daemon before it drops
+    received UPDATEs (bgp.receive_buffer; None: the relay's default).
+    """
     # ExaBGP's log goes to a file it appends to: it must outlive us.
-    log_fd = os.open(state_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_fd = statefiles.open_private(state_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         process = await asyncio.create_subprocess_exec(
             *exec_prefix, python, "-m", LAUNCHER_MODULE, str(config_path),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,
-            env=_child_env(state_dir, exabgp_env, token),
+            env=_child_env(state_dir, exabgp_env, token, relay_buffer),
             cwd=str(state_dir),
             start_new_session=True,  # the daemon's terminal signals are not ExaBGP's
         )
     finally:
         os.close(log_fd)
-    handover.write_record(state_dir, handover.SpeakerRecord(process.pid, token, str(config_path)))
+    record = handover.SpeakerRecord(process.pid, token, str(config_path))
+    try:
+        handover.write_record(state_dir, record)
+    except OSError as exc:
+        # It runs (and is ours to supervise); only a later adoption needs the record.
+        log.error("cannot record the running exabgp: the next evpnd cannot adopt it",
+                  file=str(state_dir / handover.RECORD_NAME), error=str(exc))  # fmt: skip
     log.info("exabgp started", pid=process.pid, config=str(config_path))
     return process
 
 
-def _child_env(state_dir: Path, exabgp_env: dict[str, str], token: str) -> dict[str, str]:
+def _child_env(
+    state_dir: Path, exabgp_env: dict[str, str], token: str, relay_buffer: int | None = None
+) -> dict[str, str]:
     # Inherited ExaBGP settings would override ours (dotted names win).
     env = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
     env.update(exabgp_env)
     env["EXABGP_ENVFILE"] = str(state_dir / ENV_FILE_NAME)
     env[relay.TOKEN_ENV] = token
+    if relay_buffer is not None:
+        env[relay.BUFFER_ENV] = str(relay_buffer)
     env["EVPND_SPEAKER_SUPERVISED"] = "1"
     # The relay and the launcher import evpnd, installed or not.
     source = str(Path(evpnd.__file__).resolve().parent.parent)
@@ -181,7 +197,7 @@ async def follow_log(path: Path) -> None:
     while True:
         await asyncio.sleep(LOG_POLL)
         try:
-            with path.open("rb") as handle:
+            with os.fdopen(statefiles.open_private(path, os.O_RDONLY), "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 if size < position:  # started over
                     position = 0
@@ -190,6 +206,10 @@ async def follow_log(path: Path) -> None:
                 position += len(data)
         except FileNotFoundError:
             position = 0
+            continue
+        except OSError as exc:  # a symlink or a foreign file where the log should be
+            log.warning("cannot follow the exabgp log", file=str(path), error=str(exc))
+            await asyncio.sleep(LOG_POLL * 40)
             continue
         *lines, partial = (partial + data).split(b"\n")
         for raw in lines:
@@ -203,5 +223,9 @@ async def follow_log(path: Path) -> None:
                 log.debug("exabgp", line=line)
         if position >= LOG_MAX_BYTES and position >= size:
             with contextlib.suppress(OSError):
-                os.truncate(path, 0)
+                fd = statefiles.open_private(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, 0)
+                finally:
+                    os.close(fd)
             position = 0

@@ -11,7 +11,9 @@ sessions up; the next daemon adopts it. Two files in state_dir carry over:
   told even between hand-overs, so a crashed daemon's successor knows too.
 
 Both are written atomically with mode 0600 (`write_private`, also used for
-ExaBGP's configuration). A missing, unreadable or foreign file is never
+ExaBGP's configuration: evpnd/statefiles.py, which never follows a symlink
+and fsyncs before the rename) and read without following a symlink. A
+missing, unreadable or foreign file is never
 fatal: the next daemon starts a fresh ExaBGP instead (or, for
 `announced.json`, re-announces and logs what it cannot withdraw). Apart from
 the file functions and `AnnouncedRecord` at the end, this module is pure
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from ipaddress import (
@@ -39,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from evpnd import statefiles
 from evpnd.model import ImetKey, ImetRoute, MacIpKey, MacIpRoute, PrefixKey, PrefixRoute, Route
 
 FORMAT = 1
@@ -136,12 +138,12 @@ def _decode(value: Any) -> Any:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with `text`, readable by root only (it holds the token)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Replace `path` atomically with `text`, readable by root only (it holds the token).
+
+    O_EXCL temporary file, fsync, rename; never through a symlink; OSError
+    (ENOSPC, an unsafe directory) leaves the old file.
+    """
+    statefiles.write_private(path, text)
 
 
 def write_record(state_dir: Path, record: SpeakerRecord) -> None:
@@ -150,7 +152,7 @@ def write_record(state_dir: Path, record: SpeakerRecord) -> None:
 
 def read_record(state_dir: Path) -> SpeakerRecord:
     """Raises FileNotFoundError if there is none, OSError or HandoverError if unreadable."""
-    return record_from_json((state_dir / RECORD_NAME).read_text())
+    return record_from_json(statefiles.read_private(state_dir / RECORD_NAME))
 
 
 def write_announced(state_dir: Path, routes: list[Route]) -> None:
@@ -159,7 +161,7 @@ def write_announced(state_dir: Path, routes: list[Route]) -> None:
 
 def read_announced(state_dir: Path) -> list[Route]:
     """Raises FileNotFoundError if there is none, OSError or HandoverError if unreadable."""
-    return routes_from_json((state_dir / ANNOUNCED_NAME).read_text())
+    return routes_from_json(statefiles.read_private(state_dir / ANNOUNCED_NAME))
 
 
 def forget(state_dir: Path, *names: str) -> None:

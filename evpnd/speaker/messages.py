@@ -126,7 +126,21 @@ class SpeakerAttached:
     peers: tuple[tuple[str, str], ...] = ()
 
 
-SpeakerEvent = SpeakerRestarted | SpeakerAttached
+@dataclass(frozen=True, slots=True)
+class ReceiveOverflow:
+    """The relay dropped received UPDATEs: evpnd fell `bgp.receive_buffer` bytes behind.
+
+    What those UPDATEs said is missing from the RIB until `peers` re-send
+    their tables: the daemon asks them for a route refresh (BoRR ... EoRR
+    then sweeps what they no longer hold).
+    """
+
+    peers: tuple[str, ...]
+    lines: int  # lines dropped (a raw frame line holds many UPDATEs)
+    size: int  # bytes dropped
+
+
+SpeakerEvent = SpeakerRestarted | SpeakerAttached | ReceiveOverflow
 
 Message = (
     RouteUpdate

@@ -5,10 +5,18 @@
 ExaBGP writes every received UPDATE and state change to this process's stdin
 with blocking writes, from its one reactor thread: if nobody reads, ExaBGP
 stops sending keepalives and every session dies. So this relay reads stdin
-continuously and queues whatever the daemon has not taken yet, without bound
-(asyncio transports buffer every write; drain() is deliberately never awaited
-in that direction). Commands flow the other way: socket -> stdout, where
-back-pressure is harmless (the daemon keeps a window of unacknowledged lines).
+continuously and queues whatever the daemon has not taken yet (asyncio
+transports buffer every write; drain() is deliberately never awaited in that
+direction), up to a bound: `EVPND_RELAY_BUFFER` bytes (bgp.receive_buffer).
+Past it the relay sheds load instead of growing: received UPDATE lines (raw
+frames and JSON UPDATEs) are dropped and counted per peer until the daemon
+has taken half of the queue; state, End-of-RIB, route-refresh, notification
+and ack lines always go through (an End-of-RIB inside a dropped raw frame is
+passed on as a frame of its own). Then the relay tells the daemon
+(`#evpnd overflow {"lines": N, "bytes": B, "peers": [...]}`), which asks
+those peers for a route refresh: a resync, so nothing is lost for good.
+Commands flow the other way: socket -> stdout, where back-pressure is
+harmless (the daemon keeps a window of unacknowledged lines).
 
 Hello: the first line on the socket is
 `evpnd-relay <token> <exabgp pid> <peer states as compact JSON>`; the token
@@ -33,6 +41,7 @@ commands the previous daemon sent are not passed to the next one.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import json
 import os
@@ -40,6 +49,10 @@ import signal
 import sys
 
 TOKEN_ENV = "EVPND_RELAY_TOKEN"
+BUFFER_ENV = "EVPND_RELAY_BUFFER"  # bytes queued for the daemon before UPDATEs are dropped
+DEFAULT_BUFFER = 64 * 1024 * 1024
+MIN_BUFFER = 64 * 1024
+OVERFLOW_PREFIX = "#evpnd overflow "  # relay -> daemon: UPDATEs were dropped
 HELLO = "evpnd-relay"
 CONTROL_PREFIX = b"#evpnd "
 CONNECT_ATTEMPTS = 25
@@ -51,6 +64,16 @@ RETIRE_TIMEOUT = 35.0  # ExaBGP gives up after 30 s (commands.RETIRE_TIMEOUT)
 STATE_LINE_MAX = 4096
 _STATE_MARK = b'"type": "state"'
 _ACKS = (b"done", b"error")
+# Where to look for the JSON envelope's type and peer: ExaBGP writes them
+# first, before the message itself (only the host name comes before them).
+_HEAD = 1024
+_UPDATE_MARK = b'"type": "update"'
+_EOR_MARK = b'"eor":'
+_PEER_MARK = b'"peer": "'
+_FRAME = b"="
+# A raw frame body this short may be an End-of-RIB (an empty MP_UNREACH).
+_EOR_BODY_MAX = 24
+_EVPN_EOR_VALUE = b"\x00\x19\x46"  # AFI 25 (L2VPN), SAFI 70 (EVPN)
 
 
 def hello_line(token: str, pid: int, states: dict[str, str]) -> bytes:
@@ -80,6 +103,84 @@ def parse_hello(line: bytes) -> tuple[str, int, dict[str, str]] | None:
     return words[1], int(words[2]), states
 
 
+def overflow_line(lines: int, size: int, peers: list[str]) -> bytes:
+    """The relay's notice that it dropped received UPDATEs (the daemon asks for a refresh)."""
+    body = json.dumps({"lines": lines, "bytes": size, "peers": sorted(peers)},
+                      separators=(",", ":"))  # fmt: skip
+    return f"{OVERFLOW_PREFIX}{body}\n".encode()
+
+
+def parse_overflow(line: bytes) -> tuple[int, int, tuple[str, ...]] | None:
+    """(lines, bytes, peers) of an overflow notice; None if `line` is not one.
+
+    An empty peer list means "some peer we could not tell": refresh them all.
+    """
+    prefix = OVERFLOW_PREFIX.encode()
+    if not line.startswith(prefix):
+        return None
+    try:
+        body = json.loads(line[len(prefix) :])
+        peers = tuple(str(peer) for peer in body["peers"])
+        return int(body["lines"]), int(body["bytes"]), peers
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def buffer_limit(environ: dict[str, str] | os._Environ[str]) -> int:
+    """The relay's bound on what it queues for the daemon, from its environment."""
+    try:
+        return max(MIN_BUFFER, int(environ.get(BUFFER_ENV, DEFAULT_BUFFER)))
+    except ValueError:
+        return DEFAULT_BUFFER
+
+
+def update_peer(line: bytes) -> str | None:
+    """If `line` is a received UPDATE that may be dropped: its peer ("" if unknown).
+
+    None for everything that must go through: state, End-of-RIB, route
+    refresh, notifications, acks, anything not recognised as an UPDATE.
+    """
+    if line.startswith(_FRAME):
+        words = line.split(b" ", 2)
+        return words[1].decode("ascii", "replace") if len(words) > 1 else ""
+    head = line[:_HEAD]
+    if not line.startswith(b"{") or _UPDATE_MARK not in head:
+        return None
+    if len(line) <= STATE_LINE_MAX and _EOR_MARK in line:
+        return None  # an End-of-RIB (ExaBGP's JSON calls it an update)
+    start = head.find(_PEER_MARK)
+    if start < 0:
+        return ""
+    start += len(_PEER_MARK)
+    end = head.find(b'"', start)
+    return head[start:end].decode("ascii", "replace") if end > 0 else ""
+
+
+def end_of_rib_frame(line: bytes) -> bytes | None:
+    """The End-of-RIB bodies of a raw frame line, as a frame of their own (None: none)."""
+    words = line.rstrip(b"\n").split(b" ")
+    kept = [body for body in words[2:] if len(body) <= _EOR_BODY_MAX and _is_eor(body)]
+    if not kept:
+        return None
+    return b" ".join([*words[:2], *kept]) + b"\n"
+
+
+def _is_eor(body: bytes) -> bool:
+    """An UPDATE body that only holds an empty EVPN MP_UNREACH (RFC 4724 End-of-RIB)."""
+    try:
+        raw = binascii.a2b_base64(body)
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) < 4 or raw[:2] != b"\0\0" or int.from_bytes(raw[2:4], "big") != len(raw) - 4:
+        return False
+    attrs = raw[4:]
+    if len(attrs) == 6 and not attrs[0] & 0x10:  # flags, code, 1-byte length
+        return attrs[1] == 15 and attrs[2] == 3 and attrs[3:] == _EVPN_EOR_VALUE
+    if len(attrs) == 7 and attrs[0] & 0x10:  # extended length
+        return attrs[1] == 15 and attrs[2:4] == b"\0\3" and attrs[4:] == _EVPN_EOR_VALUE
+    return False
+
+
 def peer_state(line: bytes) -> tuple[str, str] | None:
     """(peer address, state) if `line` is ExaBGP's JSON state message."""
     if len(line) > STATE_LINE_MAX or _STATE_MARK not in line:
@@ -95,15 +196,23 @@ def peer_state(line: bytes) -> tuple[str, str] | None:
 class Relay:
     """The relay's state across daemon connections; the protocols feed it."""
 
-    def __init__(self, stdout: asyncio.WriteTransport) -> None:
+    def __init__(self, stdout: asyncio.WriteTransport, limit: int = DEFAULT_BUFFER) -> None:
         self.stdout = stdout
         self.sock: asyncio.Transport | None = None
+        self.limit = limit  # bytes queued for the daemon before UPDATEs are dropped
         self.hold = 0.0
         self.states: dict[str, str] = {}
         self.outstanding = 0  # commands passed to ExaBGP and not acknowledged yet
         self.all_acked = asyncio.Event()
         self.foreign_acks = 0  # acks still due for a previous daemon's commands
-        self.dropped_lines = 0
+        self.dropped_lines = 0  # lines nobody was there to take (between daemons)
+        # Shedding: set while the daemon is more than `limit` bytes behind,
+        # until it has taken half of that (the transport's write buffer marks).
+        self.overflowing = False
+        self.shed_lines = 0  # UPDATE lines dropped while overflowing, in total
+        self.shed_bytes = 0
+        self._shed: dict[str, int] = {}  # peer ("": unknown) -> lines dropped since the notice
+        self._shed_bytes = 0
         self._in_partial: list[bytes] = []  # ExaBGP -> daemon, current line so far
         self._out_partial = b""  # daemon -> ExaBGP, current command so far
 
@@ -120,10 +229,53 @@ class Relay:
         self._in_partial = [rest] if rest else []
         forward = self._inspect(complete)
         if self.sock is not None and not self.sock.is_closing():
+            if forward and self.overflowing:
+                forward = self._shed_updates(forward)
             if forward:
                 self.sock.write(forward)
         else:
             self.dropped_lines += complete.count(b"\n")
+
+    def _shed_updates(self, complete: bytes) -> bytes:
+        """Drop the received UPDATE lines of `complete`; keep everything else in order."""
+        keep: list[bytes] = []
+        for line in complete.split(b"\n")[:-1]:
+            peer = update_peer(line)
+            if peer is None:
+                keep.append(line + b"\n")
+                continue
+            self._shed[peer] = self._shed.get(peer, 0) + 1
+            self._shed_bytes += len(line) + 1
+            self.shed_lines += 1
+            self.shed_bytes += len(line) + 1
+            if line.startswith(_FRAME):
+                eor = end_of_rib_frame(line)
+                if eor is not None:
+                    keep.append(eor)
+        return b"".join(keep)
+
+    def overflow_begin(self) -> None:
+        """The daemon is `limit` bytes behind: drop UPDATEs until it catches up."""
+        if not self.overflowing:
+            self.overflowing = True
+            sys.stderr.write(f"evpnd relay: daemon {self.limit} bytes behind, "
+                             "dropping received updates\n")  # fmt: skip
+
+    def overflow_end(self) -> None:
+        """The daemon caught up: tell it what was dropped, so it asks for a refresh."""
+        if not self.overflowing:
+            return
+        self.overflowing = False
+        if self._shed and self.sock is not None and not self.sock.is_closing():
+            lines = sum(self._shed.values())
+            peers = [peer for peer in self._shed if peer]
+            if "" in self._shed:
+                peers = []  # one we could not tell: all of them
+            self.sock.write(overflow_line(lines, self._shed_bytes, peers))
+            sys.stderr.write(f"evpnd relay: {lines} received update lines dropped, "
+                             f"daemon told\n")  # fmt: skip
+        self._shed = {}
+        self._shed_bytes = 0
 
     def _inspect(self, complete: bytes) -> bytes:
         """Track acks and peer states; returns what the current daemon should get."""
@@ -188,12 +340,18 @@ class Relay:
     def attach(self, sock: asyncio.Transport) -> None:
         self.sock = sock
         self._out_partial = b""
+        self.overflowing = False
+        self._shed = {}  # a new daemon refreshes every established peer anyway
+        self._shed_bytes = 0
+        # pause_writing() past `limit` queued bytes, resume_writing() below half.
+        sock.set_write_buffer_limits(high=self.limit, low=self.limit // 2)
         # Whatever the previous daemon left unacknowledged is answered to nobody.
         self.foreign_acks = self.outstanding
 
     def detach(self) -> None:
         self.sock = None
         self._out_partial = b""  # half a command must never reach ExaBGP
+        self.overflowing = False
 
 
 class _FromExabgp(asyncio.Protocol):
@@ -217,7 +375,11 @@ class _FromExabgp(asyncio.Protocol):
 class _FromDaemon(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
+        self._transport: asyncio.BaseTransport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._relay.from_daemon(data)
@@ -228,6 +390,16 @@ class _FromDaemon(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()
+
+    # The transport calls these when what the daemon has not read yet crosses
+    # the relay's limit, and when it is back under half of it.
+    def pause_writing(self) -> None:
+        if self._transport is not None and self._relay.sock is self._transport:
+            self._relay.overflow_begin()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and self._relay.sock is self._transport:
+            self._relay.overflow_end()
 
     def _close(self) -> None:
         if not self.closed.done():
@@ -258,7 +430,7 @@ async def relay(path: str, token: str) -> int:
     finished: asyncio.Future[str] = loop.create_future()
     # stdout first: the daemon may send commands as soon as it reads the hello.
     stdout, _ = await loop.connect_write_pipe(_Quiet, sys.stdout.buffer)
-    state = Relay(stdout)
+    state = Relay(stdout, buffer_limit(os.environ))
 
     async def attach(attempts: int, pause: float) -> _FromDaemon | None:
         protocol = _FromDaemon(state)

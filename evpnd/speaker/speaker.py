@@ -10,10 +10,14 @@ It ties together:
   ExaBGP's lines to `batches()`) and a writer (the outbox's lines to ExaBGP);
 * handover.py: `announced.json`, kept close to what ExaBGP holds for us.
 
-Received: ExaBGP -> relay stdin -> socket -> `batches()`. Both the relay and
-this side read continuously into unbounded buffers, because ExaBGP blocks
-(keepalives included) while its API process does not read. Lines starting
-with `{` (JSON) or `=` (a frame of raw UPDATEs) are passed on as bytes; the
+Received: ExaBGP -> relay stdin -> socket -> `batches()`. The relay reads
+ExaBGP continuously, because ExaBGP blocks (keepalives included) while its
+API process does not read; this side queues at most `bgp.receive_buffer`
+bytes of lines and then stops reading the socket until the daemon catches
+up, so the relay's own bound is what gives: it drops received UPDATEs, and
+its notice becomes a `ReceiveOverflow` event (the daemon asks those peers
+for a route refresh). Lines starting with `{` (JSON) or `=` (a frame of raw
+UPDATEs) are passed on as bytes; the
 typed events of messages.py say what happened to ExaBGP: `SpeakerRestarted`
 when it was lost (and every received route with it: ExaBGP sends no
 withdrawals when it dies; every local route is announced again), and
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +48,14 @@ import structlog
 
 from evpnd.config import Config
 from evpnd.model import Route, RouteKey
-from evpnd.speaker import encode, handover
-from evpnd.speaker.messages import SpeakerAttached, SpeakerEvent, SpeakerRestarted
-from evpnd.speaker.outbox import Outbox, OutboxCounters
+from evpnd.speaker import encode, handover, relay
+from evpnd.speaker.messages import (
+    ReceiveOverflow,
+    SpeakerAttached,
+    SpeakerEvent,
+    SpeakerRestarted,
+)
+from evpnd.speaker.outbox import REFRESH, Outbox, OutboxCounters, RetryPolicy
 from evpnd.speaker.supervisor import RelayConnection, RelaySession, SpeakerError, Supervisor
 
 log = structlog.get_logger(__name__)
@@ -65,6 +75,79 @@ class SpeakerCounters(OutboxCounters):
     restarts: int = 0
     lines_received: int = 0  # lines (JSON or raw frames) handed to batches()
     adoptions: int = 0  # running ExaBGPs taken over from a previous daemon
+    receive_waits: int = 0  # times the received queue was full and reading paused
+    receive_overflows: int = 0  # relay notices: it dropped received UPDATEs
+    update_lines_dropped: int = 0  # lines the relay dropped (a raw frame holds many)
+    update_bytes_dropped: int = 0
+
+
+class ReceiveQueue:
+    """What batches() hands out: received lines, bounded in bytes, and events.
+
+    `put_line` waits while `limit` bytes of lines are queued (the reader then
+    stops reading the relay, whose own bound gives); events always fit, as
+    they are few and must never wait behind a full queue.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0  # bytes of lines queued
+        self.waits = 0
+        self._items: deque[object] = deque()  # Received items and _EOF
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._discarding = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_event(self, item: object) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def put_line(self, line: bytes) -> None:
+        if self._discarding:
+            return
+        if self.size >= self.limit:
+            self.waits += 1
+            self._room.clear()
+            while self.size >= self.limit and not self._discarding:
+                await self._room.wait()
+            if self._discarding:
+                return
+        self.size += len(line)
+        self._items.append(line)
+        self._ready.set()
+
+    def discard_lines(self) -> None:
+        """From now on lines go nowhere (a hand-over: the next daemon refreshes)."""
+        self._discarding = True
+        self._items = deque(item for item in self._items if not isinstance(item, bytes))
+        self.size = 0
+        self._room.set()
+
+    async def get_batch(self, max_lines: int, max_bytes: int) -> list[object]:
+        """At least one item (waits for it), then whatever is ready, within the bounds."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        items = self._items
+        batch: list[object] = []
+        size = 0
+        while items and len(batch) < max_lines and size < max_bytes:
+            if items[0] is _EOF:
+                if not batch:
+                    batch.append(_EOF)  # left in place: every iterator ends
+                break
+            item = items.popleft()
+            if isinstance(item, bytes):
+                size += len(item)
+            batch.append(item)
+        self.size -= size
+        if self.size < self.limit:
+            self._room.set()
+        return batch
 
 
 class Speaker:
@@ -87,13 +170,15 @@ class Speaker:
         exec_prefix: Sequence[str] = (),
         hold: float | None = None,
         adopt_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """`exec_prefix` wraps the ExaBGP command line, e.g. `ip netns exec NS`
         (it must exec, not fork, so that the PID we watch is ExaBGP's).
         `hold`: seconds ExaBGP waits for the next daemon after hand_over()
-        (default: the config's bgp.restart_hold)."""
+        (default: the config's bgp.restart_hold). `retry`: how the routes of a
+        line ExaBGP answers `error` are tried again (outbox.RetryPolicy)."""
         self.counters = SpeakerCounters()
-        self._outbox = Outbox(batch_size, window, self.counters)
+        self._outbox = Outbox(batch_size, window, self.counters, retry)
         self.state_dir = Path(state_dir or config.state_dir)
         self._supervisor = Supervisor(
             config, attach=self._attach, detach=self._detach, lost=self._lost,
@@ -103,7 +188,8 @@ class Speaker:
             exec_prefix=exec_prefix, hold=hold, adopt_timeout=adopt_timeout,
         )  # fmt: skip
         self.adopted = False  # the current ExaBGP was taken over, not started by us
-        self._received: asyncio.Queue[object] = asyncio.Queue()  # Received items and _EOF
+        self._received = ReceiveQueue(config.bgp.receive_buffer)
+        self._retry_timer: asyncio.TimerHandle | None = None  # wakes the writer for retries
         self._writer: asyncio.StreamWriter | None = None
         self._wakeup = asyncio.Event()  # the outbox may have lines to send
         self._idle = asyncio.Event()  # the outbox is idle (flush())
@@ -201,6 +287,7 @@ class Speaker:
         ExaBGP skips what a peer's adj-rib-out already holds, and a new or
         re-created peer gets everything.
         """
+        self._received.limit = config.bgp.receive_buffer  # the relay's: at its next start
         if self._supervisor.reload(config):
             self._outbox.resend_all()
             self._kick()
@@ -214,15 +301,22 @@ class Speaker:
         if self.hold <= 0 or self._writer is None or self._stopped.is_set():
             await self.stop()
             return False
+        # Nobody will read what ExaBGP says from now on (the next daemon asks
+        # for a route refresh): never let a full queue hold up the acks.
+        self._received.discard_lines()
         with contextlib.suppress(TimeoutError, SpeakerError):
             await self.flush(timeout)
         announced = self._outbox.sent_routes()
-        self._record.write(announced)
+        try:
+            self._record.write(announced)
+        except OSError as exc:  # ENOSPC: the last record written (2 s old at most) stays
+            log.error("cannot record the announced routes for the next daemon",
+                      error=str(exc), routes=len(announced))  # fmt: skip
         self._stopped.set()
         self._wakeup.set()
         await self._supervisor.leave_running()
         await self._record.stop()
-        self._received.put_nowait(_EOF)
+        self._received.put_event(_EOF)
         log.info("speaker handed over: exabgp keeps the sessions", hold=self.hold,
                  routes=len(announced))  # fmt: skip
         return True
@@ -255,20 +349,10 @@ class Speaker:
         """
         queue = self._received
         while True:
-            first = await queue.get()
-            if first is _EOF:
-                queue.put_nowait(_EOF)  # let other iterators end too
+            batch = await queue.get_batch(BATCH_LINES, BATCH_BYTES)
+            if batch[0] is _EOF:
                 return
-            batch: list[Received] = [first]  # type: ignore[list-item]
-            size = len(first) if isinstance(first, bytes) else 0
-            while len(batch) < BATCH_LINES and size < BATCH_BYTES and not queue.empty():
-                item = queue.get_nowait()
-                if item is _EOF:
-                    queue.put_nowait(_EOF)
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-                size += len(item) if isinstance(item, bytes) else 0
-            yield batch
+            yield batch  # type: ignore[misc]
 
     async def stop(self) -> None:
         """Terminate ExaBGP (SIGTERM, SIGKILL after stop_timeout) and close everything."""
@@ -276,10 +360,13 @@ class Speaker:
             return
         self._stopped.set()
         self._wakeup.set()
+        self._received.discard_lines()  # the reader must not wait on a queue nobody drains
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         await self._supervisor.stop()
         await self._record.stop()
         self._record.forget()
-        self._received.put_nowait(_EOF)
+        self._received.put_event(_EOF)
         log.info("speaker stopped", **self.counters.as_dict())
 
     # ------------------------------------------- the supervisor's callbacks
@@ -301,7 +388,7 @@ class Speaker:
         self._log_prune(pruned)
         self._record.changed()
         states = tuple(sorted(connection.states.items()))
-        self._received.put_nowait(SpeakerAttached(adopted, states))
+        self._received.put_event(SpeakerAttached(adopted, states))
         self._up.set()
         self._kick()
         log.info("exabgp relay attached", pid=connection.pid, adopted=adopted,
@@ -322,13 +409,13 @@ class Speaker:
     def _lost(self, reason: str) -> None:
         self.counters.restarts += 1
         peers = tuple(sorted(str(peer.address) for peer in self.config.bgp.peers))
-        self._received.put_nowait(SpeakerRestarted(self.counters.restarts, reason, peers))
+        self._received.put_event(SpeakerRestarted(self.counters.restarts, reason, peers))
 
     # ------------------------------------------------------- the connection
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
         """Relay -> acks and received lines, until EOF; returns why it ended."""
-        put = self._received.put_nowait
+        queue = self._received
         while True:
             try:
                 raw = await reader.readline()
@@ -340,7 +427,11 @@ class Speaker:
                 return "relay closed the connection"
             if raw.startswith((b"{", b"=")):  # JSON, or a frame of raw UPDATEs
                 self.counters.lines_received += 1
-                put(raw)
+                await queue.put_line(raw)  # waits while the daemon is far behind
+                self.counters.receive_waits = queue.waits
+                continue
+            if raw.startswith(relay.CONTROL_PREFIX):
+                self._relay_notice(raw)
                 continue
             line = raw.decode("utf-8", "replace").strip()
             if line in ("done", "error"):
@@ -348,21 +439,55 @@ class Speaker:
             elif line:
                 log.info("exabgp api output", line=line[:200])
 
+    def _relay_notice(self, raw: bytes) -> None:
+        overflow = relay.parse_overflow(raw.rstrip())
+        if overflow is None:
+            log.warning("unknown notice from the relay", line=raw[:200])
+            return
+        lines, size, peers = overflow
+        if not peers:  # a line the relay could not attribute: every peer re-sends
+            peers = tuple(sorted(str(peer.address) for peer in self.config.bgp.peers))
+        self.counters.receive_overflows += 1
+        self.counters.update_lines_dropped += lines
+        self.counters.update_bytes_dropped += size
+        self._received.put_event(ReceiveOverflow(peers, lines, size))
+
     def _acknowledge(self, ok: bool) -> None:
-        sent = self._outbox.acknowledge(ok)
+        now = asyncio.get_running_loop().time()
+        sent = self._outbox.acknowledge(ok, now)
         if sent is None:
             log.warning("exabgp acknowledged a line we did not send", ok=ok)
             return
         if not ok:
             log.error("exabgp rejected a command line", verb=sent.verb, routes=sent.count,
-                      line=sent.preview)  # fmt: skip
+                      line=sent.preview, retry=sent.verb != REFRESH)  # fmt: skip
+            for refused in self._outbox.take_refused():
+                log.error("exabgp refused a route every time: given up on until it changes",
+                          verb=refused.verb, token=refused.token, failures=refused.failures)
+            self._schedule_retry()
         self._kick()
 
+    def _schedule_retry(self) -> None:
+        """Wake the writer when the earliest rejected route is due again."""
+        due = self._outbox.next_retry_at()
+        timer = self._retry_timer
+        if due is None or (timer is not None and not timer.cancelled() and timer.when() <= due):
+            return
+        if timer is not None:
+            timer.cancel()
+        self._retry_timer = asyncio.get_running_loop().call_at(due, self._retry_due)
+
+    def _retry_due(self) -> None:
+        self._retry_timer = None
+        self._kick()  # the writer releases what is due and schedules the next
+
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopped.is_set():
             await self._wakeup.wait()
             self._wakeup.clear()
-            lines = self._outbox.next_lines()
+            lines = self._outbox.next_lines(loop.time())
+            self._schedule_retry()
             if lines:
                 writer.write("".join(f"{line}\n" for line in lines).encode("ascii"))
             if self._outbox.revision != self._seen_revision:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import structlog
 
+from evpnd import statefiles
 from evpnd.config import Config
 from evpnd.speaker import exabgp_process, handover, relay
 from evpnd.speaker.exabgp_process import AdoptedProcess, ExabgpProcess
@@ -149,7 +150,7 @@ class Supervisor:
     async def start(self) -> None:
         if self._task is not None or self._stopping:
             raise SpeakerError("a Speaker starts once")
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        statefiles.secure_dir(self.state_dir)
         self._adoptable = exabgp_process.left_running(self.state_dir)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -172,7 +173,12 @@ class Supervisor:
         instance, connection = self._instance, self._connection
         if instance is None or connection is None:
             return False
-        self._write_files()
+        try:
+            self._write_files()
+        except OSError as exc:  # ENOSPC, an unsafe state_dir: keep what runs
+            log.error("cannot write the exabgp configuration: exabgp keeps its current one",
+                      state_dir=str(self.state_dir), error=str(exc))  # fmt: skip
+            return False
         connection.writer.write(relay.hold_line(self.hold))
         exabgp_process.reload(instance.process)
         log.info("exabgp reloading its configuration", pid=instance.process.pid)
@@ -324,6 +330,7 @@ class Supervisor:
         process = await exabgp_process.spawn(
             config_path, exabgp_env, token,
             state_dir=self.state_dir, python=self.python, exec_prefix=self.exec_prefix,
+            relay_buffer=self.config.bgp.receive_buffer,
         )  # fmt: skip
         return _Instance(process, token, asyncio.get_running_loop().create_future())
 
@@ -343,8 +350,14 @@ class Supervisor:
             before = path.read_text()
         except OSError:
             before = ""
-        self._write_files()
-        if path.read_text() != before:
+        try:
+            self._write_files()
+            changed = path.read_text() != before
+        except OSError as exc:  # ENOSPC: the adopted one keeps running as it is
+            log.error("cannot write the exabgp configuration: the adopted exabgp keeps its own",
+                      state_dir=str(self.state_dir), error=str(exc))  # fmt: skip
+            return
+        if changed:
             log.info("configuration differs from the adopted exabgp's: reloading it")
             exabgp_process.reload(instance.process)
 

@@ -201,16 +201,48 @@ async def test_events_arrive_with_their_json(broker: Broker) -> None:
         assert service.counters.dropped == 0
 
 
-async def test_a_burst_beyond_the_queue_is_dropped_and_counted(broker: Broker) -> None:
+async def test_a_burst_beyond_the_queue_drops_the_oldest_and_counts_them(
+    broker: Broker,
+) -> None:
     async with mqtt_client(broker, f"{PREFIX}/events/#") as sub, \
             connected(make_config(broker, queue_size=5)) as service:
         # No await between the calls: the writer cannot run, the queue fills.
         accepted = [service.publish(codec.peer_up(f"192.0.2.{i}")) for i in range(1, 101)]
-        assert accepted == [True] * 5 + [False] * 95
-        assert service.counters.dropped == 95
+        assert accepted == [True] * 100
+        assert service.counters.dropped == 95 and service.counters.overflowed == 95
+        assert service.status().queued == 5
+        # A summary is state, not an event: it is never pushed out.
+        assert service.retain_summary(100, {"local_macs": 7})
         got = [body(await next_message(sub, f"queued event {i}"))["peer"] for i in range(5)]
-        assert got == [f"192.0.2.{i}" for i in range(1, 6)]
+        assert got == [f"192.0.2.{i}" for i in range(96, 101)]  # the newest five
         assert await barrier(sub, "the five queued events") == []
+        async with mqtt_client(broker, f"{PREFIX}/summary/100") as late:
+            summary = await next_message(late, "the retained summary")
+            assert body(summary)["local_macs"] == 7
+
+
+async def test_endpoints_past_the_limit_are_refused_and_reported(broker: Broker) -> None:
+    macs = [f"02:00:00:00:03:{i:02x}" for i in range(4)]
+    async with connected(make_config(broker, max_endpoints=2)) as service, \
+            changes_of(service) as changes, \
+            mqtt_client(broker, f"{PREFIX}/events/error") as orch:
+        for mac in macs:
+            await register(orch, 100, mac, {"mac": mac}, retain=False)
+        assert await changes.next("the first") == EndpointRegistered(100, macs[0])
+        assert await changes.next("the second") == EndpointRegistered(100, macs[1])
+        errors = [body(await next_message(orch, f"limit error {i}")) for i in range(2)]
+        assert [(e["error"], e["mac"], e["max_endpoints"]) for e in errors] == [
+            ("endpoint_limit", macs[2], 2), ("endpoint_limit", macs[3], 2)]
+        assert service.counters.refused_endpoints == 2
+        assert set(service.registered()) == {(100, macs[0]), (100, macs[1])}
+        # A change to a registered endpoint still fits; once one goes, a new one fits.
+        await register(orch, 100, macs[0], {"mac": macs[0], "sticky": True}, retain=False)
+        assert await changes.next("the change") == EndpointRegistered(100, macs[0], None, True)
+        await register(orch, 100, macs[1], {"mac": macs[1], "delete": True}, retain=False)
+        assert await changes.next("the delete") == EndpointUnregistered(100, macs[1])
+        await register(orch, 100, macs[2], {"mac": macs[2]}, retain=False)
+        assert await changes.next("the third, now") == EndpointRegistered(100, macs[2])
+        assert service.counters.refused_endpoints == 2
 
 
 async def test_summary_and_status_are_retained(broker: Broker) -> None:

@@ -292,3 +292,56 @@ async def test_overrun_resyncs_and_emits_only_the_differences(ns: str, tmp_path:
         assert learner.counters.overruns >= 2
         assert learner.counters.resyncs >= 3
         assert learner.counters.parse_errors == 0
+
+
+async def take_until_quiet(
+    events: AsyncIterator[LocalEvent], quiet: float = 1.0
+) -> list[LocalEvent]:
+    """Every event until none has come for `quiet` seconds."""
+    seen: list[LocalEvent] = []
+    iterator = aiter(events)
+    while True:
+        try:
+            seen.append(await asyncio.wait_for(anext(iterator), quiet))
+        except TimeoutError:
+            return seen
+
+
+@pytest.mark.parametrize("rcvbuf", [64 << 20, 4096], ids=["kernel-holds", "kernel-overruns"])
+async def test_a_consumer_that_falls_behind_pauses_the_reader_and_loses_nothing(
+    ns: str, tmp_path: Path, rcvbuf: int
+) -> None:
+    """The queue of events stays at its bound; what the kernel reports meanwhile waits in
+    the socket, or (when even that overruns) comes back through a resync."""
+    make_segment(ns)
+    sh(ns, "ip link add vep1 type veth peer name vep1-peer", "ip link set vep1 master br100")
+    count, bound = 2000, 50
+    adds = batch_file(tmp_path, "add", count, "add.batch")
+    async with LocalLearner([W100], netns=ns, rcvbuf=rcvbuf, queue_max=bound) as learner:
+        events = learner.events()
+        await collect_until(events, is_resynced("initial"))
+        await asyncio.to_thread(
+            subprocess.run, ["ip", "netns", "exec", ns, "bridge", "-batch", str(adds)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        await asyncio.sleep(1.0)  # the reader's turn: it stops at the bound
+        if rcvbuf == 4096:
+            # The socket overran at once; a resync's events may pass the bound
+            # (they are bounded by the table), then reading pauses.
+            assert learner.pending() >= bound and learner.counters.queue_full >= 1
+        else:
+            assert bound <= learner.pending() <= bound + 4
+            assert learner.counters.queue_full == 1
+        seen = await take_until_quiet(events)
+        macs: set[str] = set()
+        for event in seen:
+            if isinstance(event, LocalMacAdded):
+                macs.add(event.mac)
+            elif isinstance(event, LocalMacRemoved):
+                macs.discard(event.mac)
+        assert len(macs) == count
+        assert macs == {mac for _vni, mac in learner.snapshot().macs}
+        if rcvbuf == 4096:
+            assert learner.counters.overruns >= 1 and seen[-1] == Resynced("overrun", count, 0)
+        else:
+            assert learner.counters.overruns == 0 and learner.counters.resyncs == 1

@@ -7,6 +7,7 @@ ever waiting for an answer at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 
@@ -155,9 +156,114 @@ def test_acks_are_matched_in_order_and_an_error_rejects_the_whole_line() -> None
     counters = outbox.counters
     assert counters.errors == 1 and counters.withdrawn == 0
     assert counters.announced == 3 and counters.acks == 2
-    assert outbox.idle  # nothing is retried: the error is reported, not looped on
+    # The withdrawal did not happen: ExaBGP still announces the route, and
+    # the outbox says so until a retry withdraws it.
+    assert routes[0] in outbox.sent_routes() and not outbox.idle
     assert outbox.acknowledge(True) is None  # an ack nothing was waiting for
     assert counters.acks == 2
+
+
+def rejecting(bad: set[str]) -> Callable[[str], bool]:
+    """ExaBGP's answer to a line: `error` if it holds any of these tokens (all or nothing)."""
+    return lambda line: not bad.intersection(tokens_of(line))
+
+
+def play(outbox: Outbox, answer: Callable[[str], bool], *, until: float = 600.0) -> list[str]:
+    """Exchange lines with a fake ExaBGP while time passes (one second per round)."""
+    now, lines = 0.0, []
+    while now <= until:
+        for line in outbox.next_lines(now):
+            lines.append(line)
+            outbox.acknowledge(answer(line), now)
+        if outbox.idle:
+            return lines
+        now += 1.0
+    raise AssertionError("the outbox never became idle")
+
+
+def test_a_rejected_line_is_retried_after_a_backoff_not_taken_for_sent() -> None:
+    outbox = attached(batch_size=10)
+    routes = [mac_route(i) for i in range(3)]
+    outbox.announce(routes)
+    (line,) = outbox.next_lines(now=100.0)
+    outbox.acknowledge(False, now=100.0)
+    # Nothing of the line counts as announced; the routes wait for their retry.
+    assert outbox.sent_routes() == [] and not outbox.idle
+    assert outbox.changes_pending == 3 and outbox.counters.retries == 3
+    due = outbox.next_retry_at()
+    assert due is not None and due > 100.0
+    assert outbox.next_lines(now=due - 0.01) == []
+    assert outbox.next_lines(now=due) == [line]  # the same routes, the same line
+    outbox.acknowledge(True, now=due)
+    assert outbox.idle and sorted(outbox.sent_routes(), key=str) == sorted(routes, key=str)
+    assert outbox.counters.announced == 3 and outbox.counters.routes_refused == 0
+
+
+def test_a_bad_route_is_isolated_from_its_batch_then_given_up_on() -> None:
+    outbox = attached(batch_size=10)
+    routes = [mac_route(i) for i in range(25)]
+    bad = routes[13]
+    outbox.announce(routes)
+    lines = play(outbox, rejecting({token(bad)}))
+    # Every other route went out (first in a batch with the bad one, then on
+    # its own or in a batch without it); the bad one is not announced.
+    sent = outbox.sent_routes()
+    assert bad not in sent and len(sent) == 24
+    assert outbox.announced()[bad.key] == token(bad)  # still wanted
+    refused = outbox.take_refused()
+    assert [(r.key, r.token, r.verb) for r in refused] == [(bad.key, token(bad), encode.ANNOUNCE)]
+    assert outbox.take_refused() == []
+    policy = outbox.retry
+    alone = [line for line in lines if tokens_of(line) == [token(bad)]]
+    assert len(alone) == policy.alone_attempts
+    assert sum(token(bad) in tokens_of(line) for line in lines) == (
+        policy.batch_attempts + policy.alone_attempts
+    )
+    assert outbox.counters.routes_refused == 1 and outbox.refused_count == 1
+    # Given up on, not looped on: nothing more goes out until it changes.
+    assert outbox.next_lines(now=10_000.0) == [] and outbox.idle
+    fixed = replace(bad, mobility_seq=7)
+    outbox.announce([fixed])
+    assert play(outbox, rejecting(set())) == [f"announce evpn {token(fixed)}"]
+    assert fixed in outbox.sent_routes() and outbox.refused_count == 0
+
+
+def test_a_refused_route_gets_a_fresh_chance_with_the_next_exabgp() -> None:
+    outbox = attached()
+    route = mac_route(1)
+    outbox.announce([route])
+    play(outbox, rejecting({token(route)}))
+    assert outbox.refused_count == 1 and route not in outbox.sent_routes()
+    outbox.detach()
+    outbox.attach()
+    assert play(outbox, rejecting(set())) == [f"announce evpn {token(route)}"]
+    assert route in outbox.sent_routes()
+
+
+def test_a_rejected_withdrawal_is_retried_until_exabgp_takes_it() -> None:
+    outbox = attached()
+    route = mac_route(1)
+    outbox.announce([route])
+    play(outbox, rejecting(set()))
+    outbox.withdraw([route.key])
+    failures = iter([False, False])
+    lines = play(outbox, lambda line: next(failures, True))
+    assert lines == [f"withdraw evpn {token(route)}"] * 3
+    assert outbox.sent_routes() == [] and outbox.counters.withdrawn == 1
+
+
+def test_a_route_changed_while_its_line_was_rejected_is_sent_as_it_is_now() -> None:
+    outbox = attached()
+    old = mac_route(1, mobility_seq=1)
+    new = replace(old, mobility_seq=2)
+    outbox.announce([old])
+    assert outbox.next_lines(now=0.0) == [f"announce evpn {token(old)}"]
+    outbox.announce([new])  # before ExaBGP answered
+    outbox.acknowledge(False, now=0.0)
+    # No backoff for a value nobody wants any more: the new one goes now.
+    assert outbox.next_lines(now=0.0) == [f"announce evpn {token(new)}"]
+    outbox.acknowledge(True, now=0.0)
+    assert outbox.idle and outbox.sent_routes() == [new]
 
 
 def test_a_route_refresh_goes_first_and_counts_as_no_route() -> None:

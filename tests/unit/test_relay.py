@@ -20,6 +20,9 @@ class Sink:
     def is_closing(self) -> bool:
         return self.closing
 
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.limits = (high, low)
+
 
 def state_line(peer: str, state: str) -> bytes:
     return json.dumps({"exabgp": "5.0.15", "type": "state",

@@ -1,0 +1,151 @@
+"""A VNI device someone deletes comes back, with its entries, without a reload.
+
+The pieces (links.DeviceRepair fed by the reconciler's link events) against a
+real kernel in a throwaway namespace, under churn: deletions of both devices
+while the wanted entries change; then `evpnd run` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+
+import pytest
+
+from evpnd import netns
+from evpnd.config import parse
+from evpnd.dataplane import links
+from evpnd.dataplane.reconciler import Reconciler
+from evpnd.dataplane.state import FloodEntry, RemoteMac
+from evpnd.derived import vni_devices, vni_policies
+from evpnd.desired import desired_state
+from evpnd.rib import Rib
+
+pytestmark = pytest.mark.netns
+
+CONFIG = """router_id: 192.0.2.11
+asn: 65000
+vtep: {{address: 192.0.2.11, device: eth0}}
+state_dir: {state}
+logging: {{level: debug, format: json}}
+bgp: {{eor_timeout: 1}}
+control: {{socket: {socket}}}
+vnis:
+  - vni: 100
+    flood: static
+    flood_peers: [192.0.2.21, 192.0.2.22]
+"""
+PEERS = {"192.0.2.21", "192.0.2.22"}
+
+
+def underlay(ns: str) -> None:
+    for cmd in ("ip link add eth0 type bridge", "ip addr add 192.0.2.11/24 dev eth0",
+                "ip link set eth0 up"):  # fmt: skip
+        netns.run(ns, cmd.split())
+
+
+def floods(ns: str, dev: str = "vxlan100") -> set[str]:
+    out = netns.run(ns, ["bridge", "-j", "fdb", "show", "dev", dev], check=False).stdout
+    return {e["dst"] for e in json.loads(out or "[]") if e["mac"] == "00:00:00:00:00:00"}
+
+
+def remote_macs(ns: str, dev: str = "vxlan100") -> set[str]:
+    out = netns.run(ns, ["bridge", "-j", "fdb", "show", "dev", dev], check=False).stdout
+    return {e["mac"] for e in json.loads(out or "[]")
+            if e["mac"] != "00:00:00:00:00:00" and "dst" in e}  # fmt: skip
+
+
+def master(ns: str, dev: str) -> str | None:
+    out = netns.run(ns, ["ip", "-j", "link", "show", dev], check=False).stdout
+    links_ = json.loads(out or "[]")
+    return links_[0].get("master") if links_ else None
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not back in time: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_deleted_devices_come_back_with_their_entries_under_churn(
+    ns: str, tmp_path: Path
+) -> None:
+    underlay(ns)
+    cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
+    state_dir = tmp_path / "state"
+    assert (await links.reconcile(cfg, ns, state_dir)).ok
+    devices = vni_devices(cfg)
+    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)), devices))
+    repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
+    reconciler.on_devices_gone = repair.devices_gone
+    await reconciler.start()
+    try:
+        await until(lambda: floods(ns) == PEERS, "the flood list")
+        wanted: set[str] = set()
+        for round_ in range(6):
+            # Churn: remote MACs come and go while the devices are deleted.
+            mac = f"02:00:00:00:01:{round_:02x}"
+            entry = RemoteMac("vxlan100", mac, ip_address("192.0.2.21"))
+            gone = sorted(wanted)[:1]
+            await reconciler.update(
+                put=[entry],
+                remove=[RemoteMac("vxlan100", m, ip_address("192.0.2.21")) for m in gone],
+            )
+            wanted = (wanted - set(gone)) | {mac}
+            victim = "vxlan100" if round_ % 2 == 0 else "br100"
+            netns.run(ns, ["ip", "link", "del", victim])
+            await until(lambda: floods(ns) == PEERS, f"flood list after deleting {victim}")
+            await until(lambda w=frozenset(wanted): remote_macs(ns) >= w, f"MACs after {victim}")
+            await until(lambda: master(ns, "vxlan100") == "br100", "vxlan100 in br100")
+        # Another device going away is none of our business.
+        netns.run(ns, ["ip", "link", "add", "other0", "type", "bridge"])
+        netns.run(ns, ["ip", "link", "del", "other0"])
+        await asyncio.sleep(0.5)
+        assert repair.counters.deletions == 6 and repair.counters.failures == 0
+        assert repair.counters.repairs >= 1
+        assert FloodEntry("vxlan100", IPv4Address("192.0.2.22")) in reconciler.installed.floods
+    finally:
+        await repair.stop()
+        await reconciler.stop()
+
+
+def test_the_daemon_recreates_a_deleted_vxlan_device(ns: str, tmp_path: Path) -> None:
+    underlay(ns)
+    cfg = tmp_path / "evpnd.yaml"
+    cfg.write_text(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
+    log = tmp_path / "evpnd.log"
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "evpnd", "run", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )
+
+    def wait(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not check():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}; log: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    try:
+        wait(lambda: floods(ns) == PEERS, "the flood list at start")
+        for victim in ("vxlan100", "br100", "vxlan100"):
+            netns.run(ns, ["ip", "link", "del", victim])
+            wait(lambda: floods(ns) == PEERS, f"the flood list after deleting {victim}")
+            wait(lambda: master(ns, "vxlan100") == "br100", "vxlan100 back in br100")
+        assert "vni device deleted by someone else" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
