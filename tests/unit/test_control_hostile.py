@@ -63,7 +63,7 @@ for _ in range(40):  # a line far over the server's limit
             pass
 phase("slow")
 slow = [s for s in (connect() for _ in range(80)) if s is not None]
-deadline = time.monotonic() + 12
+deadline = time.monotonic() + 6
 while time.monotonic() < deadline:  # a request, one byte at a time
     for s in slow:
         try:
@@ -83,7 +83,9 @@ async def probe(path: Path) -> dict:
 
 async def test_hostile_clients_cannot_starve_show_status(tmp_path: Path) -> None:
     path = tmp_path / "control.sock"
-    server = ControlServer(fake_daemon(), path, max_request=64 * 1024)
+    # Shorter timeouts than the defaults (10 s, 5 s), for a shorter test.
+    server = ControlServer(fake_daemon(), path, max_request=64 * 1024, idle_timeout=3.0,
+                           write_timeout=2.0)  # fmt: skip
     await server.start()
     hostile = subprocess.Popen([sys.executable, "-c", HOSTILE, str(path)],
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
