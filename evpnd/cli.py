@@ -10,6 +10,9 @@ from evpnd import __version__, config
 
 Handler = Callable[[argparse.Namespace], int]
 
+# The config file of every command that reads one, when none is named (`-c`).
+DEFAULT_CONFIG = "/etc/evpnd/evpnd.yaml"
+
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
@@ -47,10 +50,11 @@ def _plan(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from evpnd import daemon, gctune, log
+    from evpnd import daemon, gctune, log, sdnotify
 
     cfg = _load_or_exit(args.config)
     log.configure(args.log_level or cfg.logging.level, cfg.logging.format)
+    sdnotify.service()  # takes $NOTIFY_SOCKET now: no child (ExaBGP) may inherit it
     gctune.tune()
     try:
         return asyncio.run(daemon.run(cfg, args.config))
@@ -65,16 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check-config", help="validate a config file; print ok or every error")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG,
+                       help=f"default: {DEFAULT_CONFIG}")
     check.set_defaults(handler=_check_config)
 
     plan = sub.add_parser("plan", help="print the device changes a config would make (dry run)")
-    plan.add_argument("-c", "--config", required=True)
+    plan.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     plan.add_argument("--netns", help="plan against this network namespace")
     plan.set_defaults(handler=_plan)
 
     run = sub.add_parser("run", help="run the daemon (BGP EVPN control plane)")
-    run.add_argument("-c", "--config", required=True)
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(handler=_run)
 

@@ -59,6 +59,7 @@ from typing import Any
 import structlog
 
 from evpnd import config as config_mod
+from evpnd import sdnotify
 from evpnd.control.peers import PeerTracker
 from evpnd.control.server import ControlError, ControlServer
 from evpnd.dataplane import links
@@ -203,6 +204,8 @@ class Daemon:
         log.info("evpnd running", vnis=[v.vni for v in self.cfg.vnis],
                  docker_vnis=[v.vni for v in self.docker.vnis()],
                  peers=[str(p.address) for p in self.cfg.bgp.peers])
+        sdnotify.started(self)  # systemd Type=notify: READY=1
+        self._one_shot(sdnotify.report_status(self), "service-status")
         failed = await self._until_stopped()
         for task in failed:
             error = repr(task.exception()) if not task.cancelled() and task.exception() \
@@ -242,6 +245,7 @@ class Daemon:
         task.add_done_callback(self._one_shots.discard)
 
     async def shutdown(self) -> None:
+        sdnotify.stopping(self)
         # First: no Docker call may change anything while we stop. Its devices,
         # veths and state stay; the next daemon recovers them.
         await self.docker.stop()
@@ -562,7 +566,13 @@ class Daemon:
 
     async def reload(self) -> bool:
         async with self.docker.serialized(), self._reload_lock:
-            return await self._reload_config()
+            sdnotify.reloading(self)
+            applied = False
+            try:
+                applied = await self._reload_config()
+            finally:  # READY=1 again even if applying failed: the daemon still runs
+                sdnotify.reloaded(self, applied)
+            return applied
 
     async def _reload_config(self) -> bool:
         if self.config_path is None:

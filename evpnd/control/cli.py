@@ -1,4 +1,9 @@
-"""`evpnd show ...`: ask the running daemon over its control socket, print a table or JSON."""
+"""`evpnd show ...`, `evpnd reload`: ask the running daemon over its control socket.
+
+The socket is `--socket`, else the one the config file names (`-c`, default
+/etc/evpnd/evpnd.yaml: `control.socket`, else `<state_dir>/control.sock`),
+else, with no config file at the default place, `/run/evpnd/control.sock`.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ def add_subparsers(sub: Any) -> None:
     common.add_argument("--socket", metavar="PATH",
                         help="control socket (default: <state_dir>/control.sock)")
     common.add_argument("-c", "--config", metavar="CONFIG",
-                        help="take the socket path from this config file")
+                        help="take the socket path from this config file "
+                             "(default: /etc/evpnd/evpnd.yaml if it exists)")
     common.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     show = sub.add_parser("show", help="show the running daemon's state")
     views = show.add_subparsers(dest="view", required=True, metavar="VIEW")
@@ -47,21 +53,90 @@ def add_subparsers(sub: Any) -> None:
                               "fabric view shows (metrics.fabric_view) to FILE ('-': stdout)")
         view.set_defaults(handler=run_show)
 
+    reload = sub.add_parser(
+        "reload", help="make the running daemon re-read its config file; print 'reloaded' or "
+                       "why it refused (exit 1)",
+        description="Ask the running daemon to re-read its config file (like SIGHUP, but the "
+                    "answer says whether the new config was applied). Exit 0: reloaded; 1: "
+                    "refused, the running config is kept (the errors are printed); 2: no daemon.")
+    reload.add_argument("--socket", metavar="PATH",
+                        help="control socket (default: <state_dir>/control.sock)")
+    reload.add_argument("-c", "--config", metavar="CONFIG",
+                        help="the daemon's config file: its socket path, and the errors to print "
+                             "when the reload is refused (default: /etc/evpnd/evpnd.yaml)")
+    reload.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
+    reload.set_defaults(handler=run_reload)
+
+
+def config_file(args: argparse.Namespace) -> Path | None:
+    """`-c`, else the default config file if there is one."""
+    if args.config:
+        return Path(args.config)
+    from evpnd.cli import DEFAULT_CONFIG
+
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
+
 
 def socket_path(args: argparse.Namespace) -> Path:
+    from evpnd import config
+
+    try:
+        return resolve_socket(args)
+    except config.ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def resolve_socket(args: argparse.Namespace) -> Path:
+    """The socket path; config.ConfigError if it must come from an invalid config file."""
     if args.socket:
         return Path(args.socket)
     from evpnd import config
 
-    if not args.config:
+    path = config_file(args)
+    if path is None:
         return Path(config.Config.model_fields["state_dir"].default) / SOCKET_NAME
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        raise SystemExit(1) from None
+    cfg = config.load(path)
     control = getattr(cfg, "control", None) or ControlConfig()
     return control.socket_path(cfg.state_dir)
+
+
+def config_errors(args: argparse.Namespace) -> str | None:
+    """The config file's errors as `check-config` prints them; None if it loads (or is none)."""
+    from evpnd import config
+
+    path = config_file(args)
+    if path is None:
+        return None
+    try:
+        config.load(path)
+    except config.ConfigError as exc:
+        return exc.render()
+    return None
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    from evpnd import config
+
+    try:
+        path = resolve_socket(args)
+    except config.ConfigError as exc:
+        # The socket's place is in the file: the daemon cannot be asked, and it would
+        # refuse this file anyway. It keeps running with its config.
+        print(f"evpnd reload: not reloaded: the config file is invalid; the running config is "
+              f"kept\n{exc.render()}", file=sys.stderr)
+        return client.EXIT_REFUSED
+    try:
+        client.reload(path, timeout=args.timeout)
+    except client.ClientError as exc:
+        print(f"evpnd reload: {exc}", file=sys.stderr)
+        if exc.exit_code == client.EXIT_REFUSED:
+            errors = config_errors(args)
+            if errors:
+                print(errors, file=sys.stderr)
+        return exc.exit_code
+    print("reloaded")
+    return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
