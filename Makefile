@@ -13,8 +13,10 @@ PY := $(VENV)/bin/python
 #   busybox-static, to test the network driver (evpnd/docker) for real.
 #   prometheus: promtool checks contrib/prometheus/ rules and a lab host's real /metrics;
 #   chromium: the fabric view is loaded in a real headless browser (DevTools protocol).
+#   systemd: systemd-analyze verifies contrib/systemd/evpnd.service. debootstrap: a Debian 12
+#   root file system (cached in .cache/) is the base the tests build the evpnd image on.
 APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
-	docker.io busybox-static prometheus chromium
+	docker.io busybox-static prometheus chromium systemd debootstrap
 PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=
