@@ -140,7 +140,8 @@ class ServiceNotifier:
 
     RELOADING/READY around a reload and STATUS updates are only sent once
     READY=1 was: a reload requested during start-up (SIGHUP, the control
-    socket) must not tell the manager that start-up is done.
+    socket) must not tell the manager that start-up is done. Between
+    RELOADING=1 and READY=1 the status says "reloading" and nothing else.
     """
 
     def __init__(self, notifier: Notifier,
@@ -149,6 +150,7 @@ class ServiceNotifier:
         self._monotonic_ns = monotonic_ns
         self.ready_sent = False
         self.stopping_sent = False
+        self.reloading_now = False
         self.last_status: str | None = None
         self.note: str | None = None  # said before the status until the next good reload
 
@@ -160,12 +162,14 @@ class ServiceNotifier:
         if self.stopping_sent:
             return
         self.ready_sent = True
+        self.reloading_now = False
         self.last_status = status
         self.notifier.send([("READY", "1"), ("STATUS", status)])
 
     def reloading(self) -> None:
         if not self.ready_sent or self.stopping_sent:
             return
+        self.reloading_now = True
         self.last_status = "reloading the config"
         self.notifier.send([("RELOADING", "1"),
                             ("MONOTONIC_USEC", str(self._monotonic_ns() // 1000)),
@@ -178,7 +182,8 @@ class ServiceNotifier:
 
     def status(self, status: str) -> None:
         """STATUS only when it changed."""
-        if not self.ready_sent or self.stopping_sent or status == self.last_status:
+        if (not self.ready_sent or self.stopping_sent or self.reloading_now
+                or status == self.last_status):
             return
         self.last_status = status
         self.notifier.send([("STATUS", status)])

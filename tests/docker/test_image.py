@@ -236,7 +236,7 @@ def test_the_unit_under_systemd(systemd: Systemd) -> None:
     box.config.write_text(config(extra=EXTRA_VNI))
     assert box.systemctl("reload", "evpnd") == 0
     assert box.run("ip", "link", "show", "vxlan300")
-    assert box.prop("StatusText") == "converged, 0 of 1 peers up, 2 VNIs"
+    wait_for("2 VNIs", lambda: box.prop("StatusText") == "converged, 0 of 1 peers up, 2 VNIs")
     # ... and refused: the reload fails, the daemon runs on with its config.
     box.config.write_text(config(asn=0, extra=EXTRA_VNI))
     assert box.systemctl("reload", "evpnd") != 0
@@ -250,10 +250,11 @@ def test_the_unit_under_systemd(systemd: Systemd) -> None:
     errors = box.journal("-p", "err")
     assert '"evpnd running"' not in errors and '"config applied"' not in errors
     assert '"evpnd running"' in box.journal("-p", "info")
-    assert box.prop("StatusText").startswith("reload refused")
+    wait_for("refusal status", lambda: box.prop("StatusText").startswith("reload refused"))
     box.config.write_text(config(extra=EXTRA_VNI))
     assert box.systemctl("reload", "evpnd") == 0
-    assert box.prop("StatusText") == "converged, 0 of 1 peers up, 2 VNIs"
+    wait_for("refusal cleared",
+             lambda: box.prop("StatusText") == "converged, 0 of 1 peers up, 2 VNIs")
 
     # Restart: the new daemon adopts the same ExaBGP (KillMode=process).
     assert box.systemctl("restart", "evpnd") == 0

@@ -126,6 +126,7 @@ def test_lifecycle_order(path_listener: Listener) -> None:
     service.status("converged, no BGP peers, 1 VNI")  # unchanged: not repeated
     service.status("converged, no BGP peers, 2 VNIs")
     service.reloading()
+    service.status("computed while the reload runs")  # not said: it is reloading
     service.reloaded("converged, no BGP peers, 2 VNIs")
     service.stopping()
     service.status("after the stop")
