@@ -61,6 +61,10 @@ class Vtep(Strict):
     _ifname = field_validator("device")(_check_ifname)
 
 
+# Routes one peer may make us hold by default (README "Route limits" says why).
+DEFAULT_MAX_ROUTES = 100_000
+
+
 class Peer(Strict):
     address: IPAddress
     remote_asn: int = Field(ge=1, le=4_294_967_295)
@@ -71,6 +75,14 @@ class Peer(Strict):
     hold_time: int = Field(default=90)
     passive: bool = False
     local_address: IPAddress | None = None
+    # Route limit (README "Route limits"): at most this many routes held from the
+    # peer, 0 = none; a warning at max_routes_warning percent of it; past it
+    # `teardown` closes the session (Cease/1, RFC 4486) for max_routes_restart
+    # seconds, `warning` only logs. Either way routes past the limit are refused.
+    max_routes: int = Field(default=DEFAULT_MAX_ROUTES, ge=0, le=4_294_967_295)
+    max_routes_warning: int = Field(default=75, ge=1, le=100)
+    max_routes_action: Literal["teardown", "warning"] = "teardown"
+    max_routes_restart: int = Field(default=300, ge=1, le=86_400)
 
     @field_validator("md5_password", "description")
     @classmethod
@@ -87,6 +99,27 @@ class Peer(Strict):
         if value != 0 and not 3 <= value <= 65535:
             raise ValueError("must be 0 or between 3 and 65535 seconds")
         return value
+
+
+class Dad(Strict):
+    """Duplicate-address detection (RFC 7432 15.1), FRR's defaults: 5 moves in 180 s."""
+
+    enabled: bool = True
+    max_moves: int = Field(default=5, ge=2, le=1000)
+    window: int = Field(default=180, ge=2, le=1800)  # seconds
+    # false: report only; seconds (30..3600, as FRR takes): stop advertising the
+    # MAC and accepting moves for it that long; "permanent": until `evpnd clear`.
+    freeze: Literal[False, "permanent"] | int = False
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, value: Any) -> Any:
+        wanted = "must be false, a number of seconds (30 to 3600) or 'permanent'"
+        if value is False or value == "permanent":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 3600:
+            return value
+        raise ValueError(wanted)
 
 
 class Bgp(Strict):
@@ -314,6 +347,7 @@ class Config(Strict):
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     mqtt: MqttConfig | None = None  # None: no MQTT at all
+    dad: Dad = Field(default_factory=Dad)  # duplicate MACs (README "Duplicate MACs")
     # The Docker network driver; its networks' VNIs join these (checks in evpnd/docker/driver.py).
     docker: DockerConfig = Field(default_factory=DockerConfig)
 

@@ -33,6 +33,19 @@ MQTT start once the state_dir lock is ours (a previous daemon that is
 handing over still owns the socket and the port until then) and stop before
 it is released. Their glue is in evpnd/services.py.
 
+Protection against peers and faults (each decision is pure, the timers are here):
+* Graceful restart (evpnd/graceful.py): a lost session of a peer that
+  negotiated it keeps its routes installed, stale, for its restart time; they
+  go at its End-of-RIB (what was not re-sent), on timeout, or at once when its
+  new OPEN says it did not keep forwarding. Each peer has its own wait: a
+  second loss (or a second ExaBGP death) supersedes the first one's timer.
+* Duplicate MACs (the RIB, `dad:`): logged, counted, published; with a
+  freeze, a timer here releases them when the freeze ends.
+* Route limits (the RIB refuses routes past a peer's `max_routes`): at the
+  limit with `max_routes_action: teardown` the session is closed (Cease/1)
+  and the peer left out of ExaBGP's configuration for `max_routes_restart`
+  seconds (ExaBGP would reconnect at once), then put back.
+
 Docker (`docker.enabled`): the network driver starts after the lock too,
 recovers its networks and endpoints (nothing in the kernel changes for
 them), and the daemon then runs with the effective config: `self.cfg` is the
@@ -53,6 +66,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +90,22 @@ from evpnd.dataplane.reconciler import Reconciler
 from evpnd.derived import speaker_identity, vni_devices, vni_policies, watched_vnis
 from evpnd.desired import apply_rib_changes, desired_state
 from evpnd.docker.glue import DaemonHooks, DockerGlue, VniConflict
+from evpnd.graceful import Action, Deadline, Flush, GracefulHelper, KeepStale, Sweep
 from evpnd.metrics.looplag import LoopLagMonitor
-from evpnd.model import IPAddress, Route, RouteKey
+from evpnd.model import IPAddress, Route, RouteKey, address_order
 from evpnd.originate import imet_routes, mac_key, mac_route, readvertised
-from evpnd.rib import LocalAdvert, ReceivedUpdate, Rib, RibChanges
+from evpnd.rib import (
+    LIMIT_EXCEEDED,
+    PERMANENT,
+    DadPolicy,
+    DuplicateMac,
+    LocalAdvert,
+    ReceivedUpdate,
+    Rib,
+    RibChanges,
+    RouteLimit,
+    RouteLimitEvent,
+)
 from evpnd.services import MetricsEndpoint, MqttBridge
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import (
@@ -87,6 +113,7 @@ from evpnd.speaker.messages import (
     EndOfRib,
     Message,
     Notification,
+    PeerOpen,
     PeerState,
     ReceiveOverflow,
     RouteRefresh,
@@ -102,6 +129,23 @@ from evpnd.statefiles import open_private, secure_dir
 log = structlog.get_logger(__name__)
 
 FLUSH_TIMEOUT = 2.0  # seconds a Docker Join waits for ExaBGP to take the container's routes
+CEASE_MAX_PREFIXES = 1  # RFC 4486: Cease subcode "Maximum Number of Prefixes Reached"
+
+
+def dad_policy(cfg: config_mod.Config) -> DadPolicy | None:
+    """The RIB's duplicate-address detection from the `dad:` section (None: off)."""
+    dad = cfg.dad
+    if not dad.enabled:
+        return None
+    freeze = None if dad.freeze is False else PERMANENT if dad.freeze == "permanent" \
+        else float(dad.freeze)
+    return DadPolicy(dad.max_moves, float(dad.window), freeze)
+
+
+def route_limits(cfg: config_mod.Config) -> dict[IPAddress, RouteLimit]:
+    """Each peer's route limit (`max_routes` 0: none)."""
+    return {p.address: RouteLimit(p.max_routes, p.max_routes_warning)
+            for p in cfg.bgp.peers if p.max_routes > 0}  # fmt: skip
 
 
 
@@ -134,7 +178,14 @@ class Daemon:
         self.stats = DaemonStats()
         self.decoder = Decoder()
         self.wire = WireDecoder(self.decoder.stats)  # raw UPDATE frames; the same counters
-        self.rib = Rib(cfg.vtep.address, vni_policies(cfg))
+        self.rib = Rib(cfg.vtep.address, vni_policies(cfg), dad=dad_policy(cfg))
+        self.rib.set_route_limits(route_limits(cfg))
+        self.graceful = GracefulHelper(cfg.bgp.graceful_restart > 0, self.converge_timeout)
+        self._grace_timers: dict[IPAddress, asyncio.TimerHandle] = {}
+        self._freeze_timer: asyncio.TimerHandle | None = None
+        # Peers left out of ExaBGP's configuration after a route-limit teardown:
+        # peer -> when they come back (time.monotonic()).
+        self.held_down: dict[IPAddress, float] = {}
         self.devices = vni_devices(cfg)
         self.reconciler = Reconciler(
             None, desired_state(self.rib, self.devices), hold_removals=True
@@ -156,7 +207,8 @@ class Daemon:
         self.reconciler.on_devices_gone = self.device_repair.devices_gone
         # Operations: `evpnd show`, metrics, MQTT (started in run(), after the lock).
         self.peer_tracker = PeerTracker()
-        self.control = ControlServer.for_daemon(self, reload=self.reload)
+        self.control = ControlServer.for_daemon(self, reload=self.reload,
+                                                clear_duplicate=self.clear_duplicate)
         self.loop_lag = LoopLagMonitor(cfg.metrics.lag_interval)
         self.metrics = MetricsEndpoint(self)
         self.mqtt = MqttBridge(lambda: self.cfg, self.rib, self._on_rib_changes)
@@ -168,7 +220,17 @@ class Daemon:
     def _new_speaker(self, cfg: config_mod.Config) -> Speaker | NoSpeaker:
         # Without peers (static or multicast flooding only) there is nothing
         # for ExaBGP to do, and it would refuse every command.
-        return Speaker(cfg, state_dir=cfg.state_dir) if cfg.bgp.peers else NoSpeaker()
+        if not cfg.bgp.peers:
+            return NoSpeaker()
+        return Speaker(self._speaker_config(cfg), state_dir=cfg.state_dir)
+
+    def _speaker_config(self, cfg: config_mod.Config) -> config_mod.Config:
+        """What ExaBGP runs: the config without the peers held down after a teardown."""
+        held = self.held_down
+        if not held:
+            return cfg
+        peers = [p for p in cfg.bgp.peers if p.address not in held]
+        return cfg.model_copy(update={"bgp": cfg.bgp.model_copy(update={"peers": peers})})
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -372,7 +434,8 @@ class Daemon:
     def _on_local(self, event: LocalEvent) -> RibChanges | None:
         if isinstance(event, LocalMacAdded):
             log.info("local mac", vni=event.vni, mac=event.mac, port=event.port)
-            changes, advert = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static)
+            changes, advert = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static,
+                                                       now=time.monotonic())
             self.mqtt.local_mac(event.vni, event.mac, learned=True, port=event.port,
                                 sticky=event.static, seq=None if advert is None else advert.seq)
             return changes
@@ -382,15 +445,17 @@ class Daemon:
                     self.docker.registered(event.vni, event.mac):
                 return None  # still registered over MQTT or by Docker: stays advertised
             self.mqtt.local_mac(event.vni, event.mac, learned=False, port=event.port)
-            return self.rib.local_mac_removed(event.vni, event.mac)
+            return self.rib.local_mac_removed(event.vni, event.mac, now=time.monotonic())
         if isinstance(event, LocalIpLearned):
             log.info("local ip", vni=event.vni, mac=event.mac, ip=str(event.ip))
-            changes, _ = self.rib.local_mac_added(event.vni, event.mac, event.ip)
+            changes, _ = self.rib.local_mac_added(event.vni, event.mac, event.ip,
+                                                  now=time.monotonic())
             return changes
         if isinstance(event, LocalIpRemoved):
             if self.docker.registered(event.vni, event.mac, event.ip):
                 return None  # a container's address: stays advertised while it is there
-            return self.rib.local_mac_removed(event.vni, event.mac, event.ip)
+            return self.rib.local_mac_removed(event.vni, event.mac, event.ip,
+                                              now=time.monotonic())
         if isinstance(event, Resynced):
             log.info("local endpoints resynced", reason=event.reason, macs=event.macs,
                      ips=event.ips)
@@ -423,7 +488,7 @@ class Daemon:
                     updates.append((message.peer, message.announced, message.withdrawn))
                     continue
                 if updates:
-                    self._on_rib_changes(self.rib.apply_updates(updates))
+                    self._on_rib_changes(self.rib.apply_updates(updates, now=time.monotonic()))
                     updates = []
                 if isinstance(message, SpeakerRestarted):
                     self._on_speaker_restart(message.reason)
@@ -434,7 +499,7 @@ class Daemon:
                 else:
                     self._on_message(message)
         if updates:
-            self._on_rib_changes(self.rib.apply_updates(updates))
+            self._on_rib_changes(self.rib.apply_updates(updates, now=time.monotonic()))
 
     def _decode(self, line: bytes) -> list[Message]:
         if line.startswith(FRAME_VERB):
@@ -447,10 +512,24 @@ class Daemon:
             log.info("peer state", peer=str(message.peer), state=message.state,
                      reason=message.reason)
             self.mqtt.peer_state(message.peer, message.state, message.reason)
-            if message.state == "down":
+            if message.state == "up":
+                self._on_grace(self.graceful.session_up(message.peer, time.monotonic()))
+            elif message.state == "down":
                 self.stats.peer_downs += 1
-                # ExaBGP sends no withdrawals for a lost session.
-                self._on_rib_changes(self.rib.peer_down(message.peer))
+                # ExaBGP sends no withdrawals for a lost session: its routes go now,
+                # or (graceful restart) stay, stale, until the peer is back.
+                self._on_grace(self.graceful.session_down(
+                    message.peer, time.monotonic(), graceful=message.peer not in self.held_down
+                ))  # fmt: skip
+                if message.peer in self.held_down:
+                    # Torn down by us: whatever came meanwhile goes too.
+                    self._on_rib_changes(self.rib.peer_down(message.peer))
+        elif isinstance(message, PeerOpen):
+            cap = message.graceful_restart
+            log.info("peer open", peer=str(message.peer), hold_time=message.hold_time,
+                     graceful_restart=None if cap is None else cap.restart_time,
+                     evpn_forwarding_preserved=None if cap is None else cap.evpn)
+            self.graceful.open_received(message.peer, cap)
         elif isinstance(message, EndOfRib):
             if message.is_evpn:
                 self._table_complete(message.peer, "end-of-rib")
@@ -474,7 +553,11 @@ class Daemon:
             log.info("exabgp reported shutdown")
 
     def _table_complete(self, peer: IPAddress, why: str) -> None:
-        self._on_rib_changes(self.rib.sweep_stale(peer))
+        swept = self.rib.stale_count(peer)
+        self._on_grace(self.graceful.end_of_rib(peer))
+        self._on_rib_changes(self.rib.sweep_stale(peer, now=time.monotonic()))
+        if swept:
+            log.info("stale routes not re-sent removed", peer=str(peer), routes=swept, why=why)
         self._eor_waiting.discard(peer)
         if not self._eor_waiting and self.reconciler.holding:
             self._converged(f"{why} from every peer")
@@ -498,6 +581,7 @@ class Daemon:
         log.info("took over the running exabgp: refreshing routes", peers_up=up)
         self.peer_tracker.adopted(states)
         self.mqtt.peers_adopted(up)
+        self.graceful.adopted([ip_address(p) for p in up])
         for peer in up:
             self.speaker.refresh(peer)
 
@@ -505,16 +589,47 @@ class Daemon:
         self.stats.speaker_restarts += 1
         self.peer_tracker.speaker_restarted(reason=reason)
         self.mqtt.speaker_restarted(self.stats.speaker_restarts, reason)
-        stale = {peer: self.rib.mark_stale(peer) for peer in self.rib.peers()}
+        # Each peer's routes are stale until it re-sends them (End-of-RIB) or its
+        # own wait ends: a later restart supersedes an earlier one's wait.
+        peers = sorted({*self.rib.peers(), *(p.address for p in self.cfg.bgp.peers)},
+                       key=address_order)  # fmt: skip
+        self._on_grace(self.graceful.speaker_lost(peers, time.monotonic()))
         log.warning("exabgp restarted: received routes are stale until re-sent",
-                    stale=sum(stale.values()), reason=reason)
-        asyncio.get_running_loop().call_later(
-            self.converge_timeout, self._sweep_all_stale
+                    stale=self.rib.counts().stale, reason=reason)
+
+    # -- graceful restart: the helper's decisions carried out ------------------------
+
+    def _on_grace(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, KeepStale):
+                routes = self.rib.mark_stale(action.peer)
+                if routes:
+                    log.info("routes kept as stale", peer=str(action.peer), routes=routes,
+                             why=action.reason)
+            elif isinstance(action, Flush):
+                self._on_rib_changes(self.rib.peer_down(action.peer, now=time.monotonic()))
+            elif isinstance(action, Sweep):
+                routes = self.rib.stale_count(action.peer)
+                self._on_rib_changes(self.rib.sweep_stale(action.peer, now=time.monotonic()))
+                if routes:
+                    log.info("stale routes removed", peer=str(action.peer), routes=routes,
+                             why=action.reason)
+            elif isinstance(action, Deadline):
+                self._grace_deadline(action)
+
+    def _grace_deadline(self, deadline: Deadline) -> None:
+        """One timer per peer: a new wait replaces the one before (its token is void)."""
+        old = self._grace_timers.pop(deadline.peer, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, deadline.at - time.monotonic())
+        self._grace_timers[deadline.peer] = asyncio.get_running_loop().call_later(
+            delay, self._grace_expired, deadline.peer, deadline.token
         )
 
-    def _sweep_all_stale(self) -> None:
-        for peer in self.rib.peers():
-            self._on_rib_changes(self.rib.sweep_stale(peer))
+    def _grace_expired(self, peer: IPAddress, token: int) -> None:
+        self._grace_timers.pop(peer, None)
+        self._on_grace(self.graceful.expired(peer, token, time.monotonic()))
 
     # -- RIB changes -> speaker and dataplane --------------------------------------
 
@@ -531,9 +646,100 @@ class Daemon:
         for conflict in changes.conflicts:
             log.warning("mac conflict", vni=conflict.vni, mac=conflict.mac,
                         reason=conflict.reason, vteps=[str(v) for v in conflict.vteps])
+        for dup in changes.duplicates:
+            self._log_duplicate(dup)
+        for dup, reason in changes.duplicates_cleared:
+            log.info("duplicate mac released", vni=dup.vni, mac=dup.mac, reason=reason)
+        if changes.duplicates or changes.duplicates_cleared:
+            self._schedule_freeze_end()
+        for event in changes.limit_events:
+            self._on_route_limit(event)
         self.mqtt.rib_changes(changes)
         apply_rib_changes(self.reconciler.tracker, changes, self.devices)
         self.reconciler.kick()
+
+    # -- duplicate MACs ------------------------------------------------------------
+
+    def _log_duplicate(self, dup: DuplicateMac) -> None:
+        policy = self.rib.dad_policy
+        if dup.frozen_until is None:
+            frozen = "no (dad.freeze is off)"
+        elif dup.frozen_until == PERMANENT:
+            frozen = "until cleared (evpnd clear duplicate)"
+        else:
+            frozen = f"{dup.frozen_until - dup.detected_at:g}s"
+        log.warning("duplicate mac detected", vni=dup.vni, mac=dup.mac, moves=dup.moves,
+                    window=None if policy is None else policy.window,
+                    vtep=None if dup.vtep is None else str(dup.vtep), frozen=frozen)
+
+    def _schedule_freeze_end(self) -> None:
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+        at = self.rib.next_freeze_end()
+        if at is None:
+            return
+        self._freeze_timer = asyncio.get_running_loop().call_later(
+            max(0.0, at - time.monotonic()), self._freeze_ended
+        )
+
+    def _freeze_ended(self) -> None:
+        self._freeze_timer = None
+        self._on_rib_changes(self.rib.expire_duplicates(time.monotonic()))
+        self._schedule_freeze_end()
+
+    def clear_duplicate(self, vni: int, mac: str) -> bool:
+        """`evpnd clear duplicate VNI MAC`: False if the MAC was not flagged."""
+        changes, found = self.rib.clear_duplicate(vni, mac, now=time.monotonic())
+        self._on_rib_changes(changes)
+        return found
+
+    # -- route limits ----------------------------------------------------------------
+
+    def _on_route_limit(self, event: RouteLimitEvent) -> None:
+        peer_cfg = next((p for p in self.cfg.bgp.peers if p.address == event.peer), None)
+        action = "warning" if peer_cfg is None else peer_cfg.max_routes_action
+        limit = event.limit
+        fields = {"peer": str(event.peer), "routes": event.routes, "max_routes": limit.max_routes,
+                  "action": action}  # fmt: skip
+        if event.level == LIMIT_EXCEEDED:
+            log.error("peer route limit exceeded: further routes refused", **fields,
+                      restart_after=None if peer_cfg is None else peer_cfg.max_routes_restart)
+        elif event.level == "warning":
+            log.warning("peer route limit warning", **fields, warning_at=limit.warning_at)
+        else:
+            log.info("peer below its route limit warning again", **fields)
+        self.mqtt.route_limit(event, action)
+        if (event.level == LIMIT_EXCEEDED and peer_cfg is not None and action == "teardown"
+                and event.peer not in self.held_down):  # fmt: skip
+            self._hold_down(event.peer, peer_cfg.max_routes_restart)
+
+    def _hold_down(self, peer: IPAddress, seconds: float) -> None:
+        """Close the session (Cease/1) and keep ExaBGP from reconnecting for `seconds`."""
+        self.held_down[peer] = time.monotonic() + seconds
+        self.speaker.teardown(str(peer), CEASE_MAX_PREFIXES)
+        self._one_shot(self._leave_out(peer), f"hold-down {peer}")
+        asyncio.get_running_loop().call_later(seconds, self._release_hold, peer)
+
+    async def _leave_out(self, peer: IPAddress) -> None:
+        # The NOTIFICATION goes first; then ExaBGP forgets the peer, or it would
+        # reconnect at once and receive the same table again.
+        await self._flush_speaker()
+        await self._reload_speaker(f"route limit of {peer} exceeded: held down")
+        self._on_grace(self.graceful.session_down(peer, time.monotonic(), graceful=False))
+        self._on_rib_changes(self.rib.peer_down(peer, now=time.monotonic()))
+
+    def _release_hold(self, peer: IPAddress) -> None:
+        if self.held_down.pop(peer, None) is not None:
+            self._one_shot(self._reload_speaker(f"hold-down of {peer} over: reconnecting"),
+                           f"release {peer}")  # fmt: skip
+
+    async def _reload_speaker(self, why: str) -> None:
+        async with self._reload_lock:
+            if isinstance(self.speaker, Speaker):
+                log.info("exabgp peers changed", why=why,
+                         held_down=[str(p) for p in self.held_down])
+                await self.speaker.reload(self._speaker_config(self.cfg))
 
     def _announce(self, routes: list[Route]) -> None:
         for route in routes:
@@ -620,11 +826,17 @@ class Daemon:
         self._readvertise(old, new, adverts)
         self.devices = vni_devices(new)
         self._on_rib_changes(self.rib.reconfigure(vni_policies(new), self.docker.gateways()))
+        self._on_rib_changes(self.rib.set_dad_policy(dad_policy(new), now=time.monotonic()))
+        self._on_rib_changes(self.rib.set_route_limits(route_limits(new)))
+        self.graceful.set_helper(new.bgp.graceful_restart > 0, self.converge_timeout)
         await self.learner.update_vnis(watched_vnis(new))
         await self.reconciler.set_desired(desired_state(self.rib, self.devices))
         self._announce_static(new)
         for peer in {p.address for p in old.bgp.peers} - {p.address for p in new.bgp.peers}:
             self.peer_tracker.forget(peer)
+            self.graceful.forget(peer)
+            self.held_down.pop(peer, None)
+            self._on_rib_changes(self.rib.peer_down(peer, now=time.monotonic()))
         await self.mqtt.reconfigure(old, new)
         problem = await self.metrics.reconfigure(old.metrics, new.metrics)
         if problem:
@@ -632,7 +844,7 @@ class Daemon:
         if speaker_identity(old) != speaker_identity(new):
             if isinstance(self.speaker, Speaker) and new.bgp.peers:
                 log.info("bgp settings changed: reloading exabgp")
-                await self.speaker.reload(new)
+                await self.speaker.reload(self._speaker_config(new))
             else:
                 log.info("bgp peers added or removed entirely: restarting the speaker")
                 await self._restart_speaker(new)
@@ -709,6 +921,9 @@ class NoSpeaker:
         return None
 
     def refresh(self, peer: str) -> None:
+        return None
+
+    def teardown(self, peer: str, subcode: int) -> None:
         return None
 
     def prune(self) -> None:

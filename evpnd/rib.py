@@ -36,11 +36,51 @@ Rules (RFC 7432 section 15, RFC 8365):
   the VTEP is the PMSI tunnel address, else the originator.
 * Remote neighbours (ARP/ND suppression) come from MAC/IP routes sent by the
   VTEP that won their MAC; when two MACs claim an IP the same order decides.
+* Duplicate-address detection (RFC 7432 15.1, with a `DadPolicy`): a MAC that
+  moves `max_moves` times within `window` seconds is a duplicate; see
+  "Duplicate MACs" below.
+* Per-peer route limits (a `RouteLimit` per peer): a route the peer adds
+  beyond its limit is refused (counted), and each change of the peer's level
+  (ok, warning, exceeded) is reported; what to do about it (tear the session
+  down, or only log) is the shell's decision.
+
+The time: the RIB reads no clock. Calls that may detect a move or end a
+freeze take `now` (seconds on a monotonic clock); a call given none counts as
+happening at the latest time the RIB was given.
+
+Duplicate MACs, compared with FRR's zebra (zebra_evpn_mac.c,
+`zebra_evpn_dup_addr_detect_for_mac`; `dup-addr-detection max-moves N time M`
+and `freeze`):
+
+* The same: only moves that involve this host count, as RFC 7432 15.1 asks
+  ("a PE that detects a MAC mobility event via local learning starts an
+  M-second timer"): a remote MAC learned here (remote-to-local) starts the
+  window, or counts within it; a local MAC beaten by a remote route with a
+  higher sequence number (local-to-remote) counts only inside a window a
+  local learn started. A remote-to-remote move (a new VTEP or sequence number
+  alone) is left to the two VTEPs involved. A window is over when more than
+  `window` seconds have passed since it started; the count starts again.
+  `max_moves` moves within the window make the MAC a duplicate (FRR's
+  defaults, 5 in 180 s). Without freeze a duplicate is only reported and
+  flagged; the flag stays until `clear_duplicate` or until the MAC is gone
+  from here and from every peer. With freeze: no advertisement of the MAC
+  and no move accepted, for `freeze` seconds (then it is released, counts
+  reset) or until cleared ("permanent").
+* Different: FRR freezes the zebra MAC entry where the last event left it
+  (a local learn is not told to BGP; a remote route is not installed). Here
+  a frozen MAC keeps the remote path installed when it was frozen, as long
+  as that VTEP still advertises the MAC (withdrawing it removes the entry:
+  a withdrawal is no move), installs no other one, and is not advertised by
+  us; the local sequence number is not raised while frozen, so a MAC that
+  keeps flapping between two hosts stops raising it. FRR also marks the
+  MAC's local IPs as duplicates; here the MAC/IP routes follow the MAC (they
+  are withdrawn with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -144,6 +184,64 @@ class MacConflict:
     vteps: tuple[IPAddress, ...]
 
 
+PERMANENT = math.inf  # a freeze that only `clear_duplicate` ends
+
+
+@dataclass(frozen=True, slots=True)
+class DadPolicy:
+    """Duplicate-address detection: `max_moves` moves within `window` seconds.
+
+    `freeze`: None reports duplicates only; a number of seconds (PERMANENT:
+    until cleared) stops advertising the MAC and accepting moves for it.
+    """
+
+    max_moves: int = 5
+    window: float = 180.0
+    freeze: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateMac:
+    """A MAC detected as a duplicate (RFC 7432 15.1)."""
+
+    vni: int
+    mac: str
+    detected_at: float  # the RIB's clock (monotonic seconds)
+    moves: int  # moves counted within the window
+    vtep: IPAddress | None  # the remote VTEP of the last move
+    frozen_until: float | None  # None: not frozen; PERMANENT: until cleared
+
+    def frozen(self, now: float) -> bool:
+        return self.frozen_until is not None and now < self.frozen_until
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLimit:
+    """At most `max_routes` routes from a peer; a warning at `warning_percent` of it."""
+
+    max_routes: int
+    warning_percent: int = 75
+
+    @property
+    def warning_at(self) -> int:
+        return max(1, math.ceil(self.max_routes * self.warning_percent / 100))
+
+
+# A peer's place against its route limit.
+LIMIT_OK, LIMIT_WARNING, LIMIT_EXCEEDED = "ok", "warning", "exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLimitEvent:
+    """A peer's level changed: "warning" (at warning_at or more routes), "exceeded"
+    (a route was refused: the peer sent more than max_routes) or "ok"."""
+
+    peer: IPAddress
+    level: str
+    routes: int
+    limit: RouteLimit
+
+
 @dataclass(slots=True)
 class RibChanges:
     """What one RIB operation changed. Each MAC, IP or VTEP appears at most once."""
@@ -158,6 +256,11 @@ class RibChanges:
     local_advertise: list[LocalAdvert] = field(default_factory=list)
     local_withdraw: list[LocalAdvert] = field(default_factory=list)
     conflicts: list[MacConflict] = field(default_factory=list)  # newly detected
+    duplicates: list[DuplicateMac] = field(default_factory=list)  # newly detected
+    # Flags gone, with why: "cleared" (clear_duplicate), "freeze-ended", "gone" (the MAC
+    # left here and every peer), "policy" (detection turned off).
+    duplicates_cleared: list[tuple[DuplicateMac, str]] = field(default_factory=list)
+    limit_events: list[RouteLimitEvent] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -171,6 +274,9 @@ class RibChanges:
                 self.local_advertise,
                 self.local_withdraw,
                 self.conflicts,
+                self.duplicates,
+                self.duplicates_cleared,
+                self.limit_events,
             )
         )
 
@@ -189,6 +295,8 @@ class RibCounts:
     advertised_macs: int
     conflicts: int
     own_routes_ignored: int  # cumulative
+    duplicates: int = 0  # MACs flagged as duplicates now (frozen or not)
+    frozen: int = 0  # of those, frozen
 
 
 @dataclass(slots=True)
@@ -208,6 +316,12 @@ class RibStats:
     announced: dict[int, int] = field(default_factory=dict)
     withdrawn: dict[int, int] = field(default_factory=dict)
     mac_moves: dict[str, int] = field(default_factory=dict)
+    duplicates_detected: int = 0
+    # Routes refused because their peer was at its limit, per peer.
+    routes_refused: dict[IPAddress, int] = field(default_factory=dict)
+    # Times each peer's level went to "warning" / "exceeded": {peer: {level: n}}.
+    limit_events: dict[IPAddress, dict[str, int]] = field(default_factory=dict)
+    stale_swept: int = 0  # stale routes removed because they were not re-sent
 
 
 @dataclass(slots=True)
@@ -225,6 +339,14 @@ class _Adv:
 
 
 @dataclass(slots=True)
+class _Probe:
+    """Duplicate-address detection of one MAC: moves counted since `start`."""
+
+    count: int
+    start: float
+
+
+@dataclass(slots=True)
 class _Tx:
     """What an operation touched; the published state is recomputed for these only.
 
@@ -235,6 +357,8 @@ class _Tx:
     macs: dict[MacRef, None] = field(default_factory=dict)
     ips: dict[IpRef, None] = field(default_factory=dict)
     vteps: dict[VtepRef, None] = field(default_factory=dict)
+    peers: dict[IPAddress, None] = field(default_factory=dict)  # with a limit, counts changed
+    refused: dict[IPAddress, None] = field(default_factory=dict)  # routes refused at the limit
 
 
 def _key_order(key: MacIpKey) -> tuple[str, int, str, tuple[int, int]]:
@@ -266,7 +390,9 @@ class Rib:
         policies: Iterable[VniPolicy] = (),
         *,
         other_own_addresses: Iterable[IPAddress] = (),
+        dad: DadPolicy | None = None,
     ) -> None:
+        """`dad` None: no duplicate-address detection."""
         self.local_vtep = local_vtep
         self._own = frozenset({local_vtep, *other_own_addresses})
         self._policies: dict[int, VniPolicy] = {}
@@ -293,28 +419,35 @@ class Rib:
         self._conflicts: dict[MacRef, MacConflict] = {}
         self._own_ignored = 0
         self.stats = RibStats()
+        self._now = 0.0  # the latest time a call gave (the RIB reads no clock)
+        self._dad = dad
+        self._probes: dict[MacRef, _Probe] = {}
+        self._duplicates: dict[MacRef, DuplicateMac] = {}
+        self._limits: dict[IPAddress, RouteLimit] = {}
+        self._limit_level: dict[IPAddress, str] = {}
 
     # ------------------------------------------------------------ remote routes
 
-    def announce(self, peer: IPAddress, route: Route) -> RibChanges:
-        tx = _Tx()
-        _count(self.stats.announced, route.key.route_type)
-        self._announce(tx, peer, route)
-        return self._commit(tx)
+    def announce(self, peer: IPAddress, route: Route, *, now: float | None = None) -> RibChanges:
+        return self.apply_updates([(peer, (route,), ())], now=now)
 
-    def withdraw(self, peer: IPAddress, key: RouteKey) -> RibChanges:
-        tx = _Tx()
-        _count(self.stats.withdrawn, key.route_type)
-        self._withdraw(tx, peer, key)
-        return self._commit(tx)
+    def withdraw(self, peer: IPAddress, key: RouteKey, *, now: float | None = None) -> RibChanges:
+        return self.apply_updates([(peer, (), (key,))], now=now)
 
     def apply_update(
-        self, peer: IPAddress, announced: Iterable[Route], withdrawn: Iterable[RouteKey]
+        self,
+        peer: IPAddress,
+        announced: Iterable[Route],
+        withdrawn: Iterable[RouteKey],
+        *,
+        now: float | None = None,
     ) -> RibChanges:
         """One received UPDATE as a single change set (withdrawals first, as on the wire)."""
-        return self.apply_updates([(peer, announced, withdrawn)])
+        return self.apply_updates([(peer, announced, withdrawn)], now=now)
 
-    def apply_updates(self, updates: Iterable[ReceivedUpdate]) -> RibChanges:
+    def apply_updates(
+        self, updates: Iterable[ReceivedUpdate], *, now: float | None = None
+    ) -> RibChanges:
         """Many UPDATEs, in order, as one change set.
 
         Best paths, neighbours and flood lists are computed once per touched
@@ -322,36 +455,70 @@ class Rib:
         result is the same as applying them one by one and merging the
         changes, minus the intermediate states nobody needs to see.
         """
+        self._tick(now)
         tx = _Tx()
         announced_count, withdrawn_count = self.stats.announced, self.stats.withdrawn
+        limits = self._limits
         for peer, announced, withdrawn in updates:
+            limit = limits.get(peer) if limits else None
+            if limit is not None:
+                tx.peers[peer] = None
             for key in withdrawn:
                 _count(withdrawn_count, key.route_type)
                 self._withdraw(tx, peer, key)
             for route in announced:
                 _count(announced_count, route.key.route_type)
-                self._announce(tx, peer, route)
+                self._announce(tx, peer, route, limit)
         return self._commit(tx)
 
-    def peer_down(self, peer: IPAddress) -> RibChanges:
+    def peer_down(self, peer: IPAddress, *, now: float | None = None) -> RibChanges:
         """Forget everything the peer sent (ExaBGP sends no withdrawals on session loss)."""
+        self._tick(now)
         tx = _Tx()
         for route in self._adj.pop(peer, {}).values():
             self._unindex(tx, peer, route)
         self._stale.pop(peer, None)
+        tx.peers[peer] = None
         return self._commit(tx)
 
     def mark_stale(self, peer: IPAddress) -> int:
-        """Start a refresh: routes not re-received before `sweep_stale` will go."""
+        """Start a refresh: routes not re-received before `sweep_stale` will go.
+
+        Every route the peer holds now is marked, whatever was marked before
+        (a second restart before the first one's sweep re-marks them all).
+        """
         keys = set(self._adj.get(peer, {}))
         self._stale[peer] = keys
         return len(keys)
 
-    def sweep_stale(self, peer: IPAddress) -> RibChanges:
+    def stale_count(self, peer: IPAddress) -> int:
+        return len(self._stale.get(peer, ()))
+
+    def sweep_stale(self, peer: IPAddress, *, now: float | None = None) -> RibChanges:
+        """Remove the peer's routes still marked stale (not re-sent since `mark_stale`)."""
+        self._tick(now)
         tx = _Tx()
-        for key in self._stale.pop(peer, set()):
+        stale = self._stale.pop(peer, set())
+        self.stats.stale_swept += len(stale)
+        for key in stale:
             self._withdraw(tx, peer, key)
+        tx.peers[peer] = None
         return self._commit(tx)
+
+    def set_route_limits(self, limits: Mapping[IPAddress, RouteLimit]) -> RibChanges:
+        """The route limit of each peer (a peer left out has none); levels are re-evaluated."""
+        tx = _Tx()
+        for peer in {*self._limits, *limits}:
+            tx.peers[peer] = None
+        self._limits = dict(limits)
+        for peer in list(self._limit_level):
+            if peer not in self._limits:
+                del self._limit_level[peer]
+        return self._commit(tx)
+
+    def route_limit(self, peer: IPAddress) -> tuple[RouteLimit | None, str]:
+        """The peer's limit (None: unlimited) and its level ("ok", "warning", "exceeded")."""
+        return self._limits.get(peer), self._limit_level.get(peer, LIMIT_OK)
 
     def reconfigure(
         self, policies: Iterable[VniPolicy], gateways: Iterable[MacRef] | None = None
@@ -374,17 +541,92 @@ class Rib:
                 self._index(tx, peer, route)
         return self._commit(tx)
 
+    # ------------------------------------------------------- duplicate MACs
+
+    @property
+    def dad_policy(self) -> DadPolicy | None:
+        return self._dad
+
+    def set_dad_policy(self, policy: DadPolicy | None, *, now: float | None = None) -> RibChanges:
+        """A new detection policy (config reload): counts start again; a duplicate stays
+        flagged, its freeze following the new policy (released when it has none)."""
+        self._tick(now)
+        if policy == self._dad:
+            return RibChanges()
+        self._dad = policy
+        self._probes.clear()
+        tx = _Tx()
+        released: list[DuplicateMac] = []
+        for ref, dup in list(self._duplicates.items()):
+            if policy is None:
+                released.append(self._duplicates.pop(ref))
+                tx.macs[ref] = None
+                continue
+            until = None if policy.freeze is None else dup.detected_at + policy.freeze
+            if until != dup.frozen_until:
+                self._duplicates[ref] = _with_freeze(dup, until)
+                tx.macs[ref] = None
+        changes = self._commit(tx)
+        changes.duplicates_cleared.extend((dup, "policy") for dup in released)
+        return changes
+
+    def duplicates(self, vni: int | None = None) -> list[DuplicateMac]:
+        return [d for ref, d in sorted(self._duplicates.items()) if vni is None or ref[0] == vni]
+
+    def duplicate(self, vni: int, mac: str) -> DuplicateMac | None:
+        return self._duplicates.get((vni, normalize_mac(mac)))
+
+    def clear_duplicate(
+        self, vni: int, mac: str, *, now: float | None = None
+    ) -> tuple[RibChanges, bool]:
+        """Forget a duplicate (the operator fixed it): its counts start again and, if it
+        was frozen, it is advertised and moves again. Returns (changes, was flagged)."""
+        self._tick(now)
+        ref = (vni, normalize_mac(mac))
+        dup = self._duplicates.pop(ref, None)
+        self._probes.pop(ref, None)
+        if dup is None:
+            return RibChanges(), False
+        changes = self._commit(_Tx(macs={ref: None}))
+        changes.duplicates_cleared.append((dup, "cleared"))
+        return changes, True
+
+    def next_freeze_end(self) -> float | None:
+        """When the earliest freeze ends (a time for `expire_duplicates`); None: no freeze."""
+        ends = [d.frozen_until for d in self._duplicates.values()
+                if d.frozen_until is not None and d.frozen_until != PERMANENT]  # fmt: skip
+        return min(ends, default=None)
+
+    def expire_duplicates(self, now: float) -> RibChanges:
+        """Release the MACs whose freeze has ended: counts reset, advertised again."""
+        self._tick(now)
+        ended = [ref for ref, d in self._duplicates.items()
+                 if d.frozen_until is not None and d.frozen_until <= self._now]  # fmt: skip
+        released = [self._duplicates.pop(ref) for ref in ended]
+        for ref in ended:
+            self._probes.pop(ref, None)
+        changes = self._commit(_Tx(macs=dict.fromkeys(ended)))
+        changes.duplicates_cleared.extend((dup, "freeze-ended") for dup in released)
+        return changes
+
     # --------------------------------------------------------------- local MACs
 
     def local_mac_added(
-        self, vni: int, mac: str, ip: IPAddress | None = None, *, sticky: bool | None = None
+        self,
+        vni: int,
+        mac: str,
+        ip: IPAddress | None = None,
+        *,
+        sticky: bool | None = None,
+        now: float | None = None,
     ) -> tuple[RibChanges, LocalAdvert | None]:
         """A MAC (and optionally one of its IPs) is local; `sticky` None keeps the current flag.
 
         Returns the changes (whose `local_advertise` holds every route to
         announce) and the advertisement for this MAC/IP, or None when a
-        remote route beats the local MAC.
+        remote route beats the local MAC (or it is a frozen duplicate).
         """
+        self._tick(now)
         mac = normalize_mac(mac)
         ref = (vni, mac)
         entry = self._local.get(ref)
@@ -392,7 +634,7 @@ class Rib:
             entry = self._local[ref] = _Local(seq=0, sticky=bool(sticky), ips=set())
         elif sticky is not None:
             entry.sticky = sticky
-        if ref not in self._advertised:
+        if ref not in self._advertised and not self._frozen(ref):
             # Learning a MAC that a remote VTEP holds is a move: claim it with a higher number.
             remote_max = max(
                 (r.mobility_seq for _, r in self._mac_cands.get(ref, ())), default=-1
@@ -407,8 +649,11 @@ class Rib:
         adv = self._advertised.get(ref)
         return changes, None if adv is None else LocalAdvert(vni, mac, ip, adv.seq, adv.sticky)
 
-    def local_mac_removed(self, vni: int, mac: str, ip: IPAddress | None = None) -> RibChanges:
+    def local_mac_removed(
+        self, vni: int, mac: str, ip: IPAddress | None = None, *, now: float | None = None
+    ) -> RibChanges:
         """The MAC (or, with `ip`, only that IP of it) is no longer local."""
+        self._tick(now)
         ref = (vni, normalize_mac(mac))
         entry = self._local.get(ref)
         if entry is None:
@@ -518,6 +763,8 @@ class Rib:
             advertised_macs=len(self._advertised),
             conflicts=len(self._conflicts),
             own_routes_ignored=self._own_ignored,
+            duplicates=len(self._duplicates),
+            frozen=sum(d.frozen(self._now) for d in self._duplicates.values()),
         )
 
     # ---------------------------------------------------------------- internals
@@ -554,11 +801,29 @@ class Rib:
             return True
         return isinstance(route, ImetRoute) and route.vtep in self._own
 
-    def _announce(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
+    def _tick(self, now: float | None) -> None:
+        if now is not None and now > self._now:
+            self._now = now
+
+    def _frozen(self, ref: MacRef) -> bool:
+        dup = self._duplicates.get(ref) if self._duplicates else None
+        return dup is not None and dup.frozen(self._now)
+
+    def _announce(
+        self, tx: _Tx, peer: IPAddress, route: Route, limit: RouteLimit | None = None
+    ) -> None:
         routes = self._adj.setdefault(peer, {})
         old = routes.pop(route.key, None)
         if old is not None:
             self._unindex(tx, peer, old)
+        elif limit is not None and len(routes) >= limit.max_routes and not self._is_own(route):
+            # A new route past the limit: refused (a replacement of one held is not).
+            refused = self.stats.routes_refused
+            refused[peer] = refused.get(peer, 0) + 1
+            tx.refused[peer] = None
+            if not routes:
+                del self._adj[peer]
+            return
         stale = self._stale.get(peer)
         if stale is not None:
             stale.discard(route.key)
@@ -679,9 +944,17 @@ class Rib:
 
     def _commit(self, tx: _Tx) -> RibChanges:
         changes = RibChanges()
+        dad, duplicates, probes = self._dad, self._duplicates, self._probes
         for ref in tx.macs:
             remote, local_wins, conflict = self._select(ref)
             before = self._location(ref)
+            if duplicates and ref in duplicates:
+                remote, local_wins = self._held(ref, remote, local_wins, changes)
+            if dad is not None and ref not in duplicates and (
+                ref in self._local or ref in self._advertised
+            ):
+                # Only a MAC that is or was local here can make a move that counts.
+                remote, local_wins = self._detect(dad, ref, before, remote, local_wins, changes)
             if remote != self._remote_best.get(ref):
                 if remote is None:
                     del self._remote_best[ref]
@@ -701,6 +974,8 @@ class Rib:
                 else:
                     self._conflicts[ref] = conflict
                     changes.conflicts.append(conflict)
+            if probes and ref in probes and ref not in self._local and ref not in self._mac_cands:
+                del probes[ref]  # gone from here and from every peer
         for ipref in tx.ips:
             neigh = self._select_neigh(ipref)
             if neigh != self._neighs.get(ipref):
@@ -721,7 +996,108 @@ class Rib:
                 if not published:
                     del self._vteps[vni]
                 changes.vteps_removed.append((vni, vtep))
+        if tx.peers or tx.refused:
+            self._limit_levels(tx, changes)
         return changes
+
+    def _held(
+        self, ref: MacRef, remote: RemoteMacPath | None, local_wins: bool, changes: RibChanges
+    ) -> tuple[RemoteMacPath | None, bool]:
+        """A MAC flagged as duplicate: frozen, its published state stays where it is."""
+        dup = self._duplicates[ref]
+        if dup.frozen(self._now):
+            return self._frozen_state(ref), False
+        if dup.frozen_until is not None:
+            # The freeze is over (the shell's timer may not have run yet): released
+            # as by expire_duplicates, and this change is judged afresh.
+            reason = "freeze-ended"
+        elif ref not in self._local and ref not in self._mac_cands:
+            reason = "gone"  # a reported duplicate gone from here and from every peer
+        else:
+            return remote, local_wins  # reported, not frozen: no further counting (FRR)
+        del self._duplicates[ref]
+        self._probes.pop(ref, None)
+        changes.duplicates_cleared.append((dup, reason))
+        return remote, local_wins
+
+    def _frozen_state(self, ref: MacRef) -> RemoteMacPath | None:
+        """While frozen: the remote path installed when the freeze began, as long as its
+        VTEP still advertises the MAC; nothing else is installed, nothing advertised."""
+        current = self._remote_best.get(ref)
+        if current is None:
+            return None
+        for _, route in self._mac_cands.get(ref, ()):
+            if route.nexthop == current.vtep:
+                return current
+        return None
+
+    def _detect(
+        self,
+        dad: DadPolicy,
+        ref: MacRef,
+        before: _Where | None,
+        remote: RemoteMacPath | None,
+        local_wins: bool,
+        changes: RibChanges,
+    ) -> tuple[RemoteMacPath | None, bool]:
+        """Count a move that involves this host; a duplicate found now may freeze it."""
+        if local_wins:
+            local = self._local[ref]
+            after: _Where | None = (None, local.seq)
+        else:
+            after = None if remote is None else (remote.vtep, remote.seq)
+        if before is None or after is None or after[1] <= before[1]:
+            return remote, local_wins
+        now = self._now
+        probe = self._probes.get(ref)
+        if before[0] is not None and after[0] is None:  # remote-to-local: starts a window
+            if probe is None or now - probe.start > dad.window:
+                probe = self._probes[ref] = _Probe(0, now)
+            probe.count += 1
+            vtep = before[0]
+        elif before[0] is None and after[0] is not None:  # local-to-remote
+            if probe is None or probe.count == 0:
+                return remote, local_wins  # no window a local learn started
+            if now - probe.start > dad.window:
+                probe.count = 0
+                return remote, local_wins
+            probe.count += 1
+            vtep = after[0]
+        else:
+            return remote, local_wins  # remote-to-remote: not ours to judge
+        if probe.count < dad.max_moves:
+            return remote, local_wins
+        until = None if dad.freeze is None else now + dad.freeze
+        dup = DuplicateMac(ref[0], ref[1], now, probe.count, vtep, until)
+        self._duplicates[ref] = dup
+        self.stats.duplicates_detected += 1
+        changes.duplicates.append(dup)
+        if until is None:
+            return remote, local_wins
+        return self._frozen_state(ref), False
+
+    def _limit_levels(self, tx: _Tx, changes: RibChanges) -> None:
+        for peer in {**tx.peers, **tx.refused}:
+            limit = self._limits.get(peer)
+            if limit is None:
+                continue
+            held = len(self._adj.get(peer, ()))
+            old = self._limit_level.get(peer, LIMIT_OK)
+            if peer in tx.refused or (old == LIMIT_EXCEEDED and held >= limit.max_routes):
+                level = LIMIT_EXCEEDED
+            elif held >= limit.warning_at:
+                level = LIMIT_WARNING
+            else:
+                level = LIMIT_OK
+            if level == old:
+                continue
+            if level == LIMIT_OK:
+                self._limit_level.pop(peer, None)
+            else:
+                self._limit_level[peer] = level
+                counts = self.stats.limit_events.setdefault(peer, {})
+                counts[level] = counts.get(level, 0) + 1
+            changes.limit_events.append(RouteLimitEvent(peer, level, held, limit))
 
     def _location(self, ref: MacRef) -> _Where | None:
         """Where the published state puts a MAC: (remote VTEP or None for us, seq)."""
@@ -771,6 +1147,10 @@ class Rib:
             LocalAdvert(ref[0], ref[1], ip, old.seq, old.sticky)
             for ip in sorted(old.ips - new.ips, key=address_order)
         )
+
+
+def _with_freeze(dup: DuplicateMac, until: float | None) -> DuplicateMac:
+    return DuplicateMac(dup.vni, dup.mac, dup.detected_at, dup.moves, dup.vtep, until)
 
 
 def _adverts(ref: MacRef, adv: _Adv) -> list[LocalAdvert]:

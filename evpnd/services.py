@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +26,7 @@ import structlog
 from evpnd.config import Config
 from evpnd.metrics.settings import MetricsConfig
 from evpnd.model import IPAddress
-from evpnd.rib import Rib, RibChanges
+from evpnd.rib import PERMANENT, Rib, RibChanges, RouteLimitEvent
 
 log = structlog.get_logger(__name__)
 
@@ -242,9 +243,10 @@ class MqttBridge:
             return
         if old is not None and old.ip is not None and old.ip != change.ip:
             # The registration replaces the previous one: its MAC+IP route goes.
-            self._apply(self._rib.local_mac_removed(change.vni, change.mac, old.ip))
+            self._apply(self._rib.local_mac_removed(change.vni, change.mac, old.ip,
+                                                    now=time.monotonic()))
         changes, advert = self._rib.local_mac_added(
-            change.vni, change.mac, change.ip, sticky=change.sticky
+            change.vni, change.mac, change.ip, sticky=change.sticky, now=time.monotonic()
         )
         self._registered[key] = change
         log.info("local mac (mqtt)", vni=change.vni, mac=change.mac,
@@ -263,7 +265,7 @@ class MqttBridge:
                 continue
             vni, mac = key
             log.info("local mac gone (mqtt)", vni=vni, mac=mac, reason=reason)
-            self._apply(self._rib.local_mac_removed(vni, mac))
+            self._apply(self._rib.local_mac_removed(vni, mac, now=time.monotonic()))
             self.publish(codec.local_mac_removed(vni, mac, source="mqtt"))
 
     # ------------------------------------------------------------ events out
@@ -355,6 +357,27 @@ class MqttBridge:
                 "mac_conflict", f"MAC {conflict.mac} in VNI {conflict.vni}: {conflict.reason}",
                 vni=conflict.vni, mac=conflict.mac, vteps=[str(v) for v in conflict.vteps],
             ))  # fmt: skip
+        policy = self._rib.dad_policy
+        for dup in changes.duplicates:
+            freeze = None if dup.frozen_until is None or dup.frozen_until == PERMANENT \
+                else dup.frozen_until - dup.detected_at
+            self.publish(codec.mac_duplicate(
+                dup.vni, dup.mac, moves=dup.moves, window=0 if policy is None else policy.window,
+                vtep=dup.vtep, frozen=dup.frozen_until is not None, freeze=freeze,
+            ))  # fmt: skip
+        for dup, reason in changes.duplicates_cleared:
+            self.publish(codec.mac_duplicate_cleared(dup.vni, dup.mac, reason=reason))
+
+    def route_limit(self, event: RouteLimitEvent, action: str) -> None:
+        """A peer's level against its route limit changed (`action`: what the daemon does)."""
+        if self.service is None:
+            return
+        from evpnd.mqtt import codec
+
+        self.publish(codec.route_limit(
+            event.peer, level=event.level, routes=event.routes,
+            max_routes=event.limit.max_routes, warning_at=event.limit.warning_at, action=action,
+        ))  # fmt: skip
 
     # ------------------------------------------------------------ summaries
 

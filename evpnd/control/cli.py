@@ -67,6 +67,15 @@ def add_subparsers(sub: Any) -> None:
     reload.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     reload.set_defaults(handler=run_reload)
 
+    clear = sub.add_parser("clear", help="clear state in the running daemon")
+    what = clear.add_subparsers(dest="what", required=True, metavar="WHAT")
+    text = ("release a MAC that duplicate-address detection flagged (and froze, with "
+            "dad.freeze): it is advertised and follows moves again, its counts start over")
+    duplicate = what.add_parser("duplicate", parents=[common], help=text, description=text)
+    duplicate.add_argument("vni", type=int, help="the VNI")
+    duplicate.add_argument("mac", help="the MAC address")
+    duplicate.set_defaults(handler=run_clear_duplicate)
+
 
 def config_file(args: argparse.Namespace) -> Path | None:
     """`-c`, else the default config file if there is one."""
@@ -136,6 +145,20 @@ def run_reload(args: argparse.Namespace) -> int:
                 print(errors, file=sys.stderr)
         return exc.exit_code
     print("reloaded")
+    return 0
+
+
+def run_clear_duplicate(args: argparse.Namespace) -> int:
+    path = socket_path(args)
+    try:
+        data = client.clear_duplicate(path, args.vni, args.mac, timeout=args.timeout)
+    except client.ClientError as exc:
+        print(f"evpnd clear duplicate: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"MAC {data['mac']} in VNI {data['vni']}: duplicate flag cleared")
     return 0
 
 

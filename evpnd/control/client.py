@@ -86,3 +86,9 @@ def show(path: str | Path, what: str, args: dict[str, Any] | None = None,
 
 def reload(path: str | Path, timeout: float = 60.0) -> Any:
     return call(path, {"command": "reload"}, timeout)
+
+
+def clear_duplicate(path: str | Path, vni: int, mac: str, timeout: float = 30.0) -> Any:
+    """Release a MAC flagged by duplicate-address detection (ClientError if it is not)."""
+    payload = {"command": "clear", "what": "duplicate", "args": {"vni": vni, "mac": mac}}
+    return call(path, payload, timeout)

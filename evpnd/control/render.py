@@ -66,6 +66,7 @@ def render_peers(data: JSON) -> str:
         "",
     ]
     rows = []
+    routes = {p["address"]: p["routes_received"] for p in data["peers"]}
     for p in data["peers"]:
         established = p["state"] == "established"
         rows.append(
@@ -88,7 +89,40 @@ def render_peers(data: JSON) -> str:
     if errors:
         lines += ["", "Last error:"]
         lines += [f"  {p['address']}: {p['last_error']}" for p in errors]
+    graceful = [(p["address"], g) for p in data["peers"] if (g := p.get("graceful_restart"))
+                and (g["capability"] is not None or g["state"] != "idle")]  # fmt: skip
+    if graceful:
+        lines += ["", "Graceful restart (RFC 4724; we keep a lost peer's routes, stale):"]
+        lines += table(("  Neighbor", "Restart time", "EVPN F bit", "Helper state", "Stale",
+                        "Ends in", "Restarts"),
+                       [(f"  {address}", _restart_time(g), _f_bit(g), g["state"],
+                         g["stale_routes"], None if g["ends_in"] is None
+                         else f"{g['ends_in']:.0f}s", g["restarts"])
+                        for address, g in graceful])  # fmt: skip
+    limits = [(p["address"], p["route_limit"]) for p in data["peers"] if p.get("route_limit")]
+    if limits:
+        lines += ["", "Route limits:"]
+        lines += table(("  Neighbor", "Routes", "Max", "Warn at", "Action", "Level", "Refused",
+                        "Held down"),
+                       [(f"  {address}", routes.get(address, 0), r["max_routes"], r["warning_at"],
+                         r["action"], r["level"], r["refused"],
+                         None if r["held_down_for"] is None
+                         else f"{r['held_down_for']:.0f}s more")
+                        for address, r in limits])  # fmt: skip
     return "\n".join(lines)
+
+
+def _restart_time(grace: JSON) -> str | None:
+    cap = grace["capability"]
+    return None if cap is None else f"{cap['restart_time']}s"
+
+
+def _f_bit(grace: JSON) -> str:
+    cap = grace["capability"]
+    if cap is None:
+        return "no capability"
+    preserved = cap["evpn_forwarding_preserved"]
+    return "family absent" if preserved is None else _yes(preserved)
 
 
 # ---------------------------------------------------------------- vni
@@ -118,7 +152,7 @@ def render_vni(data: JSON) -> str:
 # ---------------------------------------------------------------- mac
 
 MAC_FLAGS = "Flags: S=sticky, G=default gateway, I=inactive (a remote route wins), " \
-            "C=conflict, N=not installed yet"
+            "C=conflict, N=not installed yet, D=duplicate, F=frozen (evpnd clear duplicate)"
 
 
 def _mac_flags(m: JSON) -> str:
@@ -133,6 +167,9 @@ def _mac_flags(m: JSON) -> str:
         flags += "C"
     if m["installed"] is False:
         flags += "N"
+    duplicate = m.get("duplicate")
+    if duplicate:
+        flags += "DF" if duplicate["frozen"] else "D"
     return flags
 
 
@@ -310,6 +347,8 @@ def render_status(data: JSON) -> str:
         ("remote neighbours", rib["remote_neighbors"]),
         ("flood VTEPs", rib["vteps"]),
         ("MAC conflicts", rib["conflicts"]),
+        ("duplicate MACs", f"{rib.get('duplicates', 0)} "
+                           f"({rib.get('frozen_duplicates', 0)} frozen)"),
     ])
     desired, installed = dp["desired"], dp["installed"]
     lines += _pairs("Dataplane", [

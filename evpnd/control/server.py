@@ -4,6 +4,7 @@ Requests::
 
     {"command": "show", "what": "mac", "args": {"vni": 100}}
     {"command": "reload"}
+    {"command": "clear", "what": "duplicate", "args": {"vni": 100, "mac": "02:00:00:00:00:01"}}
     {"command": "ping"}
 
 Responses: `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
@@ -47,6 +48,9 @@ from evpnd import __version__
 from evpnd.control import views
 from evpnd.control.settings import SUN_PATH_MAX, ControlConfig
 from evpnd.control.snapshot import DaemonView, Snapshot, take_snapshot
+from evpnd.model import normalize_mac
+
+VNI_MAX = 16_777_215
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +70,7 @@ ACCEPT_BURST = 32  # connections asyncio accepts per turn of the loop
 LISTEN_BACKLOG = 4096
 
 Reload = Callable[[], Awaitable[bool]]
+ClearDuplicate = Callable[[int, str], bool]  # (vni, mac) -> it was flagged
 Response = dict[str, Any]
 
 
@@ -109,6 +114,7 @@ class ControlServer:
         *,
         group: str | int | None = None,
         reload: Reload | None = None,
+        clear_duplicate: ClearDuplicate | None = None,
         max_request: int = MAX_REQUEST,
         idle_timeout: float = IDLE_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
@@ -128,17 +134,24 @@ class ControlServer:
         self.evictions = 0  # connections pushed out by a new one at max_clients
         self._snapshot = snapshot or (lambda: take_snapshot(daemon))
         self._reload = reload
+        self._clear_duplicate = clear_duplicate
         self._reload_lock = asyncio.Lock()
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
         self._clients: dict[asyncio.StreamWriter, _Client] = {}
 
     @classmethod
-    def for_daemon(cls, daemon: DaemonView, reload: Reload | None = None) -> ControlServer:
+    def for_daemon(
+        cls,
+        daemon: DaemonView,
+        reload: Reload | None = None,
+        clear_duplicate: ClearDuplicate | None = None,
+    ) -> ControlServer:
         """From the daemon's config: `control.socket`/`control.group`, else the defaults."""
         control = getattr(daemon.cfg, "control", None) or ControlConfig()
         return cls(
-            daemon, control.socket_path(daemon.cfg.state_dir), group=control.group, reload=reload
+            daemon, control.socket_path(daemon.cfg.state_dir), group=control.group, reload=reload,
+            clear_duplicate=clear_duplicate,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -320,6 +333,8 @@ class ControlServer:
                 return self._show(request)
             if command == "reload":
                 return await self._do_reload()
+            if command == "clear":
+                return self._clear(request)
             if command == "ping":
                 return {"ok": True, "data": {"version": __version__, "pid": os.getpid()}}
         except views.ViewError as exc:
@@ -327,7 +342,7 @@ class ControlServer:
         except Exception as exc:  # a bug in a view must not take the daemon down
             log.exception("control request failed", command=command)
             return error(f"internal error: {type(exc).__name__}: {exc}")
-        return error(f"unknown command {command!r}; one of: show, reload, ping")
+        return error(f"unknown command {command!r}; one of: show, reload, clear, ping")
 
     def _show(self, request: dict[str, Any]) -> Response:
         what = request.get("what")
@@ -337,6 +352,29 @@ class ControlServer:
         if not isinstance(args, dict):
             return error("'args' must be a JSON object")
         return {"ok": True, "data": views.show(self._snapshot(), what, args)}
+
+    def _clear(self, request: dict[str, Any]) -> Response:
+        """`clear duplicate`: release a MAC flagged by duplicate-address detection."""
+        what = request.get("what")
+        args = request.get("args") or {}
+        if what != "duplicate":
+            return error("'clear' needs 'what': duplicate")
+        if self._clear_duplicate is None:
+            return error("this daemon does not take clear requests")
+        if not isinstance(args, dict):
+            return error("'args' must be a JSON object")
+        vni, mac = args.get("vni"), args.get("mac")
+        if not isinstance(vni, int) or isinstance(vni, bool) or not 1 <= vni <= VNI_MAX:
+            return error(f"argument 'vni' must be a VNI (1 to {VNI_MAX}), not {vni!r}")
+        try:
+            mac = normalize_mac(mac) if isinstance(mac, str) else None
+        except ValueError:
+            mac = None
+        if mac is None:
+            return error(f"argument 'mac' must be a MAC address, not {args.get('mac')!r}")
+        if not self._clear_duplicate(vni, mac):
+            return error(f"MAC {mac} in VNI {vni} is not flagged as a duplicate")
+        return {"ok": True, "data": {"vni": vni, "mac": mac, "cleared": True}}
 
     async def _do_reload(self) -> Response:
         if self._reload is None:

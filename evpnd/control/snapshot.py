@@ -24,6 +24,7 @@ from evpnd.config import Config
 from evpnd.control.peers import PeerRecord, PeerTracker
 from evpnd.dataplane.localtable import LocalSnapshot
 from evpnd.dataplane.state import ForwardingState
+from evpnd.graceful import PeerGrace
 from evpnd.metrics.source import ReconcilerView  # one view of the reconciler for show and metrics
 from evpnd.model import IPAddress, Route
 from evpnd.originate import imet_routes, mac_route
@@ -72,7 +73,9 @@ class DaemonView(Protocol):
     reconciler: ReconcilerView
     learner: LearnerView
     peer_tracker: PeerTracker  # new: fed by the daemon (see evpnd/control/peers.py)
-    # Optional: `mqtt.status()` -> a dict, or None without MQTT (evpnd.services.MqttBridge).
+    # Optional: `mqtt.status()` -> a dict, or None without MQTT (evpnd.services.MqttBridge);
+    # `graceful` (evpnd.graceful.GracefulHelper) and `held_down` (peer -> monotonic time
+    # its route-limit hold-down ends).
 
 
 # --------------------------------------------------------------------------
@@ -85,6 +88,14 @@ class SpeakerStatus:
     counters: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PeerProtection:
+    """A peer's graceful-restart state and route-limit hold-down, for `show peers`."""
+
+    grace: PeerGrace | None = None
+    held_down_until: float | None = None  # monotonic
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Snapshot:
     """The daemon's state at one moment, as the views need it."""
@@ -93,6 +104,8 @@ class Snapshot:
     rib: Rib
     now: float
     started: float
+    monotonic: float = 0.0  # time.monotonic() at `now`: the clock of the RIB's and timers' times
+    protection: Mapping[IPAddress, PeerProtection] = field(default_factory=dict)
     peers: Mapping[IPAddress, PeerRecord] = field(default_factory=dict)
     local: LocalSnapshot = field(
         default_factory=lambda: LocalSnapshot(MappingProxyType({}), MappingProxyType({}))
@@ -132,6 +145,8 @@ def take_snapshot(
         rib=daemon.rib,
         now=time.time() if now is None else now,
         started=daemon.stats.started,
+        monotonic=time.monotonic(),
+        protection=_protection(daemon),
         peers=daemon.peer_tracker.records(),
         local=daemon.learner.snapshot(),
         desired=recon.desired,
@@ -152,6 +167,16 @@ def take_snapshot(
         learner_counters=_counters(daemon.learner.counters),
         mqtt=_mqtt_status(daemon),
     )
+
+
+def _protection(daemon: DaemonView) -> dict[IPAddress, PeerProtection]:
+    graceful = getattr(daemon, "graceful", None)
+    held: Mapping[IPAddress, float] = getattr(daemon, "held_down", None) or {}
+    peers = {p.address for p in daemon.cfg.bgp.peers} | set(held)
+    return {
+        peer: PeerProtection(None if graceful is None else graceful.status(peer), held.get(peer))
+        for peer in peers
+    }
 
 
 def _mqtt_status(daemon: object) -> Mapping[str, Any] | None:

@@ -24,7 +24,7 @@ from evpnd.model import (
     Route,
     address_order,
 )
-from evpnd.rib import LocalMacView, RemoteMacPath
+from evpnd.rib import PERMANENT, DuplicateMac, LocalMacView, RemoteMacPath
 
 JSON = dict[str, Any]
 ROUTE_TYPES = (2, 3, 5)
@@ -95,6 +95,8 @@ def peers(snap: Snapshot) -> JSON:
                     "at": note.at,
                 },
                 "last_error": _last_error(rec),
+                "graceful_restart": _graceful(snap, address),
+                "route_limit": _route_limit(snap, address, cfg_peer),
             }
         )
     return {
@@ -104,6 +106,46 @@ def peers(snap: Snapshot) -> JSON:
         "speaker_pid": snap.speaker.pid,
         "established": sum(r["state"] == ESTABLISHED for r in rows),
         "peers": rows,
+    }
+
+
+def _graceful(snap: Snapshot, address: IPAddress) -> JSON | None:
+    """The peer's graceful-restart capability (from its OPEN) and our helper state."""
+    protection = snap.protection.get(address)
+    grace = None if protection is None else protection.grace
+    if grace is None:
+        return None
+    cap = grace.capability
+    return {
+        "capability": None if cap is None else {
+            "restart_time": cap.restart_time,
+            "restarting": cap.restarting,
+            # The F bit for L2VPN/EVPN; None: the family is not in the capability.
+            "evpn_forwarding_preserved": cap.evpn,
+        },
+        "state": grace.phase,
+        "stale_routes": snap.rib.stale_count(address),
+        "ends_in": None if grace.deadline is None else max(0.0, grace.deadline - snap.monotonic),
+        "restarts": grace.restarts,
+    }  # fmt: skip
+
+
+def _route_limit(snap: Snapshot, address: IPAddress, cfg_peer: Any) -> JSON | None:
+    limit, level = snap.rib.route_limit(address)
+    if limit is None:
+        return None
+    protection = snap.protection.get(address)
+    until = None if protection is None else protection.held_down_until
+    events = snap.rib.stats.limit_events.get(address, {})
+    return {
+        "max_routes": limit.max_routes,
+        "warning_at": limit.warning_at,
+        "action": None if cfg_peer is None else cfg_peer.max_routes_action,
+        "restart_after": None if cfg_peer is None else cfg_peer.max_routes_restart,
+        "level": level,
+        "refused": snap.rib.stats.routes_refused.get(address, 0),
+        "exceeded_count": events.get("exceeded", 0),
+        "held_down_for": None if until is None else max(0.0, until - snap.monotonic),
     }
 
 
@@ -165,14 +207,21 @@ def mac(snap: Snapshot, vni: int | None = None) -> JSON:
     out = []
     for v in _vnis(snap, vni):
         rows: list[JSON] = []
+        duplicates = {d.mac: d for d in rib.duplicates(v.vni)}
         for lm in rib.local_macs(v.vni):
-            rows.append(_local_mac(snap, lm, conflicts.get((v.vni, lm.mac))))
+            row = _local_mac(snap, lm, conflicts.get((v.vni, lm.mac)))
+            rows.append(_with_duplicate(snap, row, duplicates.get(lm.mac)))
         ips: dict[str, list[str]] = {}
         for n in rib.remote_neighs(v.vni):
             ips.setdefault(n.mac, []).append(str(n.ip))
         for path in rib.remote_macs(v.vni):
             conflict = conflicts.get((v.vni, path.mac))
-            rows.append(_remote_mac(snap, v, path, ips.get(path.mac, []), conflict))
+            row = _remote_mac(snap, v, path, ips.get(path.mac, []), conflict)
+            rows.append(_with_duplicate(snap, row, duplicates.get(path.mac)))
+        shown = {r["mac"] for r in rows}
+        for dup in duplicates.values():
+            if dup.mac not in shown:  # frozen with nothing installed or advertised
+                rows.append(_duplicate_only(snap, dup))
         rows.sort(key=lambda r: (r["mac"], r["type"]))
         out.append(
             {
@@ -182,10 +231,40 @@ def mac(snap: Snapshot, vni: int | None = None) -> JSON:
                 "count": len({r["mac"] for r in rows}),
                 "local": sum(r["type"] == "local" for r in rows),
                 "remote": sum(r["type"] == "remote" for r in rows),
+                "duplicates": len(duplicates),
                 "macs": rows,
             }
         )
     return {"vnis": out}
+
+
+def duplicate_dict(snap: Snapshot, dup: DuplicateMac) -> JSON:
+    """A duplicate MAC's flag: moves counted, since when, frozen for how long."""
+    until = dup.frozen_until
+    return {
+        "moves": dup.moves,
+        "vtep": _s(dup.vtep),
+        "detected_ago": max(0.0, snap.monotonic - dup.detected_at),
+        "frozen": dup.frozen(snap.monotonic),
+        # Seconds the freeze has left; None when not frozen or frozen until cleared.
+        "frozen_for": None if until is None or until == PERMANENT
+        else max(0.0, until - snap.monotonic),
+        "permanent": until == PERMANENT,
+    }  # fmt: skip
+
+
+def _with_duplicate(snap: Snapshot, row: JSON, dup: DuplicateMac | None) -> JSON:
+    row["duplicate"] = None if dup is None else duplicate_dict(snap, dup)
+    return row
+
+
+def _duplicate_only(snap: Snapshot, dup: DuplicateMac) -> JSON:
+    return {
+        "mac": dup.mac, "type": "duplicate", "port": None, "vtep": _s(dup.vtep), "seq": None,
+        "sticky": False, "default_gateway": False, "peer": None, "ips": [],
+        "advertised": None, "installed": None, "conflict": None,
+        "duplicate": duplicate_dict(snap, dup),
+    }  # fmt: skip
 
 
 def _local_mac(snap: Snapshot, lm: LocalMacView, conflict: str | None) -> JSON:
@@ -548,6 +627,8 @@ def status(snap: Snapshot) -> JSON:
             "local_macs": counts.local_macs,
             "advertised_macs": counts.advertised_macs,
             "conflicts": counts.conflicts,
+            "duplicates": counts.duplicates,
+            "frozen_duplicates": counts.frozen,
             "own_routes_ignored": counts.own_routes_ignored,
             "routes_out": len(snap.out_routes),
         },

@@ -42,6 +42,8 @@ log = structlog.get_logger(__name__)
 ROUTE_TYPES = (2, 3, 5)
 ROUTE_ACTIONS = ("announce", "withdraw")
 MAC_MOVES = ("remote-to-local", "local-to-remote", "remote-to-remote")
+LIMIT_LEVELS = ("ok", "warning", "exceeded")  # evpnd.rib LIMIT_*
+LIMIT_EVENTS = ("warning", "exceeded")
 WRITE_OPS = ("mac_put", "mac_del", "flood_add", "flood_del", "neigh_put", "neigh_del")
 LOCAL_EVENTS = ("mac_added", "mac_removed", "ip_learned", "ip_removed", "resynced")
 UNKNOWN_VNI = "unknown"
@@ -235,7 +237,7 @@ class EvpndCollector(Collector):
         )
         yield GaugeMetricFamily(
             "evpnd_bgp_routes_stale",
-            "Routes kept from before an ExaBGP restart, not re-sent yet.",
+            "Routes kept stale (a peer's graceful restart, an ExaBGP restart), not re-sent yet.",
             counts.stale,
         )
         yield GaugeMetricFamily(
@@ -247,6 +249,82 @@ class EvpndCollector(Collector):
             "evpnd_bgp_own_routes_ignored_total",
             "Received routes whose next hop is our own VTEP (our routes reflected back).",
             counts.own_routes_ignored,
+        )
+        yield from self._protection(peers)
+
+    def _protection(self, peers: list[str]) -> Iterator[Metric]:
+        """Route limits and graceful restart, per peer."""
+        src = self.source
+        rib_stats = src.rib.stats
+        by_address = {str(p.address): p.address for p in src.cfg.bgp.peers}
+        limits: dict[tuple[str, ...], float] = {}
+        levels: dict[tuple[str, ...], float] = {}
+        for peer in peers:
+            address = by_address.get(peer)
+            if address is None:
+                continue
+            limit, level = src.rib.route_limit(address)
+            if limit is None:
+                continue
+            limits[(peer,)] = limit.max_routes
+            for name in LIMIT_LEVELS:
+                levels[(peer, name)] = int(name == level)
+        yield _gauge(
+            "evpnd_bgp_peer_route_limit",
+            "The most routes held from the peer (max_routes); peers without a limit are absent.",
+            ["peer"],
+            limits,
+        )
+        yield _gauge(
+            "evpnd_bgp_peer_route_limit_level",
+            "1 for the peer's level against its route limit: ok, warning (at max_routes_warning "
+            "percent), exceeded (routes refused).",
+            ["peer", "level"],
+            levels,
+        )
+        refused = dict.fromkeys(limits, 0)
+        refused.update({(str(p),): n for p, n in rib_stats.routes_refused.items()})
+        yield _counter(
+            "evpnd_bgp_routes_refused_total",
+            "Routes not installed because the peer was at its route limit.",
+            ["peer"],
+            refused,
+        )
+        events = {(peer, level): 0 for (peer,) in limits for level in LIMIT_EVENTS}
+        for p, by_level in rib_stats.limit_events.items():
+            for level, n in by_level.items():
+                events[(str(p), level)] = n
+        yield _counter(
+            "evpnd_bgp_route_limit_events_total",
+            "Times the peer reached its route limit's warning level or exceeded the limit.",
+            ["peer", "level"],
+            events,
+        )
+        held = getattr(src, "held_down", None) or {}
+        yield _gauge(
+            "evpnd_bgp_peer_held_down",
+            "1 while the peer is left out of ExaBGP after a route-limit teardown.",
+            ["peer"],
+            {(peer,): int(by_address.get(peer) in held) for (peer,) in limits},
+        )
+        graceful = getattr(src, "graceful", None)
+        restarts = {(peer,): 0 for peer in peers}
+        if graceful is not None:
+            for peer in peers:
+                address = by_address.get(peer)
+                if address is not None:
+                    restarts[(peer,)] = graceful.status(address).restarts
+        yield _counter(
+            "evpnd_bgp_graceful_restarts_total",
+            "Sessions lost with the peer's routes kept, stale (graceful restart helper).",
+            ["peer"],
+            restarts,
+        )
+        yield CounterMetricFamily(
+            "evpnd_bgp_stale_routes_swept_total",
+            "Stale routes removed because the peer did not send them again (End-of-RIB, "
+            "EoRR or the wait ran out).",
+            rib_stats.stale_swept,
         )
 
     def _speaker(self) -> Iterator[Metric]:
@@ -357,6 +435,21 @@ class EvpndCollector(Collector):
             "evpnd_mac_conflicts",
             "MACs in a sticky conflict (reported in the log).",
             counts.conflicts,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_mac_duplicates",
+            "MACs flagged by duplicate-address detection (RFC 7432 15.1), frozen or not.",
+            counts.duplicates,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_mac_duplicates_frozen",
+            "Of those, MACs frozen: not advertised, no move accepted (dad.freeze).",
+            counts.frozen,
+        )
+        yield CounterMetricFamily(
+            "evpnd_mac_duplicates_detected_total",
+            "MACs detected as duplicates: dad.max_moves moves within dad.window seconds.",
+            rib.stats.duplicates_detected,
         )
         moves = dict.fromkeys(((m,) for m in MAC_MOVES), 0)
         moves.update({(d,): n for d, n in rib.stats.mac_moves.items()})

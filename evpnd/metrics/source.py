@@ -18,7 +18,7 @@ from evpnd.dataplane.reconciler import ReconcilerStats
 from evpnd.dataplane.state import ForwardingState
 from evpnd.desired import VniDevices
 from evpnd.model import IPAddress, RouteKey
-from evpnd.rib import RibCounts, RibStats
+from evpnd.rib import RibCounts, RibStats, RouteLimit
 from evpnd.speaker.decode import DecodeStats
 from evpnd.speaker.speaker import SpeakerCounters
 
@@ -72,6 +72,8 @@ class RibView(Protocol):
     def stats(self) -> RibStats: ...
 
     def counts(self) -> RibCounts: ...
+
+    def route_limit(self, peer: IPAddress) -> tuple[RouteLimit | None, str]: ...
 
 
 class SpeakerView(Protocol):
@@ -165,4 +167,5 @@ class MetricsSource(Protocol):
 
     # Optional, read with getattr: `mqtt.status()` -> the MQTT connection's
     # state and counters as a dict, or None without an `mqtt:` section
-    # (evpnd.services.MqttBridge).
+    # (evpnd.services.MqttBridge); `graceful.status(peer)` (evpnd.graceful.
+    # GracefulHelper); `held_down`, peer -> when its route-limit hold-down ends.

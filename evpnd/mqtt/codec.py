@@ -54,6 +54,9 @@ REMOTE_MAC_MOVED = "remote_mac_moved"
 EXABGP_RESTARTED = "exabgp_restarted"
 ENDPOINT_REGISTERED = "endpoint_registered"
 ENDPOINT_UNREGISTERED = "endpoint_unregistered"
+MAC_DUPLICATE = "mac_duplicate"
+MAC_DUPLICATE_CLEARED = "mac_duplicate_cleared"
+ROUTE_LIMIT = "route_limit"
 
 
 # ---------------------------------------------------------------------------
@@ -190,6 +193,29 @@ def remote_mac_moved(vni: int, mac: str, *, vtep: IPAddress | str,
 
 def exabgp_restarted(*, restarts: int, reason: str, now: datetime | None = None) -> Event:
     return event(EXABGP_RESTARTED, now, restarts=restarts, reason=reason)
+
+
+def mac_duplicate(vni: int, mac: str, *, moves: int, window: float,
+                  vtep: IPAddress | str | None, frozen: bool, freeze: float | None,
+                  now: datetime | None = None) -> Event:
+    """A MAC moved `moves` times within `window` seconds (RFC 7432 15.1); `frozen`: not
+    advertised, no move accepted, for `freeze` seconds (None: until cleared)."""
+    return event(MAC_DUPLICATE, now, vni=vni, mac=normalize_mac(mac), moves=moves,
+                 window=window, vtep=None if vtep is None else str(vtep), frozen=frozen,
+                 freeze=freeze)
+
+
+def mac_duplicate_cleared(vni: int, mac: str, *, reason: str,
+                          now: datetime | None = None) -> Event:
+    """`reason`: cleared (by the operator), freeze-ended, gone, policy."""
+    return event(MAC_DUPLICATE_CLEARED, now, vni=vni, mac=normalize_mac(mac), reason=reason)
+
+
+def route_limit(peer: IPAddress | str, *, level: str, routes: int, max_routes: int,
+                warning_at: int, action: str, now: datetime | None = None) -> Event:
+    """A peer's level against its route limit changed: warning, exceeded or ok."""
+    return event(ROUTE_LIMIT, now, peer=str(peer), level=level, routes=routes,
+                 max_routes=max_routes, warning_at=warning_at, action=action)
 
 
 def endpoint_registered(reg: EndpointRegistered, now: datetime | None = None) -> Event:

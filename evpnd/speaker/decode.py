@@ -17,7 +17,12 @@ ExaBGP quirks handled here, all seen on routes captured from FRR 8.4.4:
   therefore decoded from its value, the string being a fallback;
 * PMSI comes only as a string, `pmsi:NAME:FLAGS:LABEL(RAW):TUNNEL`, and an
   IPv6 tunnel is printed as hex;
-* a withdrawal has no next hop and no attributes.
+* a withdrawal has no next hop and no attributes;
+* in a received OPEN's graceful-restart capability ExaBGP swaps the flag
+  names: a family whose Forwarding State (F) bit is set is listed with
+  `["restart"]`, and the Restart State (R) bit shows as `"forwarding"` in
+  `restart-flags` (`Graceful.json()` tests 0x80 for the one and 0x8 for the
+  other); the bits are read here by what they are on the wire.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from evpnd.speaker.messages import (
     CommandAck,
     DecodeError,
     EndOfRib,
+    GracefulRestart,
     Message,
     Notification,
+    PeerOpen,
     PeerState,
     RouteRefresh,
     RouteUpdate,
@@ -56,6 +63,7 @@ from evpnd.speaker.messages import (
 
 EVPN_FAMILY = "l2vpn evpn"
 VNI_MAX = (1 << 24) - 1
+GRACEFUL_RESTART_CAPABILITY = 64  # RFC 4724: ExaBGP keys capabilities by code
 
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 _ESI_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){9}")
@@ -163,7 +171,7 @@ class Decoder:
         kind = doc.get("type")
         if kind == "notification" and doc.get("notification") == "shutdown":
             return [SpeakerShutdown()]
-        if kind not in ("update", "state", "notification", "refresh"):
+        if kind not in ("update", "state", "notification", "refresh", "open"):
             if not isinstance(kind, str):
                 raise _Malformed("bad-envelope", "no message type")
             self.stats.ignored[f"type-{kind}"[:40]] += 1
@@ -177,6 +185,11 @@ class Decoder:
                 return [_notification(peer, neighbor)]
             if kind == "refresh":
                 return [_refresh(peer, neighbor)]
+            if kind == "open":
+                if neighbor.get("direction", "receive") != "receive":
+                    self.stats.ignored["sent-open"] += 1
+                    return []
+                return [_open(peer, neighbor)]
             if neighbor.get("direction", "receive") != "receive":
                 # With `send { ... }` configured ExaBGP echoes what it sent: not routes we learned.
                 self.stats.ignored["sent-update"] += 1
@@ -285,6 +298,34 @@ class Decoder:
 def _refresh(peer: IPAddress, neighbor: dict[str, Any]) -> RouteRefresh:
     body = _dict(neighbor.get("route-refresh"), "route-refresh")
     return RouteRefresh(peer, _str(body, "afi"), _str(body, "safi"), _str(body, "subtype"))
+
+
+def _open(peer: IPAddress, neighbor: dict[str, Any]) -> PeerOpen:
+    body = _dict(neighbor.get("open"), "open")
+    capabilities = _dict(body.get("capabilities", {}), "capabilities")
+    graceful = capabilities.get(str(GRACEFUL_RESTART_CAPABILITY))
+    router_id = body.get("router_id")
+    return PeerOpen(
+        peer,
+        _int(body, "asn"),
+        _int(body, "hold_time"),
+        router_id if isinstance(router_id, str) else "",
+        None if graceful is None else _graceful_restart(graceful),
+    )
+
+
+def _graceful_restart(value: Any) -> GracefulRestart:
+    """ExaBGP's rendering of the capability; see the module docstring for its flag names."""
+    cap = _dict(value, "graceful restart")
+    restart_time = _int(cap, "time")
+    restart_flags = _list(cap.get("restart-flags", []), "restart-flags")
+    families: list[tuple[str, str, bool]] = []
+    for family, flags in _dict(cap.get("address-family-flags", {}), "address-family-flags").items():
+        afi, slash, safi = family.partition("/")
+        if not slash:
+            raise _Malformed("bad-open", f"family {family[:40]!r}")
+        families.append((afi, safi, "restart" in _list(flags, "address-family flags")))
+    return GracefulRestart(restart_time, "forwarding" in restart_flags, tuple(families))
 
 
 def decode_line(line: str | bytes) -> list[Message]:

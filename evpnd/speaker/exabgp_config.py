@@ -166,8 +166,13 @@ def _neighbor(config: Config, peer: Peer) -> list[str]:
         capability.append(f"graceful-restart {config.bgp.graceful_restart};")
     body += _block("capability", capability)
     # refresh: BoRR/EoRR tell a daemon that adopted a running ExaBGP when a
-    # peer has re-sent its table (see speaker.py).
-    receive = ["parsed;", "update;", "notification;", "refresh;"]
+    # peer has re-sent its table (see speaker.py). open: the peer's OPEN, for
+    # its graceful-restart capability (restart time, F bit per family), which
+    # decides whether its routes outlive a lost session (RFC 4724 4.2).
+    # ExaBGP's `negotiated` message would not do: it carries no
+    # graceful-restart field, and once enabled it is copied into every
+    # UPDATE's JSON.
+    receive = ["parsed;", "update;", "notification;", "refresh;", "open;"]
     if config.bgp.receive == "raw":
         receive.append(f"{RAW_EVPN_KEYWORD};")
     body += _block(

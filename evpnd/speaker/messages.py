@@ -69,6 +69,48 @@ class PeerState:
 
 
 @dataclass(frozen=True, slots=True)
+class GracefulRestart:
+    """A peer's graceful-restart capability (RFC 4724 section 3), from its OPEN.
+
+    `restart_time`: seconds the peer asks us to keep its routes after the
+    session is lost; `restarting`: the Restart State (R) bit; `families`:
+    (afi, safi, F bit) for each family it listed, the F bit saying it kept
+    the forwarding state of that family across its restart.
+    """
+
+    restart_time: int
+    restarting: bool = False
+    families: tuple[tuple[str, str, bool], ...] = ()
+
+    def preserved(self, afi: str, safi: str) -> bool | None:
+        """The F bit of a family; None when the family is not in the capability."""
+        for fam_afi, fam_safi, forwarding in self.families:
+            if (fam_afi, fam_safi) == (afi, safi):
+                return forwarding
+        return None
+
+    @property
+    def evpn(self) -> bool | None:
+        """The F bit of L2VPN/EVPN; None: the peer does not do graceful restart for it."""
+        return self.preserved("l2vpn", "evpn")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerOpen:
+    """The OPEN a peer sent us, reduced to what the daemon acts on.
+
+    `graceful_restart` is None when the OPEN carried no graceful-restart
+    capability. An OPEN comes before the session's "up".
+    """
+
+    peer: IPAddress
+    asn: int
+    hold_time: int
+    router_id: str
+    graceful_restart: GracefulRestart | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """A BGP NOTIFICATION sent to or received from a peer."""
 
@@ -147,6 +189,7 @@ Message = (
     | EndOfRib
     | RouteRefresh
     | PeerState
+    | PeerOpen
     | Notification
     | SpeakerShutdown
     | CommandAck

@@ -229,6 +229,10 @@ class Outbox:
         self._commands.append(f"neighbor {peer} announce route-refresh l2vpn evpn")
         self.counters.refreshes += 1
 
+    def teardown(self, peer: str, subcode: int) -> None:
+        """Close the session with `peer`: a NOTIFICATION Cease with `subcode` (RFC 4486)."""
+        self._commands.append(f"neighbor {peer} teardown {subcode}")
+
     def prune(self) -> int:
         """Withdraw what a previous daemon announced and this one does not want.
 

@@ -269,6 +269,13 @@ class Speaker:
         self._outbox.refresh(peer)
         self._kick()
 
+    def teardown(self, peer: str, subcode: int) -> None:
+        """Close the session with `peer` (Cease `subcode`, RFC 4486); ExaBGP reconnects
+        at once unless the peer leaves its configuration (`reload`). With graceful
+        restart negotiated ExaBGP 5.0.15 closes without a NOTIFICATION."""
+        self._outbox.teardown(peer, subcode)
+        self._kick()
+
     def prune(self) -> None:
         """Withdraw what a previous daemon announced and this one does not want.
 

@@ -43,7 +43,7 @@ def test_example_file_is_valid_and_documents_every_field() -> None:
     assert [v.vni for v in cfg.vnis] == [100, 200]
     text = EXAMPLE.read_text()
     # Every field of the model appears in the documented example.
-    for model in (config.Config, config.Vtep, config.Peer, config.Bgp, config.Vni,
+    for model in (config.Config, config.Vtep, config.Peer, config.Bgp, config.Dad, config.Vni,
                   config.VxlanOptions, config.Logging, ControlConfig, MetricsConfig,
                   MqttConfig, MqttTls, DockerConfig):
         for name, field in model.model_fields.items():
@@ -212,3 +212,40 @@ def test_check_config_cli_missing_file() -> None:
     result = _cli("check-config", "/nonexistent/evpnd.yaml")
     assert result.returncode == 1
     assert "No such file" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "value"),
+    [
+        ("dad: {max_moves: 1}", "dad.max_moves", 1),
+        ("dad: {window: 0}", "dad.window", 0),
+        ("dad: {freeze: 10}", "dad.freeze", 10),
+        ("dad: {freeze: true}", "dad.freeze", True),
+        ("dad: {freeze: forever}", "dad.freeze", "forever"),
+        ("dad: {max_move: 5}", "dad.max_move", 5),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, max_routes: -1}]}",
+         "bgp.peers.0.max_routes", -1),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, max_routes_warning: 101}]}",
+         "bgp.peers.0.max_routes_warning", 101),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, max_routes_action: drop}]}",
+         "bgp.peers.0.max_routes_action", "drop"),
+        ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, max_routes_restart: 0}]}",
+         "bgp.peers.0.max_routes_restart", 0),
+    ],
+)
+def test_dad_and_route_limit_errors_name_field_and_value(
+    snippet: str, path: str, value: object
+) -> None:
+    issues = errors_of(BASE + snippet)
+    assert [(i.path, i.value) for i in issues] == [(path, value)], [str(i) for i in issues]
+
+
+def test_dad_and_route_limit_defaults() -> None:
+    cfg = config.parse(BASE + "bgp: {peers: [{address: 192.0.2.9, remote_asn: 1}]}")
+    assert (cfg.dad.enabled, cfg.dad.max_moves, cfg.dad.window, cfg.dad.freeze) == (
+        True, 5, 180, False)  # FRR's: dup-addr-detection max-moves 5 time 180, no freeze
+    peer = cfg.bgp.peers[0]
+    assert (peer.max_routes, peer.max_routes_warning, peer.max_routes_action,
+            peer.max_routes_restart) == (100_000, 75, "teardown", 300)  # fmt: skip
+    assert config.parse(BASE + "dad: {freeze: permanent}").dad.freeze == "permanent"
+    assert config.parse(BASE + "dad: {freeze: 600}").dad.freeze == 600

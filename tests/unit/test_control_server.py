@@ -141,7 +141,7 @@ async def test_bad_requests_get_errors_and_the_server_lives_on(
     assert errors == [
         "request is not valid JSON",
         "request must be a JSON object",
-        "unknown command 'format-disk'; one of: show, reload, ping",
+        "unknown command 'format-disk'; one of: show, reload, clear, ping",
         "'show' needs 'what': one of peers, vni, mac, neighbors, routes, vteps, status, fabric",
         "unknown view 'bgp'; one of: peers, vni, mac, neighbors, routes, vteps, status, fabric",
         "'args' must be a JSON object",

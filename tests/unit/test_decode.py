@@ -38,8 +38,10 @@ from evpnd.speaker.messages import (
     CommandAck,
     DecodeError,
     EndOfRib,
+    GracefulRestart,
     Message,
     Notification,
+    PeerOpen,
     PeerState,
     RouteRefresh,
     RouteUpdate,
@@ -523,6 +525,7 @@ def assert_decodes(line: str | bytes) -> None:
             RouteUpdate
             | EndOfRib
             | PeerState
+            | PeerOpen
             | Notification
             | SpeakerShutdown
             | CommandAck
@@ -711,3 +714,54 @@ def test_route_refresh_markers_from_exabgps_own_encoder(reserved: int, subtype: 
     (message,) = decode_line(line)
     assert message == RouteRefresh(ip_address("10.99.0.2"), "l2vpn", "evpn", subtype)
     assert message.is_evpn
+
+
+# ------------------------------------------------- OPEN: graceful-restart capability
+
+
+def test_received_open_gives_the_graceful_restart_capability_with_the_f_bit() -> None:
+    # Captured from FRR 8.4.4 with `bgp graceful-restart` and `preserve-fw-state`:
+    # ExaBGP lists the family with ["restart"] for the F bit and shows the R bit as
+    # "forwarding" (its Graceful.json() swaps the names).
+    [message] = Decoder().decode(sample_text("open_frr_graceful_restart_preserve_fw"))
+    assert message == PeerOpen(
+        IPv4Address("192.0.2.2"), 65000, 9, "192.0.2.2",
+        GracefulRestart(120, restarting=True, families=(("l2vpn", "evpn", True),)),
+    )  # fmt: skip
+    assert message.graceful_restart is not None and message.graceful_restart.evpn is True
+
+
+def test_received_open_without_preserve_fw_state_has_the_f_bit_clear() -> None:
+    [message] = Decoder().decode(sample_text("open_frr_graceful_restart"))
+    assert isinstance(message, PeerOpen) and message.graceful_restart is not None
+    assert message.graceful_restart.evpn is False
+    assert message.graceful_restart.restart_time == 120
+
+
+def test_open_without_the_capability_or_the_family() -> None:
+    doc = sample_doc("open_frr_graceful_restart_preserve_fw")
+    del doc["neighbor"]["open"]["capabilities"]["64"]
+    [message] = Decoder().decode(one_line(doc))
+    assert isinstance(message, PeerOpen) and message.graceful_restart is None
+
+    doc = sample_doc("open_frr_graceful_restart_preserve_fw")
+    doc["neighbor"]["open"]["capabilities"]["64"]["address-family-flags"] = {
+        "ipv4/unicast": ["restart"]
+    }
+    [message] = Decoder().decode(one_line(doc))
+    assert isinstance(message, PeerOpen) and message.graceful_restart is not None
+    assert message.graceful_restart.evpn is None  # L2VPN/EVPN not in the capability
+    assert message.graceful_restart.preserved("ipv4", "unicast") is True
+
+
+def test_sent_open_is_ignored_and_a_bad_capability_is_a_decode_error() -> None:
+    decoder = Decoder()
+    doc = sample_doc("open_frr_graceful_restart_preserve_fw")
+    doc["neighbor"]["direction"] = "send"
+    assert decoder.decode(one_line(doc)) == []
+    assert decoder.stats.ignored["sent-open"] == 1
+
+    doc = sample_doc("open_frr_graceful_restart_preserve_fw")
+    doc["neighbor"]["open"]["capabilities"]["64"]["time"] = "soon"
+    [error] = decoder.decode(one_line(doc))
+    assert isinstance(error, DecodeError) and error.peer == IPv4Address("192.0.2.2")

@@ -104,7 +104,8 @@ def test_receive_raw_is_the_default_and_json_leaves_the_keyword_out() -> None:
     raw = neighbor_block(exabgp_config.render(make_config(peers), ["relay"]), "192.0.2.2")
     assert make_config(peers).bgp.receive == "raw"
     receive = raw[raw.index("receive {") :]
-    for line in ("parsed;", "update;", "notification;", "refresh;", "raw-evpn;"):
+    # open: the peer's graceful-restart capability (restart time, F bit) comes in its OPEN.
+    for line in ("parsed;", "update;", "notification;", "refresh;", "open;", "raw-evpn;"):
         assert line in receive, line
     json_mode = make_config(peers, receive="json")
     block = neighbor_block(exabgp_config.render(json_mode, ["relay"]), "192.0.2.2")

@@ -21,12 +21,16 @@ from evpnd.model import (
     Route,
 )
 from evpnd.rib import (
+    PERMANENT,
+    DadPolicy,
     LocalAdvert,
     MacConflict,
     RemoteMacPath,
     RemoteNeigh,
     Rib,
     RibChanges,
+    RouteLimit,
+    RouteLimitEvent,
     VniPolicy,
 )
 from evpnd.speaker.encode import route_token
@@ -801,3 +805,234 @@ def test_changes_that_are_not_moves_are_not_counted() -> None:
     rib.announce(P1, mac_route(M2, V2, sticky=True))
     rib.local_mac_added(100, M2)  # a sticky remote keeps it: a conflict, not a move
     assert not rib.stats.mac_moves
+
+
+# ---------------------------------------------------------------- duplicate MACs
+
+DAD = DadPolicy(max_moves=5, window=180.0)
+
+
+def dad_rib(policy: DadPolicy | None = DAD) -> Rib:
+    return Rib(LOCAL, [VniPolicy(100, frozenset({RT100}))], dad=policy)
+
+
+def flap(rib: Rib, times: int, start: float = 0.0, step: float = 1.0) -> list[RibChanges]:
+    """A MAC live behind this host and behind V2 at once: our bridge learns it (a move
+    here, one above V2's number), then V2's bridge does (one above ours), `times` times."""
+    out: list[RibChanges] = []
+    for i in range(times):
+        now = start + 2 * i * step
+        changes, _ = rib.local_mac_added(100, M1, now=now)
+        out.append(changes)
+        ours = max((m.seq for m in rib.local_macs(100)), default=0)
+        out.append(rib.announce(P1, mac_route(M1, V2, seq=ours + 1), now=now + step))
+    return out
+
+
+def test_without_detection_a_mac_behind_two_hosts_raises_its_number_without_end() -> None:
+    rib = dad_rib(None)
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    changes = flap(rib, 1000)
+    assert rib.local_macs(100)[0].seq == 1999
+    assert sum(len(c.macs_installed) for c in changes) == 1000  # one FDB rewrite per flap
+    assert rib.duplicates() == []
+
+
+def test_five_moves_within_the_window_make_a_duplicate_once() -> None:
+    rib = dad_rib()
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    changes = flap(rib, 3)  # moves: r->l, l->r, r->l, l->r, r->l, l->r
+    found = [d for c in changes for d in c.duplicates]
+    assert len(found) == 1
+    dup = found[0]
+    assert (dup.vni, dup.mac, dup.moves, dup.vtep, dup.frozen_until) == (100, M1, 5, V2, None)
+    assert dup.detected_at == 4.0  # the fifth move: our third learn, at t=4
+    assert [c.duplicates for c in changes].index([dup]) == 4
+    assert rib.duplicates() == [dup] and rib.counts().duplicates == 1
+    assert rib.stats.duplicates_detected == 1
+    # Without freeze it is only reported (as FRR does): the MAC keeps moving.
+    assert changes[-1].macs_installed and rib.counts().frozen == 0
+
+
+def test_moves_spread_wider_than_the_window_are_no_duplicate() -> None:
+    rib = dad_rib()
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    changes = flap(rib, 20, step=50.0)  # a move every 50 s: at most 4 within 180 s
+    assert not any(c.duplicates for c in changes)
+    assert rib.stats.mac_moves["remote-to-local"] == 20
+
+
+def test_remote_to_remote_moves_are_left_to_the_vteps_involved() -> None:
+    rib = dad_rib()
+    for seq in range(20):
+        rib.announce(P1, mac_route(M1, V2 if seq % 2 else V3, seq=seq), now=seq)
+    assert rib.stats.mac_moves["remote-to-remote"] == 19
+    assert rib.duplicates() == []
+
+
+def test_a_local_to_remote_move_counts_only_inside_a_window_a_local_learn_started() -> None:
+    rib = dad_rib(DadPolicy(max_moves=2, window=10.0))
+    rib.local_mac_added(100, M1, now=0)  # new here: no move
+    assert not rib.announce(P1, mac_route(M1, V2, seq=1), now=1).duplicates  # l->r: no window
+    rib.local_mac_added(100, M1, now=2)  # r->l: the window starts, 1
+    changes = rib.announce(P1, mac_route(M1, V2, seq=3), now=3)  # l->r inside it: 2
+    assert [d.moves for d in changes.duplicates] == [2]
+
+
+def test_freeze_stops_the_number_the_advertisements_and_the_fdb_rewrites() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=600.0))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    changes = flap(rib, 10_000, step=0.01)  # 20000 flaps within 200 s
+    [dup] = rib.duplicates()
+    assert dup.frozen_until == dup.detected_at + 600
+    # Frozen at our third learn (the fifth move): V2's path stays, ours is never sent.
+    assert rib.local_macs(100)[0].seq == 5
+    assert not rib.local_macs(100)[0].advertised
+    assert rib.remote_mac(100, M1) == path(M1, V2, seq=4)
+    after = changes[5:]
+    assert not any(c.macs_installed or c.macs_removed or c.local_advertise for c in after)
+    assert sum(len(c.macs_installed) for c in changes) == 2
+    assert rib.counts().frozen == 1 and rib.next_freeze_end() == dup.frozen_until
+
+
+def test_a_frozen_mac_is_released_when_the_freeze_ends() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=60.0))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    flap(rib, 3)
+    [dup] = rib.duplicates()
+    assert not rib.expire_duplicates(dup.frozen_until - 1)  # not yet
+    # The flapping stopped; V2 withdrew its route meanwhile (the host is only here).
+    assert rib.withdraw(P1, mac_route(M1, V2).key, now=30).macs_removed == [(100, M1)]
+    changes = rib.expire_duplicates(dup.frozen_until)
+    assert changes.duplicates_cleared == [(dup, "freeze-ended")]
+    assert changes.local_advertise == [LocalAdvert(100, M1, None, 5, False)]
+    assert rib.duplicates() == [] and rib.next_freeze_end() is None
+
+
+def test_flapping_past_the_freeze_is_detected_and_frozen_again() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=60.0))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    changes = flap(rib, 200)  # 400 s of flapping, no timer run: the RIB sees the end itself
+    detected = [d for c in changes for d in c.duplicates]
+    released = [r for c in changes for _, r in c.duplicates_cleared]
+    assert len(detected) >= 5 and released == ["freeze-ended"] * (len(detected) - 1)
+    assert all(d.frozen_until == d.detected_at + 60 for d in detected)
+    # Five moves per 60 s freeze at most: the number rises a few per minute, not by two
+    # per flap (399 without detection).
+    assert rib.local_macs(100)[0].seq < 10 * len(detected) < 100
+
+
+def test_a_frozen_mac_loses_its_remote_entry_when_that_vtep_withdraws_it() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=60.0))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    flap(rib, 3)
+    # Another VTEP claiming it while frozen is not installed ...
+    assert not rib.announce(P2, mac_route(M1, V3, seq=99), now=10)
+    # ... and V2's withdrawal (no move) removes the entry.
+    assert rib.withdraw(P1, mac_route(M1, V2).key, now=11).macs_removed == [(100, M1)]
+    assert rib.remote_mac(100, M1) is None and not rib.local_macs(100)[0].advertised
+
+
+def test_permanent_freeze_lasts_until_cleared() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=PERMANENT))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    flap(rib, 3)
+    assert rib.next_freeze_end() is None
+    assert not rib.expire_duplicates(1e12)
+    rib.withdraw(P1, mac_route(M1, V2).key, now=20)
+    changes, found = rib.clear_duplicate(100, M1.upper(), now=21)
+    assert found and [reason for _, reason in changes.duplicates_cleared] == ["cleared"]
+    assert changes.local_advertise == [LocalAdvert(100, M1, None, 5, False)]
+    assert rib.clear_duplicate(100, M1, now=22) == (RibChanges(), False)
+
+
+def test_a_reported_duplicate_goes_when_the_mac_is_gone_everywhere() -> None:
+    rib = dad_rib()
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    flap(rib, 3)
+    assert rib.duplicates()
+    rib.local_mac_removed(100, M1, now=10)
+    changes = rib.withdraw(P1, mac_route(M1, V2).key, now=11)
+    assert [reason for _, reason in changes.duplicates_cleared] == ["gone"]
+    assert rib.duplicates() == []
+
+
+def test_turning_detection_off_releases_every_duplicate() -> None:
+    rib = dad_rib(DadPolicy(max_moves=5, window=180.0, freeze=PERMANENT))
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    flap(rib, 3)
+    changes = rib.set_dad_policy(None, now=10)
+    assert [reason for _, reason in changes.duplicates_cleared] == ["policy"]
+    assert rib.duplicates() == [] and rib.dad_policy is None
+
+
+def test_detection_reads_no_clock_a_call_without_now_is_at_the_last_time_given() -> None:
+    rib = dad_rib()
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=1000.0)
+    for _ in range(3):  # no `now`: all at t=1000, well within one window
+        rib.local_mac_added(100, M1)
+        ours = rib.local_macs(100)[0].seq
+        rib.announce(P1, mac_route(M1, V2, seq=ours + 1))
+    [dup] = rib.duplicates()
+    assert dup.detected_at == 1000.0
+
+
+# ---------------------------------------------------------------- route limits
+
+
+def test_routes_past_a_peers_limit_are_refused_and_each_level_reported() -> None:
+    rib = new_rib()
+    limit = RouteLimit(10, warning_percent=70)
+    assert limit.warning_at == 7
+    rib.set_route_limits({P1: limit})
+    macs = [f"02:00:00:00:01:{i:02x}" for i in range(12)]
+    changes = rib.apply_updates([(P1, [mac_route(m, V2) for m in macs[:6]], [])], now=1)
+    assert changes.limit_events == []
+    changes = rib.announce(P1, mac_route(macs[6], V2), now=2)
+    assert changes.limit_events == [RouteLimitEvent(P1, "warning", 7, limit)]
+    changes = rib.apply_updates([(P1, [mac_route(m, V2) for m in macs[7:12]], [])], now=3)
+    # Ten held, the last two refused: never installed.
+    assert changes.limit_events == [RouteLimitEvent(P1, "exceeded", 10, limit)]
+    assert [p.mac for p in changes.macs_installed] == macs[7:10]
+    assert rib.counts().routes_by_peer == {str(P1): 10}
+    assert rib.stats.routes_refused == {P1: 2}
+    assert rib.route_limit(P1) == (limit, "exceeded")
+    # A route held is still replaced (a new sequence number is no new route) ...
+    changes = rib.announce(P1, mac_route(macs[0], V2, seq=3), now=4)
+    assert changes.macs_installed == [path(macs[0], V2, seq=3)]
+    # ... and another peer is not limited.
+    assert rib.announce(P2, mac_route(macs[11], V3), now=5).macs_installed
+    # Below the limit again: warning; the next one is accepted.
+    changes = rib.withdraw(P1, mac_route(macs[9], V2).key, now=6)
+    assert changes.limit_events == [RouteLimitEvent(P1, "warning", 9, limit)]
+    assert rib.announce(P1, mac_route(macs[10], V2), now=7).macs_installed
+    assert rib.peer_down(P1).limit_events == [RouteLimitEvent(P1, "ok", 0, limit)]
+    assert rib.stats.limit_events == {P1: {"warning": 2, "exceeded": 1}}
+
+
+def test_a_peer_without_a_limit_and_our_own_reflected_routes_are_never_refused() -> None:
+    rib = new_rib()
+    rib.set_route_limits({P1: RouteLimit(1)})
+    rib.announce(P1, mac_route(M1, V2))
+    # Reflections of our own routes are not held, so they neither count nor get refused.
+    assert not rib.announce(P1, mac_route(M2, LOCAL)).limit_events
+    assert rib.stats.routes_refused == {} and rib.counts().own_routes_ignored == 1
+    assert rib.apply_updates([(P2, [mac_route(m, V3) for m in (M1, M2)], [])]).macs_installed
+    assert rib.route_limit(P2) == (None, "ok")
+    rib.set_route_limits({})
+    assert rib.announce(P1, mac_route(M2, V2)).macs_installed
+
+
+# ---------------------------------------------------------------- stale marks
+
+
+def test_marking_stale_again_supersedes_the_first_mark() -> None:
+    rib = new_rib()
+    rib.apply_update(P1, [mac_route(M1, V2), mac_route(M2, V2)], [])
+    rib.mark_stale(P1)
+    rib.announce(P1, mac_route(M1, V2))  # re-sent after the first restart
+    assert rib.stale_count(P1) == 1
+    assert rib.mark_stale(P1) == 2  # a second restart: everything is stale again
+    changes = rib.sweep_stale(P1)
+    assert sorted(changes.macs_removed) == [(100, M1), (100, M2)]
+    assert rib.stats.stale_swept == 2

@@ -137,6 +137,39 @@ def test_without_mqtt_nothing_is_published() -> None:
     assert glue.status() is None
 
 
+def test_duplicate_macs_and_route_limits_are_published() -> None:
+    from evpnd.rib import DadPolicy, RouteLimit
+    from tests.unit.test_rib import flap
+
+    glue, _, service, _ = bridge()
+    rib = glue._rib = Rib(LOCAL, [VniPolicy(100, frozenset({RT100}))],
+                          dad=DadPolicy(5, 180.0, freeze=60.0))  # fmt: skip
+    rib.announce(P1, mac_route(M1, V2, seq=0), now=0)
+    for changes in flap(rib, 3):
+        glue.rib_changes(changes)
+    glue.rib_changes(rib.expire_duplicates(100.0))
+    found = [e for e in service.events if e["event"].startswith("mac_duplicate")]
+    assert [e["event"] for e in found] == ["mac_duplicate", "mac_duplicate_cleared"]
+    detected, cleared = found
+    shown = ("vni", "mac", "moves", "window", "vtep", "frozen", "freeze")
+    assert {k: detected[k] for k in shown} == {
+        "vni": 100, "mac": M1, "moves": 5, "window": 180.0, "vtep": str(V2), "frozen": True,
+        "freeze": 60.0,
+    }  # fmt: skip
+    assert cleared["reason"] == "freeze-ended"
+
+    rib.set_route_limits({P1: RouteLimit(2)})
+    changes = rib.apply_updates([(P1, [mac_route(m, V3) for m in ("02:00:00:00:00:0a",
+                                                                  "02:00:00:00:00:0b")], [])])
+    for event in changes.limit_events:
+        glue.route_limit(event, "teardown")
+    assert service.events[-1] == {
+        "event": "route_limit", "time": service.events[-1]["time"], "peer": str(P1),
+        "level": "exceeded", "routes": 2, "max_routes": 2, "warning_at": 2,
+        "action": "teardown",
+    }  # fmt: skip
+
+
 class CountingRib(Rib):
     """The real RIB, counting the sorted per-VNI queries a summary pass makes."""
 
