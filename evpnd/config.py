@@ -25,25 +25,31 @@ from pydantic import (
     model_validator,
 )
 
+from evpnd import validate
 from evpnd.control.settings import ControlConfig
 from evpnd.docker.settings import DockerConfig
 from evpnd.metrics.settings import MetricsConfig
-from evpnd.model import IPAddress, normalize_mac
+from evpnd.model import IPAddress
 from evpnd.mqtt.settings import MqttConfig
 
-IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
-VNI_MAX = 16_777_215
+IFNAMSIZ = validate.IFNAMSIZ  # the kernel's limit on interface names, without the NUL
+VNI_MAX = validate.VNI_MAX
 NOAGE_SECONDS = 2_147_483  # the kernel's maximum vxlan ageing (INT_MAX / HZ at HZ=1000)
-_IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
-_RT_RE = re.compile(r"^(?P<admin>[^:]+):(?P<num>\d+)$")
+# Fields whose values never appear in an error report, a log or a repr: any
+# field (or unknown key, a misspelt secret is still a secret) whose name has these.
+_SECRET_NAME = re.compile(r"pa?s{1,2}w|pwd|secret", re.IGNORECASE)
+REDACTED = "***"
 
 
 def _check_ifname(value: str) -> str:
-    if not _IFNAME_RE.match(value) or value in (".", ".."):
+    # The same rule for every interface name evpnd is given (evpnd/validate.py).
+    try:
+        return validate.interface_name(value)
+    except ValueError:
         raise ValueError(
-            f"not a valid interface name (1-{IFNAMSIZ} characters, no spaces, '/' or ':')"
-        )
-    return value
+            f"not a valid interface name (1-{IFNAMSIZ} printable ASCII characters, "
+            "no spaces, '/' or ':')"
+        ) from None
 
 
 IfName = Annotated[str, Field(min_length=1, max_length=IFNAMSIZ)]
@@ -54,11 +60,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_vtep(value: IPAddress) -> IPAddress:
+    # Loopback is allowed for single-host setups (and tests); received routes refuse it.
+    return validate.usable_vtep(value, allow_loopback=True)
+
+
 class Vtep(Strict):
     address: IPAddress
     device: IfName
 
     _ifname = field_validator("device")(_check_ifname)
+    _address = field_validator("address")(_check_vtep)
 
 
 # Routes one peer may make us hold by default (README "Route limits" says why).
@@ -69,7 +81,8 @@ class Peer(Strict):
     address: IPAddress
     remote_asn: int = Field(ge=1, le=4_294_967_295)
     description: str | None = None
-    md5_password: str | None = Field(default=None, min_length=1, max_length=80)
+    # Never shown: repr, error reports and logs print *** (see ConfigIssue).
+    md5_password: str | None = Field(default=None, min_length=1, max_length=80, repr=False)
     # GTSM (RFC 5082): the number of hops the peer may be away; 1 = directly connected.
     ttl_security: int | None = Field(default=None, ge=1, le=254)
     hold_time: int = Field(default=90)
@@ -90,7 +103,15 @@ class Peer(Strict):
         # ExaBGP's config parser cannot carry a quote or a line break in a value.
         if value is not None and any(c in value for c in "\"'\n\r"):
             raise ValueError("must not contain quotes or line breaks")
+        if value is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("must not contain control characters")
         return value
+
+    @field_validator("md5_password")
+    @classmethod
+    def _md5_ascii(cls, value: str | None) -> str | None:
+        # ExaBGP hands the key to the kernel as ASCII bytes (at most 80 of them).
+        return None if value is None else validate.printable_ascii(value, "md5_password")
 
     @field_validator("hold_time")
     @classmethod
@@ -203,12 +224,7 @@ class VxlanOptions(Strict):
     @field_validator("mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        mac = normalize_mac(value)
-        if int(mac[:2], 16) & 1:
-            raise ValueError("must be a unicast MAC address (multicast bit set)")
-        return mac
+        return None if value is None else validate.unicast_mac(value)
 
     @model_validator(mode="after")
     def _ageing(self) -> VxlanOptions:
@@ -229,27 +245,13 @@ RouteTarget = str  # "ASN:NN" or "A.B.C.D:NN"; "auto" = <asn>:<vni>
 
 
 def _check_route_target(value: str) -> str:
+    # The encoder's own rule (evpnd/validate.py): ASCII digits, ranges, whole string.
     if value == "auto":
         return value
-    match = _RT_RE.match(value)
-    if not match:
-        raise ValueError("route target must be 'auto', 'ASN:NN' or 'A.B.C.D:NN'")
-    admin, num = match["admin"], int(match["num"])
-    if admin.isdigit():
-        asn = int(admin)
-        limit = 4_294_967_295 if asn <= 65535 else 65535
-        if not (0 <= asn <= 4_294_967_295) or num > limit:
-            raise ValueError("route target ASN:NN out of range")
-    else:
-        try:
-            IPv4Address(admin)
-        except ValueError:
-            raise ValueError(
-                "route target must be 'auto', 'ASN:NN' or 'A.B.C.D:NN'"
-            ) from None
-        if num > 65535:
-            raise ValueError("route target A.B.C.D:NN needs NN <= 65535")
-    return value
+    try:
+        return validate.route_target(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 'auto' for ASN:VNI)") from None
 
 
 class RouteTargets(Strict):
@@ -301,9 +303,25 @@ class Vni(Strict):
     @field_validator("rd")
     @classmethod
     def _rd(cls, value: str) -> str:
-        if value != "auto":
-            _check_route_target(value)
+        if value == "auto":
+            return value
+        try:
+            return validate.route_distinguisher(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or 'auto' for <router_id>:<VNI>)") from None
+
+    @field_validator("vni", mode="before")
+    @classmethod
+    def _vni_not_bool(cls, value: Any) -> Any:
+        # YAML reads `yes`/`true` as a boolean, which pydantic would take as VNI 1.
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
         return value
+
+    @field_validator("flood_peers")
+    @classmethod
+    def _flood_peers(cls, value: list[IPAddress]) -> list[IPAddress]:
+        return [validate.usable_vtep(peer, allow_loopback=True) for peer in value]
 
     @model_validator(mode="after")
     def _flood_mode(self) -> Vni:
@@ -447,10 +465,17 @@ class Config(Strict):
 
 @dataclass(frozen=True)
 class ConfigIssue:
+    """One problem of a config. The value of a secret field (`md5_password`, the
+    MQTT `password`, any key named like one) is `***` here, so no report, log
+    line or MQTT error event built from an issue can show it."""
+
     path: str
     value: Any
     message: str
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", redacted(self.path, self.value))
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
@@ -459,6 +484,24 @@ class ConfigIssue:
 
 
 _MISSING = object()
+
+
+def is_secret(name: object) -> bool:
+    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+
+
+def redacted(path: str, value: Any) -> Any:
+    """`value` as an error report may show it: secrets replaced by `***`, also inside
+    mappings and lists (pydantic hands whole sections to model-level errors)."""
+    if value is _MISSING:
+        return value
+    if is_secret(path.rsplit(".", 1)[-1]):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redacted(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redacted("", v) for v in value)
+    return value
 
 
 class ConfigError(Exception):
@@ -489,7 +532,7 @@ def parse(text: str, source: str = "<config>") -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        issue = ConfigIssue("", _MISSING, f"invalid YAML: {exc}", line)
+        issue = ConfigIssue("", _MISSING, f"invalid YAML: {_yaml_problem(exc)}", line)
         raise ConfigError(source, [issue]) from None
     if not isinstance(data, dict):
         raise ConfigError(
@@ -499,6 +542,19 @@ def parse(text: str, source: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _issues(exc, data, lines)) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message without the quoted source line it appends (`str(exc)`), which
+    may be the line holding a password."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return "; ".join(parts) or type(exc).__name__
 
 
 def _issues(exc: ValidationError, data: Any, lines: dict[tuple, int]) -> list[ConfigIssue]:

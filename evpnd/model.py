@@ -14,13 +14,18 @@ make it unique); a withdrawal carries only the key. Attributes
 (next hop, communities, mobility) may change under the same key.
 
 Also the one home of the address vocabulary every module shares: the
-`IPAddress` alias, `address_order` (IPv4 before IPv6) and `normalize_mac`.
+`IPAddress` alias, `address_order` (IPv4 before IPv6) and `normalize_mac`
+(from evpnd/validate.py, where every kind of outside value is checked).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+# The canonical lower-case colon form; raises ValueError on anything else.
+# Defined with the other validators (evpnd/validate.py), kept importable here.
+from evpnd.validate import mac as normalize_mac  # noqa: F401
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -41,17 +46,6 @@ def address_order(address: IPAddress) -> tuple[int, int]:
     that may see both families uses this key.
     """
     return (address.version, int(address))
-
-
-def normalize_mac(mac: str) -> str:
-    """Canonical lower-case colon form; raises ValueError on anything else."""
-    parts = mac.replace("-", ":").split(":")
-    if len(parts) != 6 or any(len(p) not in (1, 2) for p in parts):
-        raise ValueError(f"invalid MAC address {mac!r}")
-    try:
-        return ":".join(f"{int(p, 16):02x}" for p in parts)
-    except ValueError:
-        raise ValueError(f"invalid MAC address {mac!r}") from None
 
 
 @dataclass(slots=True, order=True, unsafe_hash=True)

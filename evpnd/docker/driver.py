@@ -16,7 +16,14 @@ Robust to what dockerd really does (recorded in shared/libnetwork/):
   retries them after its own restarts);
 * `docker restart` gives the container a new endpoint id each time;
 * evpnd may restart between any two calls: state is written before the kernel
-  is changed and `recover()` finishes or undoes what was under way.
+  is changed and `recover()` finishes or undoes what was under way;
+* what dockerd sends is checked before it is stored (addresses, MAC: see
+  `options.endpoint_addresses`), and a saved record that no longer validates
+  is skipped at recovery (`DriverState.skipped`), so no stored value can make
+  a later call or a restart fail;
+* the number of endpoints is capped per network and in all
+  (`docker.max_endpoints_per_network`, `docker.max_endpoints`); refusals are
+  counted in `Driver.counters`.
 
 Every veth the driver creates carries the alias `evpnd:docker=<plugin>:ep=<id>`
 and every device the VNI alias `evpnd:vni=N`, so recovery finds leftovers even
@@ -28,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any, Protocol
 
@@ -45,8 +52,9 @@ from evpnd.docker.protocol import (
     InterfaceResponse,
     JoinResponse,
 )
+from evpnd.docker.settings import MAX_ENDPOINTS, MAX_ENDPOINTS_PER_NETWORK
 from evpnd.docker.state import DriverState, EndpointRecord, NetworkRecord, StateStore
-from evpnd.model import IPAddress, normalize_mac
+from evpnd.model import IPAddress
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +66,24 @@ DST_PREFIX = "eth"
 
 class DriverError(Exception):
     """A refusal with a message for the docker user; becomes {"Err": message}."""
+
+
+@dataclass(slots=True)
+class DriverCounters:
+    """Refusals and skips since start, for `show status` and metrics."""
+
+    # CreateEndpoint past docker.max_endpoints_per_network / docker.max_endpoints
+    endpoints_refused_cap: int = 0
+    # CreateEndpoint (or CreateNetwork) with an address or MAC that does not validate
+    requests_refused_invalid: int = 0
+    # saved networks and endpoints left out at recovery: they no longer validate
+    records_skipped: int = 0
+    skipped: list[str] = field(default_factory=list)  # what and why, the last few
+
+    def as_dict(self) -> dict[str, int]:
+        return {"endpoints_refused_cap": self.endpoints_refused_cap,
+                "requests_refused_invalid": self.requests_refused_invalid,
+                "records_skipped": self.records_skipped}
 
 
 # ---------------------------------------------------------------------------
@@ -227,12 +253,17 @@ class Driver:
         kernel: Kernel,
         store: StateStore | None = None,
         listener: DriverListener | None = None,
+        max_endpoints_per_network: int = MAX_ENDPOINTS_PER_NETWORK,
+        max_endpoints: int = MAX_ENDPOINTS,
     ) -> None:
         self.plugin = plugin
         self.host = host
         self.kernel = kernel
         self.store = store
         self.listener: DriverListener = listener or NullListener()
+        self.max_endpoints_per_network = max_endpoints_per_network
+        self.max_endpoints = max_endpoints
+        self.counters = DriverCounters()
         self.state = DriverState()
         self._lock = asyncio.Lock()
 
@@ -284,12 +315,20 @@ class Driver:
                                   "with other options")
             v4 = request.IPv4Data[0] if request.IPv4Data else None
             v6 = request.IPv6Data[0] if request.IPv6Data else None
+            try:
+                ipv4_gateway = docker_options.gateway_interface(
+                    "IPv4Data.Gateway", v4.Gateway if v4 else None, 4)
+                ipv6_gateway = docker_options.gateway_interface(
+                    "IPv6Data.Gateway", v6.Gateway if v6 else None, 6)
+            except ValueError as exc:
+                self.counters.requests_refused_invalid += 1
+                raise DriverError(f"evpnd: CreateNetwork: {exc}") from None
             record = NetworkRecord(
                 id=request.NetworkID,
                 vni=parsed.vni,
                 gateway_mode=parsed.gateway,
-                ipv4_gateway=v4.Gateway if v4 and v4.Gateway else None,
-                ipv6_gateway=v6.Gateway if v6 and v6.Gateway else None,
+                ipv4_gateway=ipv4_gateway,
+                ipv6_gateway=ipv6_gateway,
                 ipv4_pool=v4.Pool if v4 else None,
                 gateway_mac=gateway_mac(parsed.vni.vni) if parsed.gateway == "local" else None,
             )
@@ -329,17 +368,20 @@ class Driver:
         async with self._lock:
             net = self._network(request.NetworkID)
             iface = request.Interface
-            ipv4 = iface.Address if iface and iface.Address else None
-            ipv6 = iface.AddressIPv6 if iface and iface.AddressIPv6 else None
-            given = iface.MacAddress if iface and iface.MacAddress else None
             try:
-                mac = normalize_mac(given) if given else endpoint_mac(ipv4)
+                given = docker_options.endpoint_addresses(
+                    iface.Address if iface else "", iface.AddressIPv6 if iface else "",
+                    iface.MacAddress if iface else "")
             except ValueError as exc:
-                raise DriverError(str(exc)) from None
+                self.counters.requests_refused_invalid += 1
+                raise DriverError(f"evpnd: CreateEndpoint: {exc}") from None
+            ipv4, ipv6 = given.ipv4, given.ipv6
+            mac = given.mac or endpoint_mac(ipv4)
             existing = self.state.endpoints.get(request.EndpointID)
             if existing is not None:
                 mac = existing.mac  # a retry: answer the same
             else:
+                self._check_caps(net)
                 self._put_endpoint(EndpointRecord(
                     id=request.EndpointID, network_id=net.id, mac=mac, ipv4=ipv4, ipv6=ipv6,
                     host_if=host_if(request.EndpointID), peer_if=peer_if(request.EndpointID),
@@ -347,7 +389,7 @@ class Driver:
             log.info("docker endpoint created", network=net.id[:12],
                      endpoint=request.EndpointID[:12], mac=mac, ipv4=ipv4, ipv6=ipv6)
             # Answer only what dockerd left to us: it refuses to have a value replaced.
-            return None if given else InterfaceResponse(MacAddress=mac)
+            return None if given.mac else InterfaceResponse(MacAddress=mac)
 
     async def join(self, network_id: str, endpoint_id: str) -> JoinResponse:
         async with self._lock:
@@ -427,6 +469,13 @@ class Driver:
                 self.state = self.store.load()
             config = self.host()
             done: list[str] = []
+            for line in self.state.skipped:
+                # Written by an older evpnd that took a value this one refuses.
+                self.counters.records_skipped += 1
+                self.counters.skipped = [*self.counters.skipped, line][-10:]
+                log.error("docker state record skipped: it does not validate", record=line)
+                done.append(f"skipped {line}")
+            self.state.skipped.clear()
             links = await self.kernel.links()
             for net in list(self.state.networks.values()):
                 if not net.ready:
@@ -484,6 +533,21 @@ class Driver:
             )
         except docker_options.OptionsError as exc:
             raise DriverError(f"evpnd: {exc}") from None
+
+    def _check_caps(self, net: NetworkRecord) -> None:
+        in_network = sum(1 for e in self.state.endpoints.values() if e.network_id == net.id)
+        if in_network >= self.max_endpoints_per_network:
+            self.counters.endpoints_refused_cap += 1
+            raise DriverError(
+                f"evpnd: network {net.id[:12]} already has {in_network} endpoints, the most "
+                "docker.max_endpoints_per_network allows"
+            )
+        if len(self.state.endpoints) >= self.max_endpoints:
+            self.counters.endpoints_refused_cap += 1
+            raise DriverError(
+                f"evpnd: {len(self.state.endpoints)} Docker endpoints already, the most "
+                "docker.max_endpoints allows"
+            )
 
     def _check_conflicts(self, record: NetworkRecord, config: Config) -> None:
         vni = record.vni

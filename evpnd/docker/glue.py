@@ -186,6 +186,21 @@ class DockerGlue:
     def endpoints(self) -> list[EndpointInfo]:
         return list(self._endpoints.values())
 
+    def status(self) -> dict[str, Any] | None:
+        """The driver for `show status` and metrics; None when `docker.enabled` is off."""
+        if self.plugin is None:
+            return None
+        driver = self.plugin.driver
+        return {
+            "plugin": driver.plugin,
+            "networks": len(self._networks),
+            "endpoints": len(driver.state.endpoints),
+            "max_endpoints_per_network": driver.max_endpoints_per_network,
+            "max_endpoints": driver.max_endpoints,
+            "counters": driver.counters.as_dict(),
+            "skipped": list(driver.counters.skipped),
+        }
+
     # ------------------------------------------------------------ DriverListener
 
     async def vni_added(self, info: VniInfo) -> None:

@@ -1,15 +1,22 @@
-"""`docker network create -o KEY=VALUE` options -> one evpnd VNI. Pure.
+"""What dockerd hands the driver, checked. Pure.
 
-Names follow docker-vxlan-plugin where they fit (case-sensitive, as there),
-plus evpnd's own in lower case. Everything is validated into the same `Vni`
-model the config file uses, so a Docker network and a configured VNI obey
-the same rules; every message names the option and the value, because it is
-what `docker network create` prints.
+`docker network create -o KEY=VALUE` options -> one evpnd VNI. Names follow
+docker-vxlan-plugin where they fit (case-sensitive, as there), plus evpnd's
+own in lower case. Everything is validated into the same `Vni` model the
+config file uses, so a Docker network and a configured VNI obey the same
+rules; every message names the option and the value, because it is what
+`docker network create` prints.
+
+The addresses of CreateNetwork (gateways) and CreateEndpoint (the
+container's addresses and MAC) go through the same validators
+(evpnd/validate.py): a value the driver stores is one it can always read
+back, so Leave, DeleteEndpoint, DeleteNetwork and recovery never trip on it.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -17,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from evpnd import validate
 from evpnd.config import VNI_MAX, Vni
 
 GatewayMode = Literal["external", "local"]
@@ -79,6 +87,7 @@ OPTIONS: dict[str, Option] = {
     )
 }
 
+_HEX = re.compile(r"0[xX][0-9a-fA-F]+")
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n", ""}
 
@@ -102,8 +111,13 @@ def _show(name: str, value: str) -> str:
 
 
 def _int(name: str, value: str) -> int:
+    # ASCII digits (or 0x hex): int() alone would also take other scripts' digits,
+    # a sign or '1_000'.
+    text = value.strip()
+    if _HEX.fullmatch(text):
+        return int(text, 16)
     try:
-        return int(value.strip(), 0)
+        return validate.decimal(text)
     except ValueError:
         raise ValueError(f"{_show(name, value)}: not an integer") from None
 
@@ -255,3 +269,52 @@ def _vni_problems(
             shown = _show(name, str(options[name]))
         problems.append(f"{shown}: {message}")
     return problems
+
+
+# ---------------------------------------------------------------------------
+# CreateNetwork's gateways and CreateEndpoint's addresses
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAddresses:
+    """A container's addresses as the driver stores them (canonical text)."""
+
+    ipv4: str | None = None  # "10.0.0.2/24"
+    ipv6: str | None = None
+    mac: str | None = None  # given by dockerd; None = the driver chooses
+
+
+def endpoint_addresses(address: str, address6: str, mac: str) -> EndpointAddresses:
+    """CreateEndpoint's `Interface` -> checked values; ValueError naming every bad field
+    and its value (an empty field is "not given")."""
+    problems: list[str] = []
+    ipv4 = _interface("Interface.Address", address, 4, problems)
+    ipv6 = _interface("Interface.AddressIPv6", address6, 6, problems)
+    given: str | None = None
+    if mac:
+        try:
+            given = validate.unicast_mac(mac)
+        except ValueError as exc:
+            problems.append(f"Interface.MacAddress: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return EndpointAddresses(ipv4, ipv6, given)
+
+
+def gateway_interface(field: str, text: str | None, version: int) -> str | None:
+    """A network's gateway (`IPv4Data[0].Gateway`, "10.0.0.1/24") -> canonical text."""
+    problems: list[str] = []
+    value = _interface(field, text or "", version, problems)
+    if problems:
+        raise ValueError(problems[0])
+    return value
+
+
+def _interface(field: str, text: str, version: int, problems: list[str]) -> str | None:
+    if not text:
+        return None
+    try:
+        return str(validate.endpoint_interface(text, version))
+    except ValueError as exc:
+        problems.append(f"{field}: {exc}")  # the message shows the value
+        return None

@@ -36,6 +36,8 @@ class DockerPlugin:
             kernel=self.kernel,
             store=StateStore(settings.state_dir, settings.plugin),
             listener=listener,
+            max_endpoints_per_network=settings.max_endpoints_per_network,
+            max_endpoints=settings.max_endpoints,
         )
         self.server = PluginServer(self.driver, socket_path or settings.socket_path)
         self.recovered: list[str] = []

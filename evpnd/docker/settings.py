@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_PLUGIN = "evpn"
 DEFAULT_SOCKET_DIR = Path("/run/docker/plugins")
@@ -20,7 +20,11 @@ DEFAULT_STATE_DIR = Path("/var/lib/evpnd/docker")
 SUN_PATH_MAX = 107
 # Docker accepts plugin names as a reference path component: lower case
 # letters, digits and separators; keep to the safe subset.
-_PLUGIN_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_PLUGIN_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+# Endpoints the driver takes, per network and in all: each is a veth pair, a
+# RIB entry and a route at every peer; a runaway orchestrator stops here.
+MAX_ENDPOINTS_PER_NETWORK = 4096
+MAX_ENDPOINTS = 16384
 
 
 class DockerConfig(BaseModel):
@@ -35,11 +39,16 @@ class DockerConfig(BaseModel):
     # Networks and endpoints, kept across evpnd restarts (survives a reboot
     # unless on a tmpfs; dockerd keeps its own networks across reboots).
     state_dir: Path = DEFAULT_STATE_DIR
+    # CreateEndpoint past either cap is refused (and counted).
+    max_endpoints_per_network: int = Field(default=MAX_ENDPOINTS_PER_NETWORK, ge=1,
+                                           le=1_000_000)
+    max_endpoints: int = Field(default=MAX_ENDPOINTS, ge=1, le=1_000_000)
 
     @field_validator("plugin")
     @classmethod
     def _plugin(cls, value: str) -> str:
-        if not _PLUGIN_RE.match(value):
+        # fullmatch: `$` would also match before a trailing newline.
+        if not _PLUGIN_RE.fullmatch(value):
             raise ValueError(
                 "plugin must be 1-64 characters: lower-case letters, digits, '_', '.', '-'"
                 " (starting with a letter or digit)"

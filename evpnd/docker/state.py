@@ -7,18 +7,27 @@ kernel objects they describe are created (`ready`/`joined` say how far the
 call got), so a restart between a write and the kernel change can finish or
 undo it instead of leaking a device. The driver's recovery
 (`Driver.recover`) reads this file and the kernel and reconciles the two.
+
+Every record is checked when it is read (`from_json`) by the validators the
+driver's calls use: a record an older evpnd wrote with a value this one
+refuses (a route target in other digits, a broadcast MAC, an address without
+its prefix) is left out, named in `DriverState.skipped`, and the others
+load; its kernel leftovers are then cleaned by their marks, like those of a
+lost state file. One bad record must not keep evpnd from starting.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
+from evpnd import validate
 from evpnd.config import Vni
 from evpnd.statefiles import secure_dir, write_private
 
@@ -46,7 +55,27 @@ class NetworkRecord:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> NetworkRecord:
-        return cls(**{**body, "vni": Vni.model_validate(body["vni"])})
+        """ValueError (naming the field and value) when a field does not validate."""
+        _known_fields(cls, body)
+        try:
+            vni = Vni.model_validate(body["vni"])
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise ValueError(f"vni: {problems}") from None
+        record = cls(**{**body, "vni": vni})
+        _text("id", record.id)
+        if record.gateway_mode not in ("external", "local"):
+            raise ValueError(f"gateway_mode {record.gateway_mode!r} is not external or local")
+        for name, version in (("ipv4_gateway", 4), ("ipv6_gateway", 6)):
+            value = getattr(record, name)
+            if value is not None:
+                _checked(name, value, lambda v, ver=version: validate.endpoint_interface(v, ver))
+        if record.gateway_mac is not None:
+            _checked("gateway_mac", record.gateway_mac, validate.unicast_mac)
+        return record
 
     def but(self, **changes: Any) -> NetworkRecord:
         return replace(self, **changes)
@@ -68,16 +97,51 @@ class EndpointRecord:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> EndpointRecord:
-        return cls(**body)
+        """ValueError (naming the field and value) when a field does not validate."""
+        _known_fields(cls, body)
+        record = cls(**body)
+        _text("id", record.id)
+        _text("network_id", record.network_id)
+        if _checked("mac", record.mac, validate.unicast_mac) != record.mac:
+            raise ValueError(f"mac {record.mac!r} is not in canonical form")
+        for name, version in (("ipv4", 4), ("ipv6", 6)):
+            value = getattr(record, name)
+            if value is not None:
+                _checked(name, value, lambda v, ver=version: validate.endpoint_interface(v, ver))
+        _checked("host_if", record.host_if, validate.interface_name)
+        _checked("peer_if", record.peer_if, validate.interface_name)
+        return record
 
     def but(self, **changes: Any) -> EndpointRecord:
         return replace(self, **changes)
+
+
+def _known_fields(cls: type, body: Any) -> None:
+    if not isinstance(body, dict):
+        raise ValueError(f"a record must be a JSON object, not {type(body).__name__}")
+    unknown = sorted(set(body) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+
+
+def _text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} {value!r} is not a non-empty string")
+
+
+def _checked(name: str, value: Any, check: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 @dataclass(slots=True)
 class DriverState:
     networks: dict[str, NetworkRecord] = field(default_factory=dict)
     endpoints: dict[str, EndpointRecord] = field(default_factory=dict)
+    # Records of the file that did not validate, left out (what and why); not saved.
+    skipped: list[str] = field(default_factory=list, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,16 +152,48 @@ class DriverState:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> DriverState:
-        if body.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported state version {body.get('version')!r}")
-        networks = [NetworkRecord.from_json(n) for n in body.get("networks", [])]
-        endpoints = [EndpointRecord.from_json(e) for e in body.get("endpoints", [])]
-        return cls(
-            networks={n.id: n for n in networks}, endpoints={e.id: e for e in endpoints}
-        )
+        """The state in `body`; records that do not validate are left out and named in
+        `skipped`. ValueError only when the file as a whole is not a state file."""
+        if not isinstance(body, dict) or body.get("version") != STATE_VERSION:
+            version = body.get("version") if isinstance(body, dict) else None
+            raise ValueError(f"unsupported state version {version!r}")
+        state = cls()
+        for item in _records(body, "networks"):
+            try:
+                network = NetworkRecord.from_json(item)
+            except (ValueError, TypeError, KeyError) as exc:
+                state.skipped.append(f"network {_id_of(item)}: {_reason(exc)}")
+                continue
+            state.networks[network.id] = network
+        for item in _records(body, "endpoints"):
+            try:
+                endpoint = EndpointRecord.from_json(item)
+            except (ValueError, TypeError, KeyError) as exc:
+                state.skipped.append(f"endpoint {_id_of(item)}: {_reason(exc)}")
+                continue
+            state.endpoints[endpoint.id] = endpoint
+        return state
 
     def copy(self) -> DriverState:
         return DriverState(dict(self.networks), dict(self.endpoints))
+
+
+def _records(body: dict[str, Any], name: str) -> list[Any]:
+    records = body.get(name, [])
+    if not isinstance(records, list):
+        raise ValueError(f"{name!r} is not a list")
+    return records
+
+
+def _id_of(item: Any) -> str:
+    ident = item.get("id") if isinstance(item, dict) else None
+    return ident[:12] if isinstance(ident, str) and ident else "<no id>"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc}"
+    return str(exc)[:300]
 
 
 class StateStore:

@@ -135,6 +135,7 @@ class EvpndCollector(Collector):
             self._dataplane,
             self._loop,
             self._mqtt,
+            self._docker,
         )
         self._counts = None
         for section in sections:
@@ -610,6 +611,35 @@ class EvpndCollector(Collector):
         counters = status["counters"]
         for name, doc in MQTT_COUNTERS:
             yield CounterMetricFamily(f"evpnd_mqtt_{name}_total", doc, counters.get(name, 0))
+
+    def _docker(self) -> Iterator[Metric]:
+        """Only with `docker.enabled` (the daemon's `docker.status()`, evpnd/docker/glue.py)."""
+        glue = getattr(self.source, "docker", None)
+        status = None if glue is None else glue.status()
+        if status is None:
+            return
+        yield GaugeMetricFamily("evpnd_docker_networks", "Docker networks served (one VNI each).",
+                                status["networks"])
+        yield GaugeMetricFamily("evpnd_docker_endpoints", "Docker endpoints (containers' "
+                                "interfaces) the driver holds.", status["endpoints"])
+        yield GaugeMetricFamily("evpnd_docker_endpoints_max", "docker.max_endpoints: "
+                                "CreateEndpoint past it is refused.", status["max_endpoints"])
+        yield GaugeMetricFamily("evpnd_docker_endpoints_per_network_max",
+                                "docker.max_endpoints_per_network.",
+                                status["max_endpoints_per_network"])
+        counters = status["counters"]
+        yield _counter(
+            "evpnd_docker_refused_total",
+            "Docker driver refusals: endpoints past a cap, requests with an invalid address "
+            "or MAC.", ["reason"],
+            {("endpoint-cap",): counters["endpoints_refused_cap"],
+             ("invalid",): counters["requests_refused_invalid"]},
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "evpnd_docker_records_skipped_total",
+            "Saved Docker networks and endpoints left out at start: they no longer validate.",
+            counters["records_skipped"],
+        )
 
 
 MQTT_STATES = ("connecting", "connected", "disconnected", "stopped")

@@ -7,8 +7,15 @@ Topics under the configured prefix `P` (default `evpnd/<hostname>`):
     P/status                   retained {"state": "online"|"offline"} (offline = will)
     P/endpoints/<vni>/<mac>    registrations from orchestrators (evpnd subscribes)
 
-Registration payloads on `P/endpoints/<vni>/<mac>` (MAC in lower-case colon
-form; `AA-BB-...` and upper case are read as the same endpoint):
+Registration payloads on `P/endpoints/<vni>/<mac>`. The topic is the
+endpoint's identity, so it has exactly one spelling: the VNI in decimal
+without leading zeros, the MAC in lower-case colon form
+(`02:00:00:00:00:0a`). Any other spelling (`02-00-...`, upper case) is
+refused (`bad-mac`, the message names the canonical topic): were
+`.../02:00:00:00:00:0A` and `.../02:00:00:00:00:0a` one endpoint, clearing
+one retained message would unregister an endpoint whose other retained
+message the broker still holds, and it would come back at the next
+reconnect. The `mac` inside the payload may be spelt either way.
 
     {"mac": "02:00:00:00:00:01"}                              register the MAC
     {"mac": "02:00:00:00:00:01", "ip": "10.0.0.5", "sticky": true}
@@ -20,6 +27,11 @@ form; `AA-BB-...` and upper case are read as the same endpoint):
 default false) are optional; any other key is an error, so that a typo like
 `stikcy` is reported instead of ignored. Anything that does not parse becomes
 a `RegistrationError` with a stable `reason` code and a readable `detail`.
+A payload is at most PAYLOAD_MAX bytes and DEPTH_MAX levels of JSON nesting
+(a registration is one flat object); both are checked before the JSON parser
+runs, which would otherwise recurse once per level and raise RecursionError
+on a few kilobytes of brackets. MACs, VNIs and addresses are checked by
+evpnd/validate.py, like everywhere else.
 """
 
 from __future__ import annotations
@@ -28,13 +40,15 @@ import json
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from evpnd import validate
 from evpnd.model import IPAddress, normalize_mac
 
-VNI_MAX = 16_777_215
+VNI_MAX = validate.VNI_MAX
 PAYLOAD_MAX = 4096  # bytes; a registration is a few dozen
+DEPTH_MAX = 4  # JSON nesting levels; a registration has one
 SHOWN_MAX = 200  # characters of a bad payload repeated in the error event
 
 EVENTS = "events"
@@ -283,8 +297,8 @@ class RegistrationError:
     """Why a message on the endpoints topic was refused.
 
     `reason` is one of: bad-topic, bad-vni, unknown-vni, bad-mac, too-large,
-    not-utf8, not-json, not-object, missing-mac, mac-mismatch, bad-ip,
-    bad-sticky, bad-delete, unknown-field.
+    too-deep, not-utf8, not-json, not-object, missing-mac, mac-mismatch,
+    bad-ip, bad-sticky, bad-delete, unknown-field.
     """
 
     topic: str
@@ -295,27 +309,33 @@ class RegistrationError:
     payload: str | None = None  # the start of the payload, for the error event
 
 
-def _endpoint_mac(text: str) -> str:
-    mac = normalize_mac(text)
-    if int(mac[:2], 16) & 1:
-        raise ValueError(f"{text!r} is a multicast/broadcast MAC, not an endpoint")
-    if mac == "00:00:00:00:00:00":
-        raise ValueError("the all-zero MAC is not an endpoint")
-    return mac
-
-
 def _endpoint_ip(value: Any) -> IPAddress:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")
-    if "%" in value:
-        raise ValueError(f"{value!r}: scoped addresses are not allowed")
-    try:
-        ip = ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
-        raise ValueError(f"{value!r} is not a unicast endpoint address")
-    return ip
+    return validate.endpoint_ip(value)
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in `text` (brackets inside
+    strings do not count); cheap enough to run before the recursive parser."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 _ALLOWED = frozenset({"mac", "ip", "sticky", "delete"})
@@ -344,18 +364,27 @@ def parse_registration(
     if len(rest) != 2:
         return fail("bad-topic", f"topic {topic!r} is not {base}<vni>/<mac>")
     vni_text, mac_text = rest
-    if not (vni_text.isascii() and vni_text.isdigit()) or str(int(vni_text)) != vni_text:
+    try:
+        vni = validate.decimal(vni_text, "VNI")
+    except ValueError:
+        vni = None
+    if vni is None or str(vni) != vni_text:
         return fail("bad-vni", f"VNI {vni_text!r} in the topic is not a decimal number "
                                "(no sign, no leading zeros)")
-    vni = int(vni_text)
-    if not 1 <= vni <= VNI_MAX:
-        return fail("bad-vni", f"VNI {vni} in the topic is outside 1..{VNI_MAX}", vni)
+    try:
+        validate.vni(vni)
+    except ValueError as exc:
+        return fail("bad-vni", f"in the topic: {exc}", vni)
     if known_vnis is not None and vni not in known_vnis:
         return fail("unknown-vni", f"VNI {vni} is not configured on this host", vni)
     try:
-        mac = _endpoint_mac(mac_text)
+        mac = validate.unicast_mac(mac_text)
     except ValueError as exc:
         return fail("bad-mac", f"MAC in the topic: {exc}", vni)
+    if mac != mac_text:
+        # One endpoint, one topic: see the module docstring.
+        return fail("bad-mac", f"MAC in the topic: {mac_text!r} is not in canonical form; "
+                               f"use {base}{vni}/{mac}", vni, mac)
 
     if not raw:
         return EndpointUnregistered(vni, mac)
@@ -365,9 +394,13 @@ def parse_registration(
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         return fail("not-utf8", "payload is not UTF-8 text", vni, mac)
+    depth = json_depth(text)
+    if depth > DEPTH_MAX:
+        return fail("too-deep", f"payload nests {depth} levels deep (at most {DEPTH_MAX})",
+                    vni, mac)
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return fail("not-json", f"payload is not JSON: {exc}", vni, mac)
     if not isinstance(data, dict):
         return fail("not-object", f"payload must be a JSON object, got {type(data).__name__}",
@@ -381,7 +414,7 @@ def parse_registration(
     if not isinstance(data["mac"], str):
         return fail("bad-mac", "'mac' must be a string", vni, mac)
     try:
-        payload_mac = _endpoint_mac(data["mac"])
+        payload_mac = validate.unicast_mac(data["mac"])
     except ValueError as exc:
         return fail("bad-mac", f"'mac' in the payload: {exc}", vni, mac)
     if payload_mac != mac:

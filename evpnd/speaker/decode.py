@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address, ip_network
 from typing import Any
 
+from evpnd import validate
 from evpnd.model import (
     ZERO_ESI,
     ImetKey,
@@ -60,6 +61,7 @@ from evpnd.speaker.messages import (
     RouteUpdate,
     SpeakerShutdown,
 )
+from evpnd.speaker.usable import BAD_ROUTE, TREAT_AS_WITHDRAW, next_hop_problem, route_problem
 
 EVPN_FAMILY = "l2vpn evpn"
 VNI_MAX = (1 << 24) - 1
@@ -67,7 +69,7 @@ GRACEFUL_RESTART_CAPABILITY = 64  # RFC 4724: ExaBGP keys capabilities by code
 
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 _ESI_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){9}")
-_PMSI_LABEL_RE = re.compile(r"(\d+)(?:\((\d+)\))?")
+_PMSI_LABEL_RE = re.compile(r"([0-9]+)(?:\(([0-9]+)\))?")  # ASCII digits, not \d
 _ENCAP_NAMES = {
     "VXLAN": 8,
     "NVGRE": 9,
@@ -122,6 +124,15 @@ class _Pmsi:
     tunnel_type: str
     vni: int
     tunnel: IPAddress | None
+
+
+@dataclass(slots=True)
+class _UnusableRoutes:
+    """What one UPDATE announced that cannot be used (usable.py)."""
+
+    keys: list[RouteKey] = field(default_factory=list)  # withdrawn instead
+    next_hops: list[str] = field(default_factory=list)  # treat-as-withdraw problems
+    routes: list[str] = field(default_factory=list)  # bad-route problems
 
 
 class Decoder:
@@ -206,6 +217,9 @@ class Decoder:
         out: list[Message] = []
         announced: list[Route] = []
         withdrawn: list[RouteKey] = []
+        # Announced but unusable (usable.py): withdrawn after the UPDATE's own
+        # withdrawals, as the raw decoder orders them.
+        unusable = _UnusableRoutes()
 
         announce = _dict(update.get("announce", {}), "announce")
         evpn_announce = self._evpn_only(announce, _count_nested)
@@ -216,7 +230,7 @@ class Decoder:
                 out.append(DecodeError(exc.reason, peer, exc.detail))
             else:
                 for nexthop_text, nlris in _dict(evpn_announce, "announce").items():
-                    self._announced(peer, nexthop_text, nlris, attrs, announced, out)
+                    self._announced(peer, nexthop_text, nlris, attrs, announced, out, unusable)
 
         withdraw = _dict(update.get("withdraw", {}), "withdraw")
         evpn_withdraw = self._evpn_only(withdraw, _count_list)
@@ -230,8 +244,13 @@ class Decoder:
                 if key is not None:
                     withdrawn.append(key)
 
+        withdrawn.extend(unusable.keys)
         if announced or withdrawn:
             out.insert(0, RouteUpdate(peer, tuple(announced), tuple(withdrawn)))
+        if unusable.next_hops:
+            out.append(DecodeError(TREAT_AS_WITHDRAW, peer, "; ".join(unusable.next_hops)[:300]))
+        if unusable.routes:
+            out.append(DecodeError(BAD_ROUTE, peer, "; ".join(unusable.routes)[:300]))
         return out
 
     def _evpn_only(self, families: dict[str, Any], count: Callable[[Any], int]) -> Any:
@@ -248,6 +267,7 @@ class Decoder:
         attrs: _Attributes,
         announced: list[Route],
         out: list[Message],
+        unusable: _UnusableRoutes,
     ) -> None:
         nlris = _list(nlris, "announce")
         try:
@@ -255,14 +275,33 @@ class Decoder:
         except _Malformed as exc:
             out.append(DecodeError(exc.reason, peer, f"{exc.detail} ({len(nlris)} routes)"))
             return
+        problem = next_hop_problem(nexthop)
+        if problem is not None:
+            # Every route of this next hop is withdrawn (treat-as-withdraw).
+            unusable.next_hops.append(problem)
+            for nlri in nlris:
+                try:
+                    key = self._key(nlri)
+                except _Malformed as exc:
+                    out.append(DecodeError(exc.reason, peer, exc.detail))
+                    continue
+                if key is not None:
+                    unusable.keys.append(key)
+            return
         for nlri in nlris:
             try:
                 route = self._route(nlri, nexthop, attrs)
             except _Malformed as exc:
                 out.append(DecodeError(exc.reason, peer, exc.detail))
                 continue
-            if route is not None:
+            if route is None:
+                continue
+            problem = route_problem(route)
+            if problem is None:
                 announced.append(route)
+            else:
+                unusable.keys.append(route.key)
+                unusable.routes.append(problem)
 
     def _supported(self, nlri: Any) -> int | None:
         """The route type when we act on it; None (and a count) for the others."""
@@ -441,8 +480,8 @@ def _community_from_string(text: Any) -> tuple[Any, ...]:
         return ("encap", _ENCAP_NAMES[rest])
     if head == "mac-mobility":
         number, _, flag = rest.partition(":")
-        if number.isdigit() and flag in ("", "sticky"):
-            return ("mobility", int(number), flag == "sticky")
+        if number.isascii() and number.isdigit() and flag in ("", "sticky"):
+            return ("mobility", validate.decimal(number), flag == "sticky")
         raise _Malformed("bad-community", f"mac mobility {text[:60]!r}")
     return ()
 

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from evpnd import validate
 from evpnd.model import MOBILITY_SEQ_MAX, ZERO_ESI, ImetRoute, MacIpRoute, PrefixRoute, Route
 
 ANNOUNCE = "announce evpn"
@@ -65,9 +66,7 @@ ETAG_MAX = 0xFFFFFFFF
 SEQ_MAX = MOBILITY_SEQ_MAX
 
 _HEX_BYTE = r"[0-9a-fA-F]{2}"
-_MAC_RE = re.compile(rf"{_HEX_BYTE}(:{_HEX_BYTE}){{5}}")
 _ESI_RE = re.compile(rf"{_HEX_BYTE}(:{_HEX_BYTE}){{9}}")
-_ADMIN_NUM_RE = re.compile(r"(?P<admin>[0-9.]+):(?P<num>[0-9]+)")
 
 
 class EncodeError(ValueError):
@@ -76,7 +75,9 @@ class EncodeError(ValueError):
 
 # ---------------------------------------------------------------------------
 # Field checks: the token must be parseable by commands.py and free of
-# anything ExaBGP's dispatcher reacts to, whatever the caller hands in.
+# anything ExaBGP's dispatcher reacts to, whatever the caller hands in. RDs,
+# route targets and MACs follow the rules the config and every other input
+# are checked by (evpnd/validate.py), so what validates there encodes here.
 
 
 def check_rd(value: str) -> str:
@@ -92,30 +93,19 @@ def check_rt(value: str) -> str:
 
 def admin_number(value: str, what: str) -> tuple[str | int, int]:
     """`A.B.C.D:N` -> ("A.B.C.D", N); `ASN:N` -> (ASN, N), range-checked (RFC 4360)."""
-    match = _ADMIN_NUM_RE.fullmatch(value)
-    if not match:
-        raise EncodeError(f"{what} {value!r} is not 'ASN:N' or 'A.B.C.D:N'")
-    admin, num = match["admin"], int(match["num"])
-    if "." in admin:
-        try:
-            IPv4Address(admin)
-        except ValueError:
-            raise EncodeError(f"{what} {value!r}: {admin!r} is not an IPv4 address") from None
-        if num > 0xFFFF:
-            raise EncodeError(f"{what} {value!r}: A.B.C.D:N needs N <= 65535")
-        return admin, num
-    asn = int(admin)
-    if asn <= 0xFFFF and num <= 0xFFFFFFFF:
-        return asn, num
-    if asn <= 0xFFFFFFFF and num <= 0xFFFF:
-        return asn, num
-    raise EncodeError(f"{what} {value!r} out of range")
+    try:
+        admin, number = validate.admin_number(value, what)
+    except ValueError as exc:
+        raise EncodeError(str(exc)) from None
+    return (str(admin) if isinstance(admin, IPv4Address) else admin), number
 
 
 def check_mac(value: str) -> str:
-    if not _MAC_RE.fullmatch(value):
-        raise EncodeError(f"invalid MAC address {value!r}")
-    return value.lower()
+    """The MAC in canonical form (lower case, colons): the token is deterministic."""
+    try:
+        return validate.mac(value)
+    except ValueError as exc:
+        raise EncodeError(str(exc)) from None
 
 
 def check_esi(value: str) -> str:

@@ -41,10 +41,11 @@ decoder must take: it cannot reset a session. Outcomes, by reason:
   no address (RFC 7606 names no rule for PMSI; treat-as-withdraw because it
   decides where BUM traffic goes, as section 8 advises for attributes that
   affect route selection or installation), or
-  an MP_REACH next hop that is no usable VTEP (unspecified, multicast,
-  broadcast). Every NLRI of the UPDATE comes out as a withdrawal of its key,
-  MP_UNREACH's first, then MP_REACH's (a `RouteUpdate` with only
-  `withdrawn`), plus one `DecodeError` naming the attributes and problems.
+  an MP_REACH next hop that is no usable VTEP (unspecified, loopback,
+  multicast, broadcast: usable.py). Every NLRI of the UPDATE comes out as a
+  withdrawal of its key, MP_UNREACH's first, then MP_REACH's (a
+  `RouteUpdate` with only `withdrawn`), plus one `DecodeError` naming the
+  attributes and problems.
   AS_PATH is checked for framing only, with 2- or 4-octet AS numbers
   (whichever frames), since the session's choice is not known here.
   LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST get their internal-peer rule
@@ -72,6 +73,12 @@ decoder must take: it cannot reset a session. Outcomes, by reason:
   Malformed Attribute List). Both copies parse, so their routes are known:
   the decoder withdraws all of them ("treat-as-withdraw"), the part of a
   reset's effect that concerns this UPDATE.
+- "bad-route" (usable.py): a well-formed route the dataplane must not be
+  given: a Type-2 MAC that is all zero, multicast or broadcast, a Type-3
+  ingress-replication tunnel that is no usable VTEP. That route comes out as
+  a withdrawal of its key (after the UPDATE's other withdrawals), the
+  UPDATE's other routes as they are, plus one `DecodeError` naming each
+  such route's field and value. The JSON path does the same.
 - "bad-frame": the line is not a frame, its peer is not an address, or a
   body is not base64 (that body only; the others are decoded).
 
@@ -104,8 +111,10 @@ from evpnd.model import (
     Route,
     RouteKey,
 )
+from evpnd.speaker import usable
 from evpnd.speaker.decode import DecodeStats
 from evpnd.speaker.messages import DecodeError, EndOfRib, Message, RouteUpdate
+from evpnd.speaker.usable import BAD_ROUTE, mac_problem, route_problem
 from evpnd.speaker.wire_attributes import (
     EVPN_NEXT_HOP_LENGTHS,
     EXTENDED,
@@ -118,12 +127,13 @@ from evpnd.speaker.wire_attributes import (
     decode_attributes,
     evpn_next_hop,
 )
+from evpnd.validate import is_unicast_mac
 
 FRAME_VERB = b"=evpn"
 AFI_L2VPN = 25
 SAFI_EVPN = 70
 
-TREAT_AS_WITHDRAW = "treat-as-withdraw"
+TREAT_AS_WITHDRAW = usable.TREAT_AS_WITHDRAW
 MALFORMED_NLRI = "malformed-nlri"
 MALFORMED_MP = "malformed-mp-attribute"
 MALFORMED_UPDATE = "malformed-update"
@@ -150,6 +160,15 @@ _SAFI_NAMES = {
 # (other attributes' bytes, MP_REACH_NLRIs, MP_UNREACH_NLRIs, framing problem), an MP
 # attribute as (flags, value start, value end)
 _Located = tuple[bytes, list[tuple[int, int, int]], list[tuple[int, int, int]], str]
+
+
+class _BadRoute(Exception):
+    """Internal: one announced route is unusable (usable.py); withdrawn, the rest kept."""
+
+    def __init__(self, key: RouteKey, detail: str) -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
 
 
 class _Unusable(Exception):
@@ -325,11 +344,15 @@ class WireDecoder:
             empty_unreach = self._mp_unreach(body, flags, value, value_end, withdrawn, ignored)
 
         announced: list[Route] = []
+        unusable: list[_BadRoute] = []
         for nexthop, nlri_start, nlri_end in reached:
             if problems or nexthop is None:
                 self._evpn_nlri(body, nlri_start, nlri_end, None, attrs, withdrawn, ignored)
             else:
-                self._evpn_nlri(body, nlri_start, nlri_end, nexthop, attrs, announced, ignored)
+                self._evpn_nlri(body, nlri_start, nlri_end, nexthop, attrs, announced, ignored,
+                                unusable)
+        if unusable:
+            withdrawn.extend(bad.key for bad in unusable)
 
         for reason in ignored:
             self.stats.ignored[reason] += 1
@@ -341,6 +364,9 @@ class WireDecoder:
             out.append(RouteUpdate(peer, tuple(announced), tuple(withdrawn)))
         if problems:
             out.append(DecodeError(TREAT_AS_WITHDRAW, peer, "; ".join(problems)[:300]))
+        if unusable:
+            detail = "; ".join(bad.detail for bad in unusable)[:300]
+            out.append(DecodeError(BAD_ROUTE, peer, detail))
         return out
 
     def _same_layout(self, body: bytes, start: int, end: int) -> _Located | None:
@@ -479,6 +505,7 @@ class WireDecoder:
         attrs: PathAttributes | None,
         out: list[Any],  # routes when there is a next hop, keys (withdrawals) otherwise
         ignored: list[str],
+        unusable: list[_BadRoute] | None = None,  # announced routes usable.py refuses
     ) -> None:
         """Every EVPN NLRI of body[pos:end] (RFC 7432 7), all well-formed or none."""
         while pos < end:
@@ -492,18 +519,27 @@ class WireDecoder:
                     MALFORMED_NLRI, f"EVPN route type {rtype} of {length} bytes runs past its field"
                 )
             if rtype == 2:
-                out.append(self._mac_ip(body, start, length, nexthop, attrs))
+                try:
+                    out.append(self._mac_ip(body, start, length, nexthop, attrs))
+                except _BadRoute as bad:
+                    if unusable is None:
+                        raise
+                    unusable.append(bad)
             elif rtype == 3:
                 imet = self._imet(body, start, length)
                 if nexthop is None or attrs is None:
                     out.append(imet)
                 else:
                     pmsi = attrs.pmsi
-                    out.append(ImetRoute(
+                    route = ImetRoute(
                         imet, nexthop, pmsi.vni if pmsi else 0, pmsi.tunnel if pmsi else None,
                         pmsi.tunnel_type if pmsi else "none", attrs.route_targets,
                         attrs.encapsulation,
-                    ))  # fmt: skip
+                    )  # fmt: skip
+                    if unusable is not None and (problem := route_problem(route)) is not None:
+                        unusable.append(_BadRoute(imet, problem))
+                    else:
+                        out.append(route)
             elif rtype == 5:
                 prefix, vni, gateway, esi = self._prefix(body, start, length)
                 if nexthop is None or attrs is None:
@@ -547,9 +583,12 @@ class WireDecoder:
         # The caches inline: this is the hot path (one call per received MAC).
         rd = self._rds.get(body[at : at + 8]) or self._rd(body, at)
         etag = int.from_bytes(body[at + 18 : at + 22])
-        key = MacIpKey(rd, etag, body[at + 23 : at + 29].hex(":"), ip)
+        mac = body[at + 23 : at + 29]
+        key = MacIpKey(rd, etag, mac.hex(":"), ip)
         if nexthop is None or attrs is None:
             return key
+        if not is_unicast_mac(mac):
+            raise _BadRoute(key, mac_problem(key) or f"Type-2 MAC {key.mac}")
         vni = self._labels.get(body[ip_end : ip_end + 3])
         if vni is None:
             vni = self._label(body, ip_end)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from evpnd.model import IPAddress
+from evpnd.speaker.usable import next_hop_problem
 
 # Attribute type codes.
 ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF = 1, 2, 3, 4, 5
@@ -213,11 +214,9 @@ EVPN_NEXT_HOP_LENGTHS = (4, 16, 32)  # IPv4, IPv6, IPv6 global + link-local (RFC
 
 def evpn_next_hop(packed: bytes) -> IPAddress | str:
     """An EVPN MP_REACH next hop of one of EVPN_NEXT_HOP_LENGTHS: the VTEP, or what is
-    wrong with it."""
+    wrong with it (usable.py: unspecified, loopback, multicast, broadcast)."""
     if len(packed) == 4:
         address: IPAddress = IPv4Address(packed)
     else:
         address = IPv6Address(packed[:16])  # global, then (32 octets) link-local
-    if address.is_unspecified or address.is_multicast or packed == b"\xff\xff\xff\xff":
-        return f"MP_REACH_NLRI next hop {address} is no VTEP"
-    return address
+    return next_hop_problem(address) or address

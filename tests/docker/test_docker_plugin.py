@@ -192,3 +192,80 @@ def test_failed_join_is_cleaned_up_by_delete_endpoint(
     dockerd.run("rm", "-f", f"g{vni}")
     dockerd.run("network", "rm", net)
     assert ours(plugin) == [] and f"br{vni}" not in links()
+
+
+def test_bad_mac_and_the_endpoint_cap_fail_docker_run_with_our_message(
+    dockerd: Dockerd, plugin: PluginThread, image: str
+) -> None:
+    """dockerd takes any MAC it can parse; the driver refuses what is no endpoint's MAC
+    before storing anything, and the endpoint past the cap."""
+    vni = new_vni()
+    net = f"evpnd-{vni}"
+    assert create_network(dockerd, plugin, net, vni).returncode == 0
+    try:
+        done = dockerd.run("run", "-d", "--name", f"m{vni}", "--network", net,
+                           "--mac-address", "ff:ff:ff:ff:ff:ff", image, "sleep", "600",
+                           check=False)
+        assert done.returncode != 0
+        assert ("CreateEndpoint: Interface.MacAddress: must be a unicast MAC address, not the "
+                "broadcast MAC ff:ff:ff:ff:ff:ff") in done.stderr, done.stderr
+        assert state(plugin)["endpoints"] == [] and ours(plugin) == []
+
+        assert plugin.plugin is not None
+        driver = plugin.plugin.driver
+        driver.max_endpoints_per_network = 1
+        dockerd.run("run", "-d", "--name", f"a{vni}", "--network", net, image, "sleep", "600")
+        done = dockerd.run("run", "-d", "--name", f"b{vni}", "--network", net, image,
+                           "sleep", "600", check=False)
+        assert done.returncode != 0
+        assert "already has 1 endpoints, the most docker.max_endpoints_per_network" \
+            in done.stderr, done.stderr
+        assert driver.counters.endpoints_refused_cap == 1
+        assert driver.counters.requests_refused_invalid == 1
+        assert len(state(plugin)["endpoints"]) == 1 and len(ours(plugin)) == 1
+    finally:
+        for name in (f"m{vni}", f"a{vni}", f"b{vni}"):
+            dockerd.run("rm", "-f", name, check=False)
+        dockerd.run("network", "rm", net, check=False)
+    assert ours(plugin) == [] and f"br{vni}" not in links()
+
+
+def test_a_bad_record_from_an_older_evpnd_does_not_stop_recovery(
+    dockerd: Dockerd, plugin: PluginThread, image: str
+) -> None:
+    """Before CreateEndpoint checked addresses, a bad one was stored and then made every
+    recovery, Leave, DeleteEndpoint and DeleteNetwork fail: evpnd could not start and the
+    network could not be removed. Now the record is skipped and the rest goes on."""
+    vni = new_vni()
+    net = f"evpnd-{vni}"
+    assert create_network(dockerd, plugin, net, vni).returncode == 0
+    try:
+        dockerd.run("run", "-d", "--name", f"o{vni}", "--network", net, image, "sleep", "600")
+        dockerd.run("run", "-d", "--name", f"k{vni}", "--network", net, image, "sleep", "600")
+        bad = dockerd.inspect(f"o{vni}")[0]["NetworkSettings"]["Networks"][net]["EndpointID"]
+        good = dockerd.inspect(f"k{vni}")[0]["NetworkSettings"]["Networks"][net]["EndpointID"]
+        plugin.stop()
+        path = plugin.settings.state_dir / f"docker-{plugin.settings.plugin}.json"
+        saved = json.loads(path.read_text())
+        for record in saved["endpoints"]:
+            if record["id"] == bad:
+                record["ipv4"] = "10.254.60.300/24"
+        path.write_text(json.dumps(saved))
+
+        plugin.start()  # must not raise
+        assert plugin.plugin is not None
+        assert any(line.startswith(f"skipped endpoint {bad[:12]}")
+                   for line in plugin.plugin.recovered), plugin.plugin.recovered
+        assert plugin.plugin.driver.counters.records_skipped == 1
+        assert [e.info.endpoint_id for e in plugin.recorder.of("endpoint_added")] == [good]
+        assert ours(plugin) == [host_if(good)]  # the skipped one's veth removed by its mark
+        ping = dockerd.run("exec", f"k{vni}", "ping", "-c", "1", "-W", "2", GATEWAY,
+                           check=False)
+        assert "1 packets transmitted" in ping.stdout, ping.stdout + ping.stderr
+    finally:
+        for name in (f"o{vni}", f"k{vni}"):
+            dockerd.run("rm", "-f", name, check=False)
+        removed = dockerd.run("network", "rm", net, check=False)
+    assert removed.returncode == 0, removed.stderr
+    assert ours(plugin) == [] and f"br{vni}" not in links()
+    assert state(plugin) == {"version": 1, "networks": [], "endpoints": []}

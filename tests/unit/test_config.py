@@ -113,8 +113,23 @@ def test_acceptance_bad_vni_and_bad_address_both_reported() -> None:
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, ttl_security: 255}]}",
          "bgp.peers.0.ttl_security", 255),
         ("colour: blue", "colour", "blue"),
+        # A secret's value is never shown, not even when it is the problem.
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, md5_password: 'a\"b'}]}",
-         "bgp.peers.0.md5_password", 'a"b'),
+         "bgp.peers.0.md5_password", "***"),
+        # Values int()/isdigit() take but the encoder, ExaBGP or the kernel refuse.
+        ("vnis: [{vni: 5, route_targets: {import: ['65001:\u0661\u0660\u0660']}}]",
+         "vnis.0.route_targets.import", ["65001:\u0661\u0660\u0660"]),
+        ("vnis: [{vni: 5, route_targets: {export: [\"65001:100\\n\"]}}]",
+         "vnis.0.route_targets.export", ["65001:100\n"]),
+        ("vnis: [{vni: 5, rd: \"65001:5\\n\"}]", "vnis.0.rd", "65001:5\n"),
+        ("vnis: [{vni: 5, rd: '\u0661.2.3.4:5'}]", "vnis.0.rd", "\u0661.2.3.4:5"),
+        ("vnis: [{vni: 5, bridge: \"br100\\n\"}]", "vnis.0.bridge", "br100\n"),
+        ("vnis: [{vni: 5, vxlan_device: 'vx\u00e9'}]", "vnis.0.vxlan_device", "vx\u00e9"),
+        ("vnis: [{vni: true}]", "vnis.0.vni", True),
+        ("vnis: [{vni: 5, flood: static, flood_peers: [224.0.0.5]}]", "vnis.0.flood_peers",
+         ["224.0.0.5"]),
+        ("vnis: [{vni: 5, vxlan: {mac: '00:00:00:00:00:00'}}]", "vnis.0.vxlan.mac",
+         "00:00:00:00:00:00"),
     ],
 )
 def test_single_bad_field_is_named_with_its_value(snippet: str, path: str, value: object) -> None:
@@ -214,6 +229,78 @@ def test_check_config_cli_missing_file() -> None:
     assert "No such file" in result.stdout + result.stderr
 
 
+# --------------------------------------------------------- one validator, secrets
+
+
+@pytest.mark.parametrize(
+    ("vtep", "path", "fragment"),
+    [("{address: 192.0.2.1, device: \"eth0\\n\"}", "vtep.device", "not a valid interface"),
+     ("{address: 0.0.0.0, device: eth0}", "vtep.address", "unspecified"),
+     ("{address: 239.1.1.1, device: eth0}", "vtep.address", "multicast")],
+)  # fmt: skip
+def test_vtep_device_and_address(vtep: str, path: str, fragment: str) -> None:
+    issues = errors_of(f"router_id: 192.0.2.1\nasn: 65000\nvtep: {vtep}\n")
+    assert any(i.path == path and fragment in i.message for i in issues), issues
+
+
+def test_loopback_vtep_is_fine_for_a_single_host() -> None:
+    cfg = config.parse("router_id: 127.0.0.1\nasn: 65000\nvtep: {address: 127.0.0.1, device: lo}")
+    assert str(cfg.vtep.address) == "127.0.0.1"
+
+
+def test_route_targets_and_rds_are_kept_canonical() -> None:
+    cfg = config.parse(BASE + "vnis: [{vni: 5, rd: '192.0.2.1:05', "
+                              "route_targets: {import: ['065000:0100', auto]}}]")
+    assert cfg.vni(5).rd == "192.0.2.1:5"
+    # Received routes print targets without leading zeros: the import must match them.
+    assert cfg.import_targets(cfg.vni(5)) == ["65000:100", "65000:5"]
+
+
+SECRET = "hunter2-SECRET"
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_password: '{SECRET}\"'}}]}}",
+     f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_password: '{SECRET}\u00e9'}}]}}",
+     f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_password: '{SECRET * 9}'}}]}}",
+     # a misspelt secret is still a secret
+     f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_pasword: '{SECRET}'}}]}}",
+     f"mqtt: {{host: broker, password: '{SECRET}'}}",
+     f"mqtt: {{host: broker, username: u, password: ['{SECRET}']}}",
+     f"mqtt: {{host: broker, username: u, password: {{x: '{SECRET}'}}}}",
+     # the whole section is the input of a section-level error
+     f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_password: '{SECRET}'}}, "
+     f"{{address: 192.0.2.9, remote_asn: 2, md5_password: '{SECRET}'}}]}}",
+     f"bgp: {{peers: [[{{md5_password: '{SECRET}'}}]]}}",
+     # PyYAML quotes the offending source line in its message
+     f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, md5_password: \"{SECRET}}}]}}\n"],
+)  # fmt: skip
+def test_secrets_never_appear_in_error_reports(snippet: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(BASE + snippet, "test.yaml")
+    error = caught.value
+    shown = [error.render(), str(error), *(str(i) for i in error.issues),
+             *(repr(i) for i in error.issues)]
+    assert not any(SECRET in text for text in shown), shown
+    assert "hunter2" not in error.render()
+
+
+def test_secrets_never_appear_in_a_repr_of_the_config() -> None:
+    cfg = config.parse(BASE + f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, "
+                              f"md5_password: '{SECRET}'}}]}}\n"
+                              f"mqtt: {{host: broker, username: u, password: '{SECRET}'}}\n")
+    assert cfg.bgp.peers[0].md5_password == SECRET  # still there for ExaBGP's config
+    assert SECRET not in repr(cfg) and SECRET not in str(cfg)
+
+
+def test_secret_redaction_keeps_other_values() -> None:
+    assert config.redacted("bgp.peers.0", {"address": "x", "md5_password": "s"}) == {
+        "address": "x", "md5_password": "***"}
+    assert config.redacted("mqtt.password", None) == "***"
+    assert config.redacted("vnis.0.rd", "1:2") == "1:2"
+
+
 @pytest.mark.parametrize(
     ("snippet", "path", "value"),
     [
@@ -249,3 +336,27 @@ def test_dad_and_route_limit_defaults() -> None:
             peer.max_routes_restart) == (100_000, 75, "teardown", 300)  # fmt: skip
     assert config.parse(BASE + "dad: {freeze: permanent}").dad.freeze == "permanent"
     assert config.parse(BASE + "dad: {freeze: 600}").dad.freeze == 600
+
+
+async def test_a_refused_reload_logs_and_publishes_no_secret(tmp_path: Path) -> None:
+    """The daemon's reload path: its log line and its MQTT error event are built from the
+    issues, so they carry *** where the secret was."""
+    from structlog.testing import capture_logs
+
+    from evpnd.daemon import Daemon
+
+    path = tmp_path / "evpnd.yaml"
+    good = BASE + f"state_dir: {tmp_path}\n"
+    path.write_text(good)
+    daemon = Daemon(config.parse(good), path)
+    published: list[tuple[str, str, dict]] = []
+    daemon.mqtt.error = lambda error, detail, **context: published.append(  # type: ignore
+        (error, detail, context))
+    path.write_text(good + f"bgp: {{peers: [{{address: 192.0.2.9, remote_asn: 1, "
+                           f"md5_password: '{SECRET}\u00e9'}}]}}\n")
+    with capture_logs() as logs:
+        assert await daemon.reload() is False
+    refused = [entry for entry in logs if entry["event"].startswith("reload refused")]
+    assert refused and published, (logs, published)
+    assert SECRET not in repr(logs) and SECRET not in repr(published)
+    assert "***" in repr(refused) and "bgp.peers.0.md5_password" in repr(published)

@@ -32,6 +32,7 @@ from exabgp.reactor.api.response.json import JSON
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evpnd import validate
 from evpnd.model import ENCAP_VXLAN, ZERO_ESI, ImetKey, MacIpKey, PrefixKey
 from evpnd.speaker.decode import Decoder, decode_line
 from evpnd.speaker.messages import (
@@ -595,6 +596,9 @@ macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x
 ipv4s = st.integers(0, 2**32 - 1).map(IPv4Address)
 ipv6s = st.integers(0, 2**128 - 1).map(IPv6Address)
 vnis = st.integers(1, 2**24 - 1)
+# What a usable route carries (evpnd/speaker/usable.py); the others are withdrawn (below).
+unicast_macs = macs.filter(lambda m: validate.is_unicast_mac(bytes.fromhex(m.replace(":", ""))))
+vteps = (ipv4s | ipv6s).filter(lambda a: validate.unicast_problem(a) is None)
 
 
 def exabgp_received_json(
@@ -644,10 +648,10 @@ def exabgp_received_json(
     | st.tuples(st.integers(0, 65535).map(str), st.integers(0, 2**32 - 1)),
     esi=st.binary(min_size=10, max_size=10),
     etag=st.integers(0, 2**32 - 1),
-    mac=macs,
+    mac=unicast_macs,
     ip=st.none() | ipv4s | ipv6s,
     labels=st.lists(vnis, min_size=1, max_size=2),
-    nexthop=ipv4s | ipv6s,
+    nexthop=vteps,
     targets=st.lists(st.tuples(st.integers(0, 65535), st.integers(0, 2**32 - 1)), max_size=3),
     mobility=st.none() | st.tuples(st.integers(0, 2**32 - 1), st.booleans()),
     router_mac=st.none() | macs,
@@ -681,6 +685,59 @@ def test_type2_round_trips_through_exabgp(
     assert (route.mobility_seq, route.sticky) == (mobility or (0, False))
     assert route.router_mac == router_mac
     assert route.default_gateway is default_gateway
+
+
+# -- well-formed but unusable routes: withdrawn like the raw decoder does (usable.py)
+
+
+def _announce_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["neighbor"]["message"]["update"]["announce"]["l2vpn evpn"]
+
+
+@pytest.mark.parametrize(
+    ("mac", "fragment"),
+    [("00:00:00:00:00:00", "all-zero MAC"), ("FF:FF:FF:FF:FF:FF", "broadcast MAC"),
+     ("01:00:5E:00:00:01", "01:00:5e:00:00:01 has the group bit set")],
+)  # fmt: skip
+def test_an_unusable_mac_in_exabgp_json_is_withdrawn(mac: str, fragment: str) -> None:
+    doc = sample_doc("type2_mac_only")
+    (nlris,) = _announce_of(doc).values()
+    nlris[0]["mac"] = mac
+    decoder = Decoder()
+    update, error = decoder.decode(one_line(doc))
+    assert isinstance(update, RouteUpdate) and update.announced == ()
+    assert [k.mac for k in update.withdrawn] == [mac.lower()]  # type: ignore[union-attr]
+    assert isinstance(error, DecodeError) and error.reason == "bad-route"
+    assert fragment in error.detail and error.peer == PEER
+    assert decoder.stats.errors == {"bad-route": 1}
+
+
+@pytest.mark.parametrize("nexthop", ["0.0.0.0", "127.0.0.1", "224.0.0.9", "255.255.255.255",
+                                     "::", "::1", "ff02::1"])
+def test_a_next_hop_in_exabgp_json_that_is_no_vtep_withdraws(nexthop: str) -> None:
+    doc = sample_doc("type2_mac_only")
+    announce = _announce_of(doc)
+    (nlris,) = announce.values()
+    announce.clear()
+    announce[nexthop] = nlris
+    update, error = Decoder().decode(one_line(doc))
+    assert isinstance(update, RouteUpdate) and update.announced == ()
+    assert len(update.withdrawn) == len(nlris)
+    assert isinstance(error, DecodeError) and error.reason == "treat-as-withdraw"
+    assert error.detail.startswith(f"MP_REACH_NLRI next hop {nexthop} is no VTEP (")
+
+
+@pytest.mark.parametrize(
+    "tunnel", ["0.0.0.0", "127.0.0.1", "239.1.1.1", "0x" + IPv6Address("ff02::1").packed.hex()])
+def test_a_pmsi_tunnel_in_exabgp_json_that_is_no_vtep_withdraws(tunnel: str) -> None:
+    doc = sample_doc("type3_imet_pmsi")
+    doc["neighbor"]["message"]["update"]["attribute"]["pmsi"] = (
+        f"pmsi:ingressreplication:0:6(100):{tunnel}")
+    update, error = Decoder().decode(one_line(doc))
+    assert isinstance(update, RouteUpdate) and update.announced == ()
+    assert isinstance(update.withdrawn[0], ImetKey)
+    assert isinstance(error, DecodeError) and error.reason == "bad-route"
+    assert "PMSI tunnel" in error.detail and "is no VTEP" in error.detail
 
 
 def test_exabgp_round_trip_agrees_with_the_frr_capture() -> None:

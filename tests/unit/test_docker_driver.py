@@ -308,3 +308,136 @@ def test_helpers() -> None:
     assert random.startswith("02:") and random != endpoint_mac(None)
     assert endpoint_mac("2001:db8::2/64").startswith("02:")
     assert gateway_mac(16_777_215) == "02:ed:ff:ff:ff:01"
+
+
+# ---------------------------------------------------------------------------
+# What dockerd sends is checked before it is stored; caps
+
+
+@pytest.mark.parametrize(
+    ("address", "address6", "mac", "fragment"),
+    [("10.1.0.300/24", "", "02:00:00:00:00:05", "Interface.Address: '10.1.0.300/24'"),
+     ("nonsense", "", "", "Interface.Address: 'nonsense'"),
+     ("2001:db8::2/64", "", "", "Interface.Address: '2001:db8::2/64' is not an IPv4"),
+     ("224.0.0.5/24", "", "", "multicast"),
+     ("10.1.0.2/24", "10.1.0.2/24", "", "Interface.AddressIPv6: '10.1.0.2/24'"),
+     ("10.1.0.2/24", "", "ff:ff:ff:ff:ff:ff", "Interface.MacAddress: must be a unicast MAC "
+                                              "address, not the broadcast MAC"),
+     ("10.1.0.2/24", "", "00:00:00:00:00:00", "all-zero MAC"),
+     ("10.1.0.2/24", "", "01:00:5e:00:00:01", "multicast"),
+     ("10.1.0.2/24", "", "02:00:00:00:00:05\n", "Interface.MacAddress: invalid MAC")],
+)  # fmt: skip
+async def test_create_endpoint_refuses_bad_values_naming_field_and_value(
+    world: World, address: str, address6: str, mac: str, fragment: str
+) -> None:
+    d = world.driver
+    await d.create_network(network())
+    request = p.CreateEndpointRequest.model_validate({
+        "NetworkID": NET, "EndpointID": EP,
+        "Interface": {"Address": address, "AddressIPv6": address6, "MacAddress": mac}})
+    with pytest.raises(DriverError, match="CreateEndpoint") as caught:
+        await d.create_endpoint(request)
+    assert fragment in str(caught.value)
+    assert d.state.endpoints == {} and d.counters.requests_refused_invalid == 1
+    # Nothing was stored, so nothing later can trip on it.
+    await d.leave(NET, EP)
+    await d.delete_endpoint(NET, EP)
+    await d.delete_network(NET)
+    assert await world.restart() == []
+
+
+async def test_create_network_refuses_a_bad_gateway(world: World) -> None:
+    with pytest.raises(DriverError, match=r"IPv4Data\.Gateway: '10\.1\.0\.256/24'"):
+        await world.driver.create_network(network(gw="10.1.0.256/24"))
+    assert world.driver.state.networks == {} and world.kernel.foreign() == set()
+
+
+def _saved_state(world: World) -> dict[str, Any]:
+    return json.loads(world.store.path.read_text())
+
+
+async def test_recovery_skips_records_an_older_evpnd_wrote_with_bad_values(world: World) -> None:
+    """Values the old code stored unchecked: recovery, Leave, DeleteEndpoint and
+    DeleteNetwork must not trip on them; every other record recovers."""
+    d, k = world.driver, world.kernel
+    await d.create_network(network())
+    await d.create_network(network(NET2, pool="10.2.0.0/24", gw="10.2.0.1/24", VxlanId="200"))
+    await d.create_endpoint(endpoint())
+    await d.join(NET, EP)
+    await d.create_endpoint(endpoint(EP2, address="10.1.0.3/24"))
+    await d.join(NET, EP2)
+    state = _saved_state(world)
+    by_id = {e["id"]: e for e in state["endpoints"]}
+    by_id[EP2]["ipv4"] = "10.1.0.300/24"  # what CreateEndpoint stored when a MAC was given
+    net2 = next(n for n in state["networks"] if n["id"] == NET2)
+    net2["vni"]["route_targets"]["import"] = ["65001:\u0661\u0660\u0660"]  # -o rt=... back then
+    world.store.path.write_text(json.dumps(state))
+
+    done = await world.restart()  # must not raise
+    d = world.driver
+    skipped = [line for line in done if line.startswith("skipped")]
+    assert len(skipped) == 2 and d.counters.records_skipped == 2, done
+    assert any(EP2[:12] in line and "10.1.0.300/24" in line for line in skipped)
+    assert any(NET2[:12] in line and "65001:" in line for line in skipped)
+    # The good network and endpoint are back and told to the daemon.
+    assert set(d.state.networks) == {NET} and set(d.state.endpoints) == {EP}
+    assert world.recorder.kinds() == ["vni_added", "endpoint_added"]
+    assert host_if(EP) in k.table and host_if(EP2) not in k.table  # cleaned by its mark
+    # dockerd's later calls for what was skipped succeed (it only wants them gone).
+    await d.leave(NET, EP2)
+    await d.delete_endpoint(NET, EP2)
+    await d.delete_network(NET2)
+    await d.leave(NET, EP)
+    await d.delete_endpoint(NET, EP)
+    await d.delete_network(NET)
+    assert {"br200", "vxlan200"} >= k.foreign()  # the skipped network's devices: by hand
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mac", "ff:ff:ff:ff:ff:ff"), ("mac", "00:00:00:00:00:00"), ("mac", "02:AA:00:00:00:01"),
+     ("ipv4", "nonsense"), ("ipv6", "10.1.0.2/24"), ("host_if", "evh/\n"), ("joined", None)],
+)  # fmt: skip
+async def test_any_bad_endpoint_record_is_skipped(world: World, field: str, value: Any) -> None:
+    d = world.driver
+    await d.create_network(network())
+    await d.create_endpoint(endpoint())
+    state = _saved_state(world)
+    if value is None:
+        state["endpoints"][0]["surprise"] = 1
+    else:
+        state["endpoints"][0][field] = value
+    world.store.path.write_text(json.dumps(state))
+    done = await world.restart()
+    assert world.driver.counters.records_skipped == 1, done
+    assert world.driver.state.endpoints == {} and set(world.driver.state.networks) == {NET}
+
+
+async def test_endpoint_caps(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    d = world.driver
+    d.max_endpoints_per_network, d.max_endpoints = 2, 3
+    await d.create_network(network())
+    await d.create_network(network(NET2, pool="10.2.0.0/24", gw="10.2.0.1/24", VxlanId="200"))
+    await d.create_endpoint(endpoint("a" * 64, address="10.1.0.2/24"))
+    await d.create_endpoint(endpoint("b" * 64, address="10.1.0.3/24"))
+    with pytest.raises(DriverError, match=r"network aaaaaaaaaaaa already has 2 endpoints.*"
+                                          "docker.max_endpoints_per_network"):
+        await d.create_endpoint(endpoint("c" * 64, address="10.1.0.4/24"))
+    await d.create_endpoint(endpoint("a" * 64, address="10.1.0.2/24"))  # a retry: no new one
+    await d.create_endpoint(endpoint("d" * 64, nid=NET2, address="10.2.0.2/24"))
+    with pytest.raises(DriverError, match=r"3 Docker endpoints already.*docker\.max_endpoints"):
+        await d.create_endpoint(endpoint("e" * 64, nid=NET2, address="10.2.0.3/24"))
+    assert d.counters.endpoints_refused_cap == 2 and len(d.state.endpoints) == 3
+    await d.delete_endpoint(NET, "a" * 64)
+    await d.create_endpoint(endpoint("e" * 64, nid=NET2, address="10.2.0.3/24"))
+
+
+def test_caps_come_from_the_docker_section(tmp_path: Path) -> None:
+    from evpnd.docker.service import DockerPlugin
+    from evpnd.docker.settings import DockerConfig
+
+    settings = DockerConfig(state_dir=tmp_path, socket_dir=tmp_path,
+                            max_endpoints_per_network=7, max_endpoints=9)
+    plugin = DockerPlugin(settings, host=lambda: parse(HOST))
+    assert (plugin.driver.max_endpoints_per_network, plugin.driver.max_endpoints) == (7, 9)

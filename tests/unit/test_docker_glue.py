@@ -14,7 +14,7 @@ from evpnd.config import Config, parse
 from evpnd.daemon import Daemon
 from evpnd.dataplane.events import LocalIpLearned, LocalIpRemoved, LocalMacAdded, LocalMacRemoved
 from evpnd.docker import protocol as p
-from evpnd.docker.driver import Driver, gateway_mac
+from evpnd.docker.driver import Driver, DriverError, gateway_mac
 from evpnd.docker.state import StateStore
 from evpnd.model import ENCAP_VXLAN, ImetKey, ImetRoute, MacIpKey, MacIpRoute, RouteKey
 from tests.unit.docker_fakes import FakeKernel
@@ -265,3 +265,50 @@ def test_the_device_reconcile_never_owns_a_containers_veth() -> None:
                                     alias=f"evpnd:docker=evpn:ep={EP}"),
     }
     assert owned_devices(current, []) == {"br100"}
+
+
+async def test_status_shows_counts_caps_and_refusals(world: World) -> None:
+    world.driver.max_endpoints_per_network = 1
+    await world.driver.create_network(network())
+    await world.driver.create_endpoint(endpoint())
+    with pytest.raises(DriverError, match="max_endpoints_per_network"):
+        await world.driver.create_endpoint(endpoint("e2" * 32, address="10.1.0.3/24"))
+    with pytest.raises(DriverError, match=r"Interface\.Address"):
+        await world.driver.create_endpoint(endpoint("e3" * 32, address="10.1.0.256/24"))
+    status = world.daemon.docker.status()
+    assert status == {
+        "plugin": "evpn", "networks": 1, "endpoints": 1, "max_endpoints_per_network": 1,
+        "max_endpoints": 16384, "skipped": [],
+        "counters": {"endpoints_refused_cap": 1, "requests_refused_invalid": 1,
+                     "records_skipped": 0},
+    }
+    world.daemon.docker.plugin = None
+    assert world.daemon.docker.status() is None
+
+
+async def test_docker_metrics_follow_the_driver(world: World) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from evpnd.metrics.collector import build_registry
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(build_registry(world.daemon, process=False)).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    world.driver.max_endpoints = 1
+    await world.driver.create_network(network())
+    await world.driver.create_endpoint(endpoint())
+    with pytest.raises(DriverError):
+        await world.driver.create_endpoint(endpoint("e2" * 32, address="10.1.0.3/24"))
+    samples = scrape()
+    assert samples[("evpnd_docker_networks", ())] == 1
+    assert samples[("evpnd_docker_endpoints", ())] == 1
+    assert samples[("evpnd_docker_endpoints_max", ())] == 1
+    assert samples[("evpnd_docker_endpoints_per_network_max", ())] == 4096
+    assert samples[("evpnd_docker_refused_total", (("reason", "endpoint-cap"),))] == 1
+    assert samples[("evpnd_docker_refused_total", (("reason", "invalid"),))] == 0
+    assert samples[("evpnd_docker_records_skipped_total", ())] == 0
+    world.daemon.docker.plugin = None
+    assert not any(name.startswith("evpnd_docker") for name, _ in scrape())

@@ -75,6 +75,15 @@ def test_evpnd_options() -> None:
                                             "its vtep.device eth0"),
         ({"VxlanId": "5", "SrcAddr": "192.0.2.99"}, "vtep.address 192.0.2.11"),
         ({"VxlanId": "5", "SrcAddr": "nope"}, "-o SrcAddr=nope: not an IP address"),
+        # int() takes these; the kernel, ExaBGP and the config file do not
+        ({"VxlanId": "\u0661\u0660\u0660"}, "not an integer"),
+        ({"VxlanId": "1_00"}, "-o VxlanId=1_00: not an integer"),
+        ({"VxlanId": "+5"}, "-o VxlanId=+5: not an integer"),
+        ({"VxlanId": "5", "rt": "65001:\u0661\u0660\u0660"}, "route target must be"),
+        ({"VxlanId": "5", "rd": "65001:1\u0662"}, "route distinguisher must be"),
+        ({"VxlanId": "5", "bridge": "br\u00e9"}, "not a valid interface name"),
+        ({"VxlanId": "5", "vxlanHardwareAddr": "00:00:00:00:00:00"}, "all-zero"),
+        ({"VxlanId": "5", "flood": "static", "flood_peers": "0.0.0.0"}, "unspecified"),
     ],
 )
 def test_messages_name_option_and_value(options: dict[str, str], message: str) -> None:
@@ -93,3 +102,8 @@ def test_readme_documents_every_option() -> None:
     text = README.read_text()
     for name in OPTIONS:
         assert f"| `{name}` |" in text, f"option {name} missing from README's Docker section"
+
+
+def test_numbers_in_hex_and_route_values_canonical() -> None:
+    vni = parse({"VxlanId": "0x10", "rt": "065000:0100", "rd": "192.0.2.1:07"}).vni
+    assert (vni.vni, vni.rd, vni.route_targets.import_) == (16, "192.0.2.1:7", ["65000:100"])

@@ -17,6 +17,7 @@ def test_defaults() -> None:
     cfg = DockerConfig()
     assert not cfg.enabled and cfg.plugin == "evpn"
     assert cfg.socket_path == Path("/run/docker/plugins/evpn.sock")
+    assert (cfg.max_endpoints_per_network, cfg.max_endpoints) == (4096, 16384)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,9 @@ def test_defaults() -> None:
         ({"state_dir": "x"}, "absolute"),
         ({"socket_dir": "/" + "d" * 120}, "longer than 107 bytes"),
         ({"port": 1}, "Extra inputs"),
+        ({"plugin": "evpn\n"}, "lower-case"),  # `$` would have matched before the newline
+        ({"max_endpoints": 0}, "greater than or equal to 1"),
+        ({"max_endpoints_per_network": 0}, "greater than or equal to 1"),
     ],
 )
 def test_invalid(values: dict[str, object], fragment: str) -> None:

@@ -146,8 +146,8 @@ def test_event_names_cannot_escape_the_topic(name: str) -> None:
         (T, {"mac": MAC, "ip": None, "sticky": False}, EndpointRegistered(100, MAC)),
         (T, {"mac": MAC, "delete": False}, EndpointRegistered(100, MAC)),
         (T, {"mac": MAC, "ip": "fe80::1"}, EndpointRegistered(100, MAC, ip_address("fe80::1"))),
-        # the topic MAC in other spellings names the same endpoint
-        (f"{P}/endpoints/100/02-00-00-00-00-0A", {"mac": MAC}, EndpointRegistered(100, MAC)),
+        # the payload's MAC may be spelt any way; the topic's may not (below)
+        (T, {"mac": "02-00-00-00-00-0A"}, EndpointRegistered(100, MAC)),
         (f"{P}/endpoints/16777215/{MAC}", {"mac": MAC}, EndpointRegistered(16777215, MAC)),
         # unregister: an empty payload (a cleared retained message) or an explicit delete
         (T, b"", EndpointUnregistered(100, MAC)),
@@ -180,6 +180,19 @@ def test_valid_registrations(topic: str, payload: object, expected: object) -> N
          "multicast"),
         (f"{P}/endpoints/100/ff:ff:ff:ff:ff:ff", b"", "bad-mac", "broadcast"),
         (f"{P}/endpoints/100/00:00:00:00:00:00", b"", "bad-mac", "all-zero"),
+        # one endpoint, one topic: other spellings of the MAC are refused, registration
+        # and clearing alike (the message names the topic to use)
+        (f"{P}/endpoints/100/02-00-00-00-00-0A", {"mac": MAC}, "bad-mac", f"use {T}"),
+        (f"{P}/endpoints/100/02:00:00:00:00:0A", {"mac": MAC}, "bad-mac", "canonical form"),
+        (f"{P}/endpoints/100/2:0:0:0:0:a", {"mac": MAC}, "bad-mac", "canonical form"),
+        (f"{P}/endpoints/100/02:00:00:00:00:0A", b"", "bad-mac", "canonical form"),
+        (f"{P}/endpoints/100/\u0660\u0662:00:00:00:00:0a", b"", "bad-mac", "invalid MAC"),
+        (f"{P}/endpoints/\u0661\u0660\u0660/{MAC}", {"mac": MAC}, "bad-vni", "not a decimal"),
+        (f"{P}/endpoints/100 /{MAC}", {"mac": MAC}, "bad-vni", "not a decimal"),
+        # nesting is bounded before the JSON parser recurses (RecursionError at ~1000 levels)
+        (T, b"[" * 2000 + b"]" * 2000, "too-deep", "2000 levels"),
+        (T, b"{" * 4000, "too-deep", "4000 levels"),
+        (T, b'{"mac": [[[[{"a": 1}]]]]}', "too-deep", "6 levels"),
         (T, b"x" * 5000, "too-large", "5000 bytes"),
         (T, b"\xff\xfe{}", "not-utf8", "UTF-8"),
         (T, b"{not json", "not-json", "not JSON"),
@@ -284,3 +297,31 @@ def test_registry_aborted_sync_keeps_everything() -> None:
     reg.abort_sync()
     assert reg.end_sync() == []
     assert reg.endpoints() == {a.key: a}
+
+
+def test_brackets_inside_strings_are_no_nesting() -> None:
+    assert codec.json_depth('{"mac": "[[[[[[{{{{\\"[[[["}') == 1
+    assert codec.json_depth('[[{"a": "]]]]"}]]') == 3
+    result = parse('{"mac": "02:00:00:00:00:0a", "ip": "[[[[[[[[[[[[["}')
+    assert isinstance(result, RegistrationError) and result.reason == "bad-ip"
+
+
+@pytest.mark.parametrize("size", [900, 2000, codec.PAYLOAD_MAX])
+def test_deep_payloads_are_refused_not_raised(size: int) -> None:
+    for payload in (b"[" * size, b'{"a":' * (size // 5), b'[{"a":' * (size // 6)):
+        result = parse(payload)
+        assert isinstance(result, RegistrationError)
+        assert result.reason in ("too-deep", "too-large"), result
+
+
+def test_registration_and_removal_name_the_same_endpoint() -> None:
+    """Only the canonical topic is accepted, so what registers is what a clear removes."""
+    reg = EndpointRegistry()
+    registered = parse({"mac": "02:00:00:00:00:0A"})
+    assert reg.apply(registered) == registered  # type: ignore[arg-type]
+    other = parse(b"", f"{P}/endpoints/100/02:00:00:00:00:0A")
+    assert isinstance(other, RegistrationError)  # never reaches the registry
+    removed = parse(b"")
+    assert reg.apply(removed) == EndpointUnregistered(100, MAC)  # type: ignore[arg-type]
+    assert len(reg) == 0
+    assert codec.endpoint_topic(P, 100, "02-00-00-00-00-0A") == T

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evpnd import validate
 from evpnd.model import ZERO_ESI, ImetKey, ImetRoute, MacIpKey, MacIpRoute, PrefixKey, PrefixRoute
-from evpnd.speaker import wire
+from evpnd.speaker import usable, wire
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import DecodeError, EndOfRib, Message, RouteUpdate
 from evpnd.speaker.wire import WireDecoder, decode_frame
@@ -65,6 +66,17 @@ def assert_same(body: bytes, sess: ref.Session = IBGP) -> list[Message]:
         json_decoder.stats.withdrawn,
     )
     assert not any(isinstance(m, DecodeError) for m in got), got
+    return got
+
+
+def assert_equivalent(body: bytes, sess: ref.Session = IBGP) -> list[Message]:
+    """Both paths, errors included: the same messages (withdrawals, DecodeErrors) and the
+    same counters, reasons and peers of the errors too."""
+    expected, json_decoder = json_path(body, sess)
+    got, wire_decoder = wire_path(body)
+    assert got == expected
+    for name in ("ignored", "messages", "errors", "errors_by_peer", "announced", "withdrawn"):
+        assert getattr(wire_decoder.stats, name) == getattr(json_decoder.stats, name), name
     return got
 
 
@@ -251,8 +263,10 @@ def test_exabgp_samples_raw_nlris_decode_as_the_captured_json(name: str) -> None
 # -- hypothesis: random Type-2 routes through ExaBGP's encoder, both decoders
 
 macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
+unicast_macs = macs.filter(lambda m: validate.is_unicast_mac(bytes.fromhex(m.replace(":", ""))))
 ipv4s = st.integers(1, 2**32 - 2).map(lambda n: str(IPv4Address(n)))
-vteps = st.integers(0x01000000, 0xDFFFFFFF).map(lambda n: str(IPv4Address(n)))  # unicast
+vteps = st.integers(0x01000000, 0xDFFFFFFF).map(lambda n: str(IPv4Address(n))).filter(
+    lambda a: validate.unicast_problem(IPv4Address(a)) is None)  # not 127/8 either
 rds = st.one_of(
     st.tuples(st.sampled_from(["10.99.0.2", "192.0.2.1"]), st.integers(0, 65535)),
     st.tuples(st.integers(0, 65535).map(str), st.integers(0, 2**32 - 1)),
@@ -270,7 +284,7 @@ targets = st.lists(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rd=rds, mac=macs, ip=st.none() | ipv4s | st.just("2001:db8::7"),
+    rd=rds, mac=unicast_macs, ip=st.none() | ipv4s | st.just("2001:db8::7"),
     vni=st.lists(st.integers(0, 2**24 - 1), min_size=1, max_size=2),
     esi=st.none() | st.binary(min_size=10, max_size=10).map(bytes.hex),
     etag=st.integers(0, 2**32 - 1), nexthop=vteps, rts=targets,
@@ -287,6 +301,25 @@ def test_random_type2_routes_decode_as_the_json_path(
     attributes = ref.attributes(rts, encapsulation, mobility, router_mac, default_gateway)
     for encoded in ref.encode([route], attributes, IBGP):
         assert_same(encoded)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    macs_=st.lists(st.one_of(macs, st.sampled_from(["00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff",
+                                                     "01:00:5e:00:00:01", "33:33:00:00:00:01"])),
+                   min_size=1, max_size=4),
+    nexthop=st.integers(0, 2**32 - 1).map(lambda n: str(IPv4Address(n)))
+    | st.sampled_from(["0.0.0.0", "127.0.0.1", "224.0.0.5", "255.255.255.255", "10.99.0.2"]),
+)  # fmt: skip
+def test_random_macs_and_next_hops_usable_or_withdrawn_alike(macs_: list[str],
+                                                             nexthop: str) -> None:
+    """Any MAC and any next hop: both paths agree, and what they announce is usable."""
+    routes = [ref.mac("10.99.0.2:2", mac, None, [100], nexthop, None, 0) for mac in macs_]
+    for encoded in ref.encode(routes, ref.attributes([], 8, None, None, False), IBGP):
+        for message in assert_equivalent(encoded):
+            if isinstance(message, RouteUpdate):
+                assert not any(usable.route_problem(r) for r in message.announced)
+                assert not any(usable.next_hop_problem(r.nexthop) for r in message.announced)
 
 
 # ============================================================ chosen differences
@@ -396,15 +429,82 @@ def test_a_malformed_attribute_withdraws_every_route_of_the_update(
 
 @pytest.mark.parametrize(
     ("nexthop", "detail"),
-    [(bytes(4), "0.0.0.0"), (bytes((224, 0, 0, 1)), "224.0.0.1"), (b"\xff" * 4, "255.255.255.255"),
-     (bytes(16), "::"), (IPv6Address("ff02::1").packed, "ff02::1")],
+    [(bytes(4), "0.0.0.0 is no VTEP (the unspecified address)"),
+     (bytes((224, 0, 0, 1)), "224.0.0.1 is no VTEP (a multicast address)"),
+     (b"\xff" * 4, "255.255.255.255 is no VTEP (the broadcast address)"),
+     (bytes((127, 0, 0, 1)), "127.0.0.1 is no VTEP (a loopback address)"),
+     (bytes((127, 1, 2, 3)), "127.1.2.3 is no VTEP (a loopback address)"),
+     (bytes(16), ":: is no VTEP (the unspecified address)"),
+     (IPv6Address("::1").packed, "::1 is no VTEP (a loopback address)"),
+     (IPv6Address("ff02::1").packed, "ff02::1 is no VTEP (a multicast address)")],
 )  # fmt: skip
 def test_a_next_hop_that_is_no_vtep_withdraws(nexthop: bytes, detail: str) -> None:
-    update, error = wire_path(body(reach(*GOOD, nexthop=nexthop), *COMMON))[0]
+    """Every route of the UPDATE is withdrawn, by both paths alike."""
+    update, error = assert_equivalent(body(reach(*GOOD, nexthop=nexthop), *COMMON))
     assert update == RouteUpdate(PEER, (), GOOD_KEYS)
     assert isinstance(error, DecodeError)
     assert error.reason == "treat-as-withdraw"
-    assert f"next hop {detail} is no VTEP" in error.detail
+    assert error.detail == f"MP_REACH_NLRI next hop {detail}"
+
+
+ZERO_MAC, BROADCAST, MULTICAST = 0, 0xFFFFFFFFFFFF, 0x01005E000001
+PMSI_TO = {  # an ingress-replication PMSI tunnel attribute to this address, VNI 100
+    name: attr(0xC0, 22, b"\0\x06\0\0\x64" + address.packed)
+    for name, address in (("unspecified", IPv4Address("0.0.0.0")),
+                          ("loopback", IPv4Address("127.0.0.1")),
+                          ("multicast", IPv4Address("239.1.1.1")),
+                          ("good", IPv4Address("10.99.0.2")))
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nlris", "extra", "bad", "fragments"),
+    [((type2(ZERO_MAC),), (), [0], ["Type-2 route with RD 10.99.0.2:2", "all-zero MAC"]),
+     ((type2(BROADCAST),), (), [0], ["broadcast MAC ff:ff:ff:ff:ff:ff"]),
+     ((type2(MULTICAST, IPv4Address("192.168.100.9").packed),), (), [0],
+      ["multicast", "01:00:5e:00:00:01"]),
+     ((type2(1), type2(ZERO_MAC), type2(2), type2(BROADCAST), type3()), (), [1, 3],
+      ["all-zero MAC", "broadcast MAC"]),
+     ((type3(), type2(5)), (PMSI_TO["unspecified"],), [0],
+      ["Type-3 route with RD 10.99.0.2:2: PMSI tunnel 0.0.0.0 is no VTEP (the unspecified"]),
+     ((type3(),), (PMSI_TO["loopback"],), [0], ["PMSI tunnel 127.0.0.1 is no VTEP (a loopback"]),
+     ((type3(), type2(ZERO_MAC)), (PMSI_TO["multicast"],), [0, 1],
+      ["PMSI tunnel 239.1.1.1 is no VTEP (a multicast", "all-zero MAC"])],
+)  # fmt: skip
+def test_an_unusable_route_is_withdrawn_and_the_rest_kept(
+    nlris: tuple[bytes, ...], extra: tuple[bytes, ...], bad: list[int], fragments: list[str]
+) -> None:
+    """Zero, multicast and broadcast MACs and PMSI tunnels that are no VTEP never reach the
+    RIB (the zero MAC is the flood entries' key): withdrawn, counted as bad-route, named."""
+    encoded = body(reach(*nlris), *COMMON, *extra)
+    messages = assert_equivalent(encoded)
+    update, error = messages
+    (withdrawal,) = wire_path(body(unreach(*nlris)))[0]
+    all_keys = withdrawal.withdrawn  # type: ignore[union-attr]
+    assert isinstance(update, RouteUpdate)
+    assert update.withdrawn == tuple(all_keys[i] for i in bad)
+    assert tuple(r.key for r in update.announced) == tuple(
+        k for i, k in enumerate(all_keys) if i not in bad)
+    assert isinstance(error, DecodeError) and (error.reason, error.peer) == ("bad-route", PEER)
+    for fragment in fragments:
+        assert fragment in error.detail, error.detail
+    _, decoder = wire_path(encoded)
+    assert decoder.stats.errors == {"bad-route": 1}
+    assert (decoder.stats.announced, decoder.stats.withdrawn) == (len(nlris) - len(bad), len(bad))
+
+
+def test_an_unusable_route_comes_after_the_updates_own_withdrawals() -> None:
+    encoded = body(unreach(type2(9)), reach(type2(ZERO_MAC), type2(1)), *COMMON)
+    update, error = assert_equivalent(encoded)
+    assert isinstance(update, RouteUpdate) and isinstance(error, DecodeError)
+    assert [k.mac for k in update.withdrawn] == ["00:00:00:00:00:09", "00:00:00:00:00:00"]
+    assert [r.key.mac for r in update.announced] == ["00:00:00:00:00:01"]
+
+
+def test_withdrawals_of_unusable_keys_are_not_checked() -> None:
+    """A withdrawal names what to remove; an unusable key was never installed: no error."""
+    (update,) = assert_equivalent(body(unreach(type2(ZERO_MAC), type2(BROADCAST))))
+    assert isinstance(update, RouteUpdate) and len(update.withdrawn) == 2
 
 
 def test_withdrawals_of_the_update_come_first() -> None:
@@ -679,6 +779,8 @@ def assert_valid(messages: list[Message]) -> None:
                 assert isinstance(route.key, KEY_TYPES)
                 assert 0 <= route.vni < 1 << 24
                 assert route.nexthop is not None and not route.nexthop.is_unspecified
+                assert usable.next_hop_problem(route.nexthop) is None
+                assert usable.route_problem(route) is None, route
             assert all(isinstance(k, KEY_TYPES) for k in message.withdrawn)
 
 
@@ -743,7 +845,8 @@ def test_mutations_that_exabgp_accepts_agree_with_it() -> None:
             except Exception:  # Notify, or worse: ExaBGP resets the session, no JSON
                 continue
             got, _ = wire_path(bytes(encoded))
-            if any(isinstance(m, DecodeError) for m in got + expected):
+            if any(isinstance(m, DecodeError) and m.reason != "bad-route"
+                   for m in got + expected):
                 continue  # chosen differences: RFC 7606 handling (tests above)
             if json_decoder.stats.ignored:
                 continue
