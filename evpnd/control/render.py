@@ -405,6 +405,16 @@ def render_fabric(data: JSON) -> str:
     if data["conflicts"]:
         lines += ["", "Conflicts:"]
         lines += [f"  MAC {c['mac']} in VNI {c['vni']}: {c['reason']}" for c in data["conflicts"]]
+    duplicates = data.get("duplicates") or []
+    if duplicates:
+        lines += ["", "Duplicate MACs:"]
+        lines += [f"  MAC {d['mac']} in VNI {d['vni']}: {d['moves']} moves"
+                  + (", frozen" if d["frozen"] else "") for d in duplicates]  # fmt: skip
+    limited = [p for p in data["peers"] if (p.get("route_limit") or {}).get("level", "ok") != "ok"]
+    if limited:
+        lines += ["", "Route limits:"]
+        lines += [f"  {p['address']}: {p['route_limit']['level']} "
+                  f"(max {p['route_limit']['max_routes']} routes)" for p in limited]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -512,8 +512,9 @@ _TUNNEL = attrgetter("device", "vtep")
 
 def fabric(snap: Snapshot) -> JSON:
     """The fabric seen from this host, as the picture draws it (evpnd/web/fabric_svg.py):
-    this host and its VNIs, the BGP peers, each remote VTEP with its MACs per VNI (the
-    tunnels the wanted kernel entries use), and what needs an operator (MAC conflicts).
+    this host and its VNIs, the BGP peers (with their route limits), each remote VTEP with
+    its MACs per VNI (the tunnels the wanted kernel entries use), and what needs an
+    operator (sticky MAC conflicts, duplicate MACs, peers over their route limit).
 
     The live page asks for it every second: it costs two passes over the wanted FDB
     entries, mostly in C, and sorts nothing of the RIB (about 70 ms at 100k MACs).
@@ -560,11 +561,14 @@ def fabric(snap: Snapshot) -> JSON:
     for address in sorted(set(configured) | set(snap.peers), key=address_order):
         rec = snap.peers.get(address) or PeerRecord(address)
         cfg_peer = configured.get(address)
+        limit, level = snap.rib.route_limit(address)
         sessions.append({
             "address": str(address),
             "description": None if cfg_peer is None else cfg_peer.description,
             "remote_asn": None if cfg_peer is None else cfg_peer.remote_asn,
             "state": rec.state,
+            "route_limit": None if limit is None
+            else {"max_routes": limit.max_routes, "level": level},
         })  # fmt: skip
     return {
         "time": snap.now,
@@ -584,6 +588,11 @@ def fabric(snap: Snapshot) -> JSON:
         "conflicts": [
             {"vni": c.vni, "mac": c.mac, "reason": c.reason, "vteps": [str(t) for t in c.vteps]}
             for c in snap.rib.conflicts()
+        ],
+        "duplicates": [
+            {"vni": d.vni, "mac": d.mac, "moves": d.moves, "vtep": _s(d.vtep),
+             "frozen": d.frozen(snap.monotonic)}
+            for d in snap.rib.duplicates()
         ],
     }  # fmt: skip
 

@@ -3,9 +3,10 @@
 Three columns: the BGP peers on the left, this host (its VTEP and VNIs) in
 the middle, the remote VTEPs on the right with their MACs per VNI; a line
 from this host to each peer (coloured by the session state) and to each
-remote VTEP (the VXLAN tunnels); below, what needs an operator (MAC
-conflicts). The same text serves `evpnd show fabric --svg FILE` and the live
-page (/fabric), which swaps it in every second.
+remote VTEP (the VXLAN tunnels); below, what needs an operator (sticky MAC
+conflicts, duplicate MACs, peers over their route limit), and the VTEPs and
+peers concerned are outlined in red. The same text serves `evpnd show fabric
+--svg FILE` and the live page (/fabric), which swaps it in every second.
 
 Only presentation attributes, no <style> or script: the picture is safe to
 inline in a page with a strict Content-Security-Policy, and looks the same
@@ -43,6 +44,7 @@ BOX = "#f7fafc"
 EDGE = "#a0aec0"
 TUNNEL = "#2b6cb0"
 PROBLEM = "#c53030"
+LIMIT_COLOURS = {"warning": "#b7791f", "exceeded": PROBLEM}
 STATE_COLOURS = {
     "established": "#2f855a",
     "connected": "#b7791f",
@@ -95,22 +97,29 @@ def _peer_boxes(peers: list[JSON]) -> tuple[list[str], list[float], float]:
     out: list[str] = []
     mids: list[float] = []
     y = float(TOP)
-    height = 3 * LINE + 8
     for p in peers:
         state = str(p["state"])
         colour = STATE_COLOURS.get(state, MUTED)
+        limit = p.get("route_limit")
+        level = "none" if limit is None else str(limit["level"])
+        height = (3 + (limit is not None)) * LINE + 8
         about = " \u00b7 ".join(str(x) for x in (p.get("description") or "",
                                                 f"AS {p['remote_asn']}" if p.get("remote_asn")
                                                 else "") if x)  # fmt: skip
         out += [
-            f'<g class="peer" data-peer={_a(p["address"])} data-state={_a(state)}>',
-            _box(PEER_X, y, height, stroke=colour, width=2),
+            f'<g class="peer" data-peer={_a(p["address"])} data-state={_a(state)} '
+            f'data-limit={_a(level)}>',
+            _box(PEER_X, y, height, stroke=LIMIT_COLOURS.get(level, colour), width=2),
             _text(PEER_X + 12, y + 22, str(p["address"]), size=14, weight="bold"),
             _text(PEER_X + 12, y + 22 + LINE, _short(about) or "BGP peer", fill=MUTED),
             _text(PEER_X + 12, y + 22 + 2 * LINE, state, fill=colour, weight="bold",
                   extra=' class="peer-state"'),
-            "</g>",
         ]
+        if limit is not None:
+            out.append(_text(PEER_X + 12, y + 22 + 3 * LINE,
+                             f"route limit {limit['max_routes']}: {level}", size=12,
+                             fill=LIMIT_COLOURS.get(level, MUTED), extra=' class="peer-limit"'))
+        out.append("</g>")
         mids.append(y + height / 2)
         y += height + GAP
     if not peers:
@@ -201,6 +210,16 @@ def _problems(data: JSON, y: float) -> tuple[list[str], float]:
         f"MAC {c['mac']} in VNI {c['vni']}: {c['reason']} ({', '.join(c['vteps']) or 'local'})"
         for c in data.get("conflicts", ())
     ]
+    for d in data.get("duplicates", ()):
+        where = f", last from {d['vtep']}" if d.get("vtep") else ""
+        frozen = ", frozen" if d.get("frozen") else ""
+        lines.append(f"MAC {d['mac']} in VNI {d['vni']}: duplicate ({d['moves']} moves"
+                     f"{where}){frozen}")  # fmt: skip
+    for p in data["peers"]:
+        limit = p.get("route_limit")
+        if limit is not None and limit["level"] != "ok":
+            lines.append(f"peer {p['address']}: route limit {limit['max_routes']} "
+                         f"{'exceeded' if limit['level'] == 'exceeded' else 'nearly reached'}")
     if not lines:
         return [], y
     out = [f'<g class="problems" data-count={_a(len(lines))}>',
@@ -218,7 +237,9 @@ def _problems(data: JSON, y: float) -> tuple[list[str], float]:
 
 
 def _conflicted_vteps(data: JSON) -> set[str]:
-    return {vtep for c in data.get("conflicts", ()) for vtep in c["vteps"]}
+    """VTEPs named by a sticky conflict or as the last place of a duplicate MAC."""
+    duplicates = {d["vtep"] for d in data.get("duplicates", ()) if d.get("vtep")}
+    return duplicates | {vtep for c in data.get("conflicts", ()) for vtep in c["vteps"]}
 
 
 def _summary(data: JSON) -> str:

@@ -20,7 +20,7 @@ from evpnd.derived import vni_devices
 from evpnd.desired import desired_state
 from evpnd.metrics.collector import build_registry
 from evpnd.metrics.server import MetricsServer
-from evpnd.model import MacIpKey
+from evpnd.model import ENCAP_VXLAN, MacIpKey, MacIpRoute
 from evpnd.rib import MacConflict, Rib
 from evpnd.web import fabric_svg, page
 from evpnd.web.routes import FabricPages
@@ -77,9 +77,9 @@ def test_fabric_view_counts_macs_per_vtep_and_vni(snap: Snapshot) -> None:
         assert sum(v["macs"] for v in vteps[row["vtep"]]["vnis"]) == row["macs"]
     peers = {p["address"]: p for p in data["peers"]}
     assert peers[str(FRR)] == {"address": str(FRR), "description": "frr1", "remote_asn": 65000,
-                               "state": "established"}  # fmt: skip
+                               "state": "established", "route_limit": None}  # fmt: skip
     assert peers[str(RR2)]["state"] == "down" and peers[str(RR2)]["description"] == "rr2"
-    assert data["conflicts"] == []
+    assert data["conflicts"] == [] and data["duplicates"] == []
     assert views.show(snap, "fabric") == data
 
 
@@ -156,6 +156,29 @@ def test_picture_escapes_text_and_marks_conflicts(snap: Snapshot) -> None:
     flagged = {g.get("data-vtep") for g in by_class(root, "vtep")
                if g.get("data-conflict") == "true"}  # fmt: skip
     assert flagged == {str(VTEP4), str(FRR)}
+
+
+def test_picture_marks_duplicates_and_route_limits(snap: Snapshot) -> None:
+    data = views.fabric(snap)
+    data["duplicates"] = [{"vni": 100, "mac": "02:00:00:00:0c:01", "moves": 5,
+                           "vtep": str(VTEP4), "frozen": True}]  # fmt: skip
+    data["peers"][0]["route_limit"] = {"max_routes": 12, "level": "exceeded"}
+    data["peers"][1]["route_limit"] = {"max_routes": 100, "level": "ok"}
+    root = parse(fabric_svg.render(data))
+    peers = {g.get("data-peer"): g for g in by_class(root, "peer")}
+    assert peers[str(FRR)].get("data-limit") == "exceeded"
+    assert peers[str(RR2)].get("data-limit") == "ok"
+    assert "route limit 12: exceeded" in text_of(peers[str(FRR)])
+    (problems,) = by_class(root, "problems")
+    assert problems.get("data-count") == "2"
+    assert ("MAC 02:00:00:00:0c:01 in VNI 100: duplicate (5 moves, last from 10.99.0.4), "
+            "frozen") in text_of(problems)  # fmt: skip
+    assert f"peer {FRR}: route limit 12 exceeded" in text_of(problems)
+    flagged = {g.get("data-vtep") for g in by_class(root, "vtep")
+               if g.get("data-conflict") == "true"}  # fmt: skip
+    assert flagged == {str(VTEP4)}
+    text = render.render("fabric", data)
+    assert "Duplicate MACs:" in text and f"{FRR}: exceeded (max 12 routes)" in text
 
 
 def test_picture_of_an_empty_and_of_a_huge_fabric(snap: Snapshot) -> None:
@@ -295,9 +318,56 @@ async def test_show_fabric_svg_writes_the_same_picture(
             str(FRR), str(VTEP4), str(STATIC)]  # fmt: skip
         code = await asyncio.to_thread(run_cli, "show", "fabric", "--socket", str(path))
         assert code == 0 and "Number of remote VTEPs: 3" in capsys.readouterr().out
+        code = await asyncio.to_thread(run_cli, "show", "fabric", "--svg", "-",
+                                       "--socket", str(path))  # fmt: skip
+        out = capsys.readouterr().out
+        assert code == 0 and parse(out[out.index("<svg"):]).get("data-vteps") == "3"
         code = await asyncio.to_thread(run_cli, "show", "fabric", "--svg",
                                        str(tmp_path / "no" / "such" / "dir.svg"),
                                        "--socket", str(path))  # fmt: skip
         assert code == 1 and "cannot write" in capsys.readouterr().err
     finally:
         await server.stop()
+
+
+# ---------------------------------------------------------------- duplicates, limits
+
+
+def test_duplicates_and_route_limits_are_marked() -> None:
+    """A frozen duplicate MAC and peers at their route limits (the state of
+    test_control_protection: a MAC moving between this host and VTEP4)."""
+    from evpnd.rib import RouteLimit
+    from tests.unit.test_control_protection import MAC, snapshot
+
+    snap = snapshot()
+    snap.rib.set_route_limits({FRR: RouteLimit(12, 50), RR2: RouteLimit(100)})
+    data = views.fabric(snap)
+    assert data["duplicates"] == [{"vni": 100, "mac": MAC, "moves": 5, "vtep": str(VTEP4),
+                                   "frozen": True}]  # fmt: skip
+    limits = {p["address"]: p["route_limit"] for p in data["peers"]}
+    assert limits == {str(FRR): {"max_routes": 12, "level": "warning"},
+                      str(RR2): {"max_routes": 100, "level": "ok"}}  # fmt: skip
+    root = parse(fabric_svg.render(data))
+    peers = {g.get("data-peer"): g for g in by_class(root, "peer")}
+    assert peers[str(FRR)].get("data-limit") == "warning"
+    assert "route limit 12: warning" in text_of(peers[str(FRR)])
+    (problems,) = by_class(root, "problems")
+    text = text_of(problems)
+    assert f"MAC {MAC} in VNI 100: duplicate (5 moves, last from {VTEP4}), frozen" in text
+    assert f"peer {FRR}: route limit 12 nearly reached" in text
+    assert problems.get("data-count") == "2"
+    flagged = {g.get("data-vtep") for g in by_class(root, "vtep")
+               if g.get("data-conflict") == "true"}  # fmt: skip
+    assert flagged == {str(VTEP4)}
+    # Exceeded: refused routes past the limit.
+    snap.rib.set_route_limits({FRR: RouteLimit(3)})
+    for i in range(3):
+        snap.rib.announce(FRR, MacIpRoute(MacIpKey("10.99.0.4:100", 0, f"02:00:00:00:0d:0{i}"),
+                                          VTEP4, 100, route_targets=("65000:100",),
+                                          encapsulation=ENCAP_VXLAN), now=6000.0)  # fmt: skip
+    data = views.fabric(snap)
+    frr = next(p for p in data["peers"] if p["address"] == str(FRR))
+    assert frr["route_limit"]["level"] == "exceeded"
+    assert f"peer {FRR}: route limit 3 exceeded" in text_of(parse(fabric_svg.render(data)))
+    text = render.render("fabric", json.loads(json.dumps(data)))
+    assert f"{FRR}: exceeded (max 3 routes)" in text and f"MAC {MAC} in VNI 100" in text
