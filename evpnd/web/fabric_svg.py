@@ -171,7 +171,9 @@ def _vtep_boxes(vteps: list[JSON], conflicted: set[str]) -> tuple[list[str], lis
         rows = list(t["vnis"])
         height = 2 * LINE + 14 + max(1, len(rows)) * LINE
         bad = t["vtep"] in conflicted
-        via = ", ".join(t["peers"]) or "static flood list"
+        # The peer comes from a MAC's best path: a VTEP without MACs (an EVPN or static
+        # flood-list entry only) has none to name.
+        via = f"via {', '.join(t['peers'])}" if t["peers"] else "flood list only"
         out += [
             f'<g class="vtep" data-vtep={_a(t["vtep"])} data-macs={_a(t["macs"])}'
             f' data-conflict={_a(str(bad).lower())}>',
@@ -179,7 +181,7 @@ def _vtep_boxes(vteps: list[JSON], conflicted: set[str]) -> tuple[list[str], lis
             _text(VTEP_X + 12, y + 22, str(t["vtep"]), size=14, weight="bold"),
             _text(VTEP_X + COLUMN - 12, y + 22, _plural(int(t["macs"]), "MAC"), fill=MUTED,
                   anchor="end"),
-            _text(VTEP_X + 12, y + 22 + LINE, _short(f"via {via}"), fill=MUTED, size=12),
+            _text(VTEP_X + 12, y + 22 + LINE, _short(via), fill=MUTED, size=12),
         ]
         row = y + 22 + 2 * LINE
         for v in rows:

@@ -122,7 +122,7 @@ def test_picture_shows_every_vtep_vni_and_peer(snap: Snapshot) -> None:
     assert frr_vnis == [("100", "2")]
     assert "VNI 100: 2 MACs" in text_of(vteps[str(FRR)])
     assert "via 10.99.0.2" in text_of(vteps[str(VTEP4)])
-    assert "via static flood list" in text_of(vteps[str(STATIC)])
+    assert "flood list only" in text_of(vteps[str(STATIC)])  # no MAC: no path names a peer
     host_vnis = {g.get("data-vni"): g for g in by_class(root, "vni")}
     assert list(host_vnis) == ["100", "200"]
     assert host_vnis["100"].get("data-local-macs") == "2"
