@@ -197,6 +197,9 @@ class Daemon:
         self._reload = asyncio.Event()
         self._lock_fd: int | None = None
         self._eor_waiting: set[IPAddress] = set()  # peers whose full table is due
+        # Peers asked for a route refresh after the relay dropped some of their
+        # UPDATEs: until its EoRR, an End-of-RIB of theirs ends an incomplete table.
+        self._refresh_due: set[IPAddress] = set()
         self._local_routes: dict[RouteKey, Route] = {}
         self._static_keys: set[RouteKey] = set()  # Type-3s and gateways: from the config
         self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life
@@ -483,12 +486,10 @@ class Daemon:
             messages = self._decode(item) if isinstance(item, bytes) else [item]
             for message in messages:
                 if isinstance(message, RouteUpdate):
-                    self.peer_tracker.observe(message)
-                    self.stats.updates += 1
                     updates.append((message.peer, message.announced, message.withdrawn))
                     continue
                 if updates:
-                    self._on_rib_changes(self.rib.apply_updates(updates, now=time.monotonic()))
+                    self._apply_updates(updates)
                     updates = []
                 if isinstance(message, SpeakerRestarted):
                     self._on_speaker_restart(message.reason)
@@ -499,7 +500,24 @@ class Daemon:
                 else:
                     self._on_message(message)
         if updates:
-            self._on_rib_changes(self.rib.apply_updates(updates, now=time.monotonic()))
+            self._apply_updates(updates)
+
+    def _apply_updates(self, updates: list[ReceivedUpdate]) -> None:
+        now = time.monotonic()
+        self.stats.updates += len(updates)
+        # Per-peer counters once per run of UPDATEs, not once per UPDATE.
+        counts: dict[IPAddress, list[int]] = {}
+        for peer, announced, withdrawn in updates:
+            count = counts.get(peer)
+            if count is None:
+                count = counts[peer] = [0, 0, 0]
+            count[0] += 1
+            count[1] += len(announced)
+            count[2] += len(withdrawn)
+        at = time.time()
+        for peer, (n, announced_n, withdrawn_n) in counts.items():
+            self.peer_tracker.updates_received(peer, n, announced_n, withdrawn_n, at)
+        self._on_rib_changes(self.rib.apply_updates(updates, now=now))
 
     def _decode(self, line: bytes) -> list[Message]:
         if line.startswith(FRAME_VERB):
@@ -516,6 +534,7 @@ class Daemon:
                 self._on_grace(self.graceful.session_up(message.peer, time.monotonic()))
             elif message.state == "down":
                 self.stats.peer_downs += 1
+                self._refresh_due.discard(message.peer)  # it sends its full table when back
                 # ExaBGP sends no withdrawals for a lost session: its routes go now,
                 # or (graceful restart) stay, stale, until the peer is back.
                 self._on_grace(self.graceful.session_down(
@@ -531,13 +550,17 @@ class Daemon:
                      evpn_forwarding_preserved=None if cap is None else cap.evpn)
             self.graceful.open_received(message.peer, cap)
         elif isinstance(message, EndOfRib):
-            if message.is_evpn:
+            if message.is_evpn and message.peer in self._refresh_due:
+                log.info("end-of-rib after dropped updates: waiting for the route refresh",
+                         peer=str(message.peer))
+            elif message.is_evpn:
                 self._table_complete(message.peer, "end-of-rib")
         elif isinstance(message, RouteRefresh):
             if message.is_evpn and message.subtype == "begin":
                 # RFC 7313: what the peer does not re-send before EoRR is gone.
                 self.rib.mark_stale(message.peer)
             elif message.is_evpn and message.subtype == "end":
+                self._refresh_due.discard(message.peer)
                 self._table_complete(message.peer, "route refresh")
         elif isinstance(message, Notification):
             log.warning("bgp notification", peer=str(message.peer), code=message.code,
@@ -569,6 +592,10 @@ class Daemon:
                     peers=list(event.peers), lines=event.lines, bytes=event.size)
         for peer in event.peers:
             self.speaker.refresh(peer)
+            address = ip_address(peer)
+            self._refresh_due.add(address)
+            if self.reconciler.holding:
+                self._eor_waiting.add(address)  # start-up is not over until the EoRR
 
     def _on_attached(self, event: SpeakerAttached) -> None:
         if not event.adopted:

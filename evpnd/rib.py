@@ -80,7 +80,7 @@ and `freeze`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -103,7 +103,7 @@ VtepRef = tuple[int, IPAddress]  # (vni, vtep)
 PathId = tuple[IPAddress, RouteKey]  # (peer, route key)
 Cand = tuple[IPAddress, "MacIpRoute"]  # (peer, route): one candidate path
 # One received UPDATE: (peer, announced routes, withdrawn keys).
-ReceivedUpdate = tuple[IPAddress, Iterable[Route], Iterable[RouteKey]]
+ReceivedUpdate = tuple[IPAddress, Sequence[Route], Sequence[RouteKey]]
 _Where = tuple[IPAddress | None, int]  # where a MAC is (remote VTEP, None = here) and its seq
 _K = TypeVar("_K")
 IMPORT_CACHE_SIZE = 4096
@@ -437,8 +437,8 @@ class Rib:
     def apply_update(
         self,
         peer: IPAddress,
-        announced: Iterable[Route],
-        withdrawn: Iterable[RouteKey],
+        announced: Sequence[Route],
+        withdrawn: Sequence[RouteKey],
         *,
         now: float | None = None,
     ) -> RibChanges:

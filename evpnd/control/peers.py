@@ -100,13 +100,8 @@ class PeerTracker:
         if isinstance(message, PeerState):
             self._state(message, at)
         elif isinstance(message, RouteUpdate):
-            rec = self._get(message.peer)
-            self._peers[message.peer] = replace(
-                rec,
-                updates=rec.updates + 1,
-                announced=rec.announced + len(message.announced),
-                withdrawn=rec.withdrawn + len(message.withdrawn),
-                last_update_at=at,
+            self.updates_received(
+                message.peer, 1, len(message.announced), len(message.withdrawn), at
             )
         elif isinstance(message, Notification):
             rec = self._get(message.peer)
@@ -121,6 +116,19 @@ class PeerTracker:
             self._peers[message.peer] = replace(rec, last_notification=note)
         elif isinstance(message, EndOfRib) and message.is_evpn:
             self._peers[message.peer] = replace(self._get(message.peer), eor=True)
+
+    def updates_received(
+        self, peer: IPAddress, updates: int, announced: int, withdrawn: int, at: float
+    ) -> None:
+        """Many UPDATEs of one peer at once (the daemon counts a received batch)."""
+        rec = self._get(peer)
+        self._peers[peer] = replace(
+            rec,
+            updates=rec.updates + updates,
+            announced=rec.announced + announced,
+            withdrawn=rec.withdrawn + withdrawn,
+            last_update_at=at,
+        )
 
     def speaker_restarted(self, now: float | None = None, reason: str = "exabgp restarted") -> None:
         """ExaBGP was lost: every session it held is gone (it sends no "down" for them)."""

@@ -24,7 +24,13 @@ from evpnd.daemon import Daemon
 from evpnd.dataplane.events import LocalMacAdded
 from evpnd.metrics.collector import build_registry
 from evpnd.model import ENCAP_VXLAN, MacIpKey, MacIpRoute
-from evpnd.speaker.messages import EndOfRib, RouteUpdate, SpeakerRestarted
+from evpnd.speaker.messages import (
+    EndOfRib,
+    ReceiveOverflow,
+    RouteRefresh,
+    RouteUpdate,
+    SpeakerRestarted,
+)
 from tests.conftest import SAMPLES
 from tests.unit.test_metrics import scrape, value
 
@@ -277,3 +283,23 @@ async def test_a_frozen_duplicate_is_shown_and_cleared_over_the_control_socket(
     bad = await server.handle({"command": "clear", "what": "duplicate",
                                "args": {"vni": 100, "mac": "nope"}})  # fmt: skip
     assert bad == {"ok": False, "error": "argument 'mac' must be a MAC address, not 'nope'"}
+
+
+# ------------------------------------------------------------- dropped updates
+
+
+async def test_an_end_of_rib_after_dropped_updates_does_not_end_start_up(
+    timers: Timers,
+) -> None:
+    """The relay dropped some of the peer's UPDATEs (evpnd was behind) and passed its
+    End-of-RIB on: the table is incomplete, so start-up keeps holding the kernel's
+    entries until the route refresh asked for ends (EoRR)."""
+    daemon = daemon_for()
+    daemon._eor_waiting = {RR}
+    daemon._on_received([UP, update(MACS[0]), ReceiveOverflow((str(RR),), 3, 300), EOR])
+    assert daemon.speaker.counters.refreshes == 1
+    assert daemon.stats.converged_at is None and daemon.reconciler.holding
+    daemon._on_received([RouteRefresh(RR, "l2vpn", "evpn", "begin"), update(*MACS[:3]),
+                         RouteRefresh(RR, "l2vpn", "evpn", "end")])  # fmt: skip
+    assert daemon.stats.converged_at is not None
+    assert wanted(daemon) == set(MACS[:3])
