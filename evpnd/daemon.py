@@ -269,7 +269,6 @@ class Daemon:
         log.info("evpnd running", vnis=[v.vni for v in self.cfg.vnis],
                  docker_vnis=[v.vni for v in self.docker.vnis()],
                  peers=[str(p.address) for p in self.cfg.bgp.peers])
-        sdnotify.started(self)  # systemd Type=notify: READY=1
         self._one_shot(sdnotify.report_status(self), "service-status")
         failed = await self._until_stopped()
         for task in failed:
@@ -788,6 +787,9 @@ class Daemon:
     async def _release(self) -> None:
         result = await self.reconciler.release()
         log.info("stale entries removed", writes=result.total)
+        # systemd Type=notify: READY=1 once start-up is over, so that `systemctl
+        # start` (and a restart's hand-over) returns with the kernel converged.
+        sdnotify.started(self)
 
     # -- reload -----------------------------------------------------------------
 

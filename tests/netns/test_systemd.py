@@ -37,6 +37,7 @@ from evpnd import cli, netns
 from tests.conftest import REPO, require_program, require_root
 
 UNIT = REPO / "contrib" / "systemd" / "evpnd.service"
+DOCKER_DROP_IN = REPO / "contrib" / "systemd" / "evpnd-docker.conf"
 EVPND = Path(sys.executable).parent / "evpnd"  # the console script of this checkout
 WAIT = 30.0
 MAX_EXPOSURE = 3.5  # systemd-analyze security's "overall exposure" (0 best .. 10)
@@ -75,6 +76,16 @@ def test_the_unit_says_what_the_hand_over_needs() -> None:
     assert run_args.command == "run" and reload_args.command == "reload"
     assert start[0] == reload[0] == "/opt/evpnd/bin/evpnd"  # the image's path too
     assert run_args.config == reload_args.config == cli.DEFAULT_CONFIG
+    # A broken config fails the start before anything runs: `check-config` of that file.
+    (check,) = (shlex.split(line) for line in settings["ExecStartPre"])
+    check_args = parser.parse_args(check[1:])
+    assert check[0] == start[0] and check_args.command == "check-config"
+    assert check_args.file == run_args.config
+
+
+def test_the_docker_drop_in_orders_evpnd_before_dockerd() -> None:
+    settings = unit_settings(DOCKER_DROP_IN.read_text())
+    assert settings == {"Before": ["docker.service"]}
 
 
 def in_mount_namespace_with_evpnd(script: str) -> subprocess.CompletedProcess[str]:
@@ -222,12 +233,9 @@ def test_notify_protocol(ns: str, tmp_path: Path, listener: NotifyListener) -> N
         assert len(first) == 1, "nothing is said before READY=1"
         assert ready.pid == proc.pid, "systemd (NotifyAccess=main) only hears the main pid"
         assert ready.seen == {"control socket": True, "vxlan100": True, "br100": True}
-        assert ready.fields["STATUS"] == \
-            "waiting for the peers' routes (End-of-RIB), 0 of 1 peers up, 1 VNI"
-
-        # eor_timeout (1 s) passes: STATUS follows.
-        converged = listener.until("STATUS")
-        assert converged[-1].fields == {"STATUS": "converged, 0 of 1 peers up, 1 VNI"}
+        # READY=1 once start-up converged: here when eor_timeout (1 s) passed.
+        assert ready.fields["STATUS"] == "converged, 0 of 1 peers up, 1 VNI"
+        converged = [ready]
 
         # ExaBGP, a child that outlives the daemon, must not speak for it.
         status = json.loads(evpnd(ns, "show", "status", "--json", "-c", str(cfg)).stdout)
