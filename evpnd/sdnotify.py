@@ -8,9 +8,10 @@ newline-separated `KEY=VALUE` lines: `READY=1` (start-up is done),
 
 evpnd says READY=1 once start-up has converged (every peer sent its full
 table, or `bgp.eor_timeout` ran out, and the entries no route asks for are
-removed; with no peers, once its devices are reconciled), brackets every config reload with RELOADING=1 ... READY=1, says
-STOPPING=1 when it begins to stop, and keeps STATUS current ("converged, 3 of
-3 peers up, 2 VNIs"). Without `$NOTIFY_SOCKET` (not under systemd, or
+removed; with no peers, once its devices are reconciled), brackets every
+config reload with RELOADING=1 ... READY=1, says STOPPING=1 when it begins
+to stop, and keeps STATUS current ("converged, 3 of 3 peers up, 2 VNIs").
+Without `$NOTIFY_SOCKET` (not under systemd, or
 `Type=simple`) every call does nothing. A failed send is logged once and
 never stops the daemon: notifications are advisory.
 
