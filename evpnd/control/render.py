@@ -380,6 +380,16 @@ def render_status(data: JSON) -> str:
             ("last error", mqtt["last_error"] or "-"),
             *((k.replace("_", " "), v) for k, v in mqtt["counters"].items()),
         ])
+    docker = data.get("docker")
+    if docker:
+        lines += _pairs("Docker", [
+            ("plugin", docker["plugin"]),
+            ("networks", docker["networks"]),
+            ("endpoints", f"{docker['endpoints']} of at most {docker['max_endpoints']} "
+                          f"({docker['max_endpoints_per_network']} per network)"),
+            ("skipped at recovery", ", ".join(docker["skipped"]) or "-"),
+            *((k.replace("_", " "), v) for k, v in docker["counters"].items()),
+        ])
     return "\n".join(lines)
 
 

@@ -126,6 +126,7 @@ class Snapshot:
     dataplane_counters: Mapping[str, Any] = field(default_factory=dict)
     learner_counters: Mapping[str, Any] = field(default_factory=dict)
     mqtt: Mapping[str, Any] | None = None  # MqttService status; None without MQTT
+    docker: Mapping[str, Any] | None = None  # the network driver's; None when it is off
 
 
 def take_snapshot(
@@ -166,6 +167,7 @@ def take_snapshot(
         dataplane_counters=_counters(recon.stats),
         learner_counters=_counters(daemon.learner.counters),
         mqtt=_mqtt_status(daemon),
+        docker=_docker_status(daemon),
     )
 
 
@@ -182,6 +184,12 @@ def _protection(daemon: DaemonView) -> dict[IPAddress, PeerProtection]:
 def _mqtt_status(daemon: object) -> Mapping[str, Any] | None:
     mqtt = getattr(daemon, "mqtt", None)
     status = None if mqtt is None else mqtt.status()
+    return None if status is None else _counters(status)
+
+
+def _docker_status(daemon: object) -> Mapping[str, Any] | None:
+    docker = getattr(daemon, "docker", None)
+    status = None if docker is None else docker.status()
     return None if status is None else _counters(status)
 
 

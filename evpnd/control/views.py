@@ -652,6 +652,7 @@ def status(snap: Snapshot) -> JSON:
         "decoder": dict(snap.decoder_counters),
         "learner": dict(snap.learner_counters),
         "mqtt": None if snap.mqtt is None else dict(snap.mqtt),
+        "docker": None if snap.docker is None else dict(snap.docker),
     }
 
 

@@ -37,6 +37,7 @@ CONTAINER_MAC = "02:42:0a:01:00:02"
 class FakeSpeaker:
     connected = False
     hold = 0.0
+    pid = None
 
     def __init__(self) -> None:
         self.routes: dict[RouteKey, Any] = {}
@@ -282,6 +283,14 @@ async def test_status_shows_counts_caps_and_refusals(world: World) -> None:
         "counters": {"endpoints_refused_cap": 1, "requests_refused_invalid": 1,
                      "records_skipped": 0},
     }
+    # `evpnd show status` carries it, as JSON and in the table.
+    from evpnd.control import render, views
+    from evpnd.control.snapshot import take_snapshot
+
+    shown = views.show(take_snapshot(world.daemon, mtu_of=lambda _: None), "status")
+    assert shown["docker"] == status
+    text = render.render("status", shown)
+    assert "\nDocker:\n" in text and "1 of at most 16384 (1 per network)" in text
     world.daemon.docker.plugin = None
     assert world.daemon.docker.status() is None
 
