@@ -14,19 +14,62 @@ Handler = Callable[[argparse.Namespace], int]
 DEFAULT_CONFIG = "/etc/evpnd/evpnd.yaml"
 
 
+# The version of `check-config --json`'s output (docs/show-json.md).
+CHECK_SCHEMA_VERSION = 1
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        config.load(args.file)
+        checked = config.check_file(args.file)
     except config.ConfigError as exc:
-        print(exc.render())
+        if args.json:
+            _print_check(args.file, ok=False, errors=exc.issues, warnings=[])
+        else:
+            print(exc.render())
         return 1
+    if args.json:
+        _print_check(args.file, ok=True, errors=[], warnings=checked.warnings)
+        return 0
+    if checked.warnings:
+        # On stderr: stdout stays "ok" for scripts; the exit code says the file loads.
+        print(f"{args.file}: {len(checked.warnings)} warning(s)", file=sys.stderr)
+        print("\n".join(f"  warning: {_warning_text(issue)}" for issue in checked.warnings),
+              file=sys.stderr)
     print("ok")
     return 0
 
 
+def _warning_text(issue: config.ConfigIssue) -> str:
+    data = issue.as_dict()
+    where = f"line {issue.line}: " if issue.line else ""
+    value = f" (value: {issue.value!r})" if "value" in data else ""
+    return f"{where}{issue.path}: {issue.message}{value}"
+
+
+def _print_check(source: str, *, ok: bool, errors: list[config.ConfigIssue],
+                 warnings: list[config.ConfigIssue]) -> None:
+    import json
+
+    print(json.dumps({
+        "schema_version": CHECK_SCHEMA_VERSION, "source": source, "ok": ok,
+        "errors": [i.as_dict() for i in errors], "warnings": [i.as_dict() for i in warnings],
+    }, indent=2))  # fmt: skip
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(config.json_schema(), indent=2))
+    return 0
+
+
 def _load_or_exit(path: str) -> config.Config:
+    return _check_or_exit(path).config
+
+
+def _check_or_exit(path: str) -> config.Checked:
     try:
-        return config.load(path)
+        return config.check_file(path)
     except config.ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(1) from None
@@ -50,10 +93,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    import structlog
+
     from evpnd import daemon, gctune, log, sdnotify
 
-    cfg = _load_or_exit(args.config)
+    checked = _check_or_exit(args.config)
+    cfg = checked.config
     log.configure(args.log_level or cfg.logging.level, cfg.logging.format)
+    for issue in checked.warnings:
+        structlog.get_logger("evpnd.config").warning(
+            "config warning", path=issue.path, line=issue.line, detail=issue.message)
     sdnotify.service()  # takes $NOTIFY_SOCKET now: no child (ExaBGP) may inherit it
     gctune.tune()
     try:
@@ -71,7 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; print ok or every error")
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG,
                        help=f"default: {DEFAULT_CONFIG}")
+    check.add_argument("--json", action="store_true",
+                       help="print {ok, errors, warnings} as JSON (each with path, line, "
+                            "message, value)")
     check.set_defaults(handler=_check_config)
+
+    schema = sub.add_parser(
+        "config-schema", help="print the config file's JSON Schema (for editors' YAML support)",
+        description="Print the JSON Schema (draft 2020-12) of the config file, for editors: "
+                    "e.g. save it and point the YAML language server at it with a first line "
+                    "'# yaml-language-server: $schema=evpnd.schema.json'.")
+    schema.set_defaults(handler=_config_schema)
 
     plan = sub.add_parser("plan", help="print the device changes a config would make (dry run)")
     plan.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")

@@ -209,6 +209,32 @@ def usable_vtep(value: str | IPAddress, *, allow_loopback: bool = False) -> IPAd
     return address
 
 
+def router_id(value: object) -> IPv4Address:
+    """A BGP identifier: a non-zero 32-bit number, written as an IPv4 address (RFC 6286),
+    also in an IPv6-only fabric."""
+    if isinstance(value, IPv6Address):
+        value = str(value)
+    if not isinstance(value, str | IPv4Address):
+        raise ValueError(
+            f"router id must be an IPv4 address (A.B.C.D), not {type(value).__name__}"
+        )
+    address = value if isinstance(value, IPv4Address) else None
+    if address is None:
+        try:
+            parsed = _address(value, "router id")
+        except ValueError:
+            raise ValueError(f"router id {value!r} is not an IPv4 address (A.B.C.D)") from None
+        if not isinstance(parsed, IPv4Address):
+            raise ValueError(
+                f"router id {value} must be an IPv4 address (A.B.C.D): a router id is a "
+                "32-bit number written that way, also on an IPv6 underlay"
+            )
+        address = parsed
+    if address.is_unspecified:
+        raise ValueError("router id must not be 0.0.0.0 (RFC 6286: a non-zero number)")
+    return address
+
+
 def endpoint_ip(value: str | IPAddress) -> IPAddress:
     """One endpoint's unicast address (link-local is fine: it names one host)."""
     address = _address(value, "address")

@@ -104,8 +104,9 @@ def test_acceptance_bad_vni_and_bad_address_both_reported() -> None:
         ("vnis: [{vni: 5, vxlan: {mac: '01:00:5e:00:00:01'}}]", "vnis.0.vxlan.mac",
          "01:00:5e:00:00:01"),
         ("vnis: [{vni: 5, vxlan: {learnin: true}}]", "vnis.0.vxlan.learnin", True),
-        ("vnis: [{vni: 5, route_targets: {import: ['x:y']}}]", "vnis.0.route_targets.import",
-         ["x:y"]),
+        # A bad route target is named alone, not with the whole list.
+        ("vnis: [{vni: 5, route_targets: {import: [auto, 'x:y']}}]",
+         "vnis.0.route_targets.import.1", "x:y"),
         ("vnis: [{vni: 5, rd: 'nonsense'}]", "vnis.0.rd", "nonsense"),
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 0}]}", "bgp.peers.0.remote_asn", 0),
         ("bgp: {peers: [{address: 192.0.2.9, remote_asn: 1, hold_time: 1}]}",
@@ -118,16 +119,16 @@ def test_acceptance_bad_vni_and_bad_address_both_reported() -> None:
          "bgp.peers.0.md5_password", "***"),
         # Values int()/isdigit() take but the encoder, ExaBGP or the kernel refuse.
         ("vnis: [{vni: 5, route_targets: {import: ['65001:\u0661\u0660\u0660']}}]",
-         "vnis.0.route_targets.import", ["65001:\u0661\u0660\u0660"]),
+         "vnis.0.route_targets.import.0", "65001:\u0661\u0660\u0660"),
         ("vnis: [{vni: 5, route_targets: {export: [\"65001:100\\n\"]}}]",
-         "vnis.0.route_targets.export", ["65001:100\n"]),
+         "vnis.0.route_targets.export.0", "65001:100\n"),
         ("vnis: [{vni: 5, rd: \"65001:5\\n\"}]", "vnis.0.rd", "65001:5\n"),
         ("vnis: [{vni: 5, rd: '\u0661.2.3.4:5'}]", "vnis.0.rd", "\u0661.2.3.4:5"),
         ("vnis: [{vni: 5, bridge: \"br100\\n\"}]", "vnis.0.bridge", "br100\n"),
         ("vnis: [{vni: 5, vxlan_device: 'vx\u00e9'}]", "vnis.0.vxlan_device", "vx\u00e9"),
         ("vnis: [{vni: true}]", "vnis.0.vni", True),
-        ("vnis: [{vni: 5, flood: static, flood_peers: [224.0.0.5]}]", "vnis.0.flood_peers",
-         ["224.0.0.5"]),
+        ("vnis: [{vni: 5, flood: static, flood_peers: [192.0.2.7, 224.0.0.5]}]",
+         "vnis.0.flood_peers.1", "224.0.0.5"),
         ("vnis: [{vni: 5, vxlan: {mac: '00:00:00:00:00:00'}}]", "vnis.0.vxlan.mac",
          "00:00:00:00:00:00"),
     ],
@@ -148,7 +149,7 @@ vnis:
 """
     got = paths(errors_of(text))
     assert {"router_id", "asn", "vtep.address", "vtep.device", "vnis.0.vni",
-            "vnis.0.vxlan.ttl", "vnis.1"} <= got
+            "vnis.0.vxlan.ttl", "vnis.1.flood"} <= got
 
 
 @pytest.mark.parametrize(
