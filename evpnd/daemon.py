@@ -680,6 +680,14 @@ class Daemon:
             self._schedule_freeze_end()
         for event in changes.limit_events:
             self._on_route_limit(event)
+        for m in changes.nexthop_mismatches:
+            # Unicast goes to the next hops, flooding to the tunnel: a transit router
+            # rewrote next hops (README "Transit routers and next hops").
+            log.warning("vtep next hops differ from its type-3 tunnel", peer=str(m.peer),
+                        rd=m.rd, tunnel=str(m.tunnel), nexthops=[str(n) for n in m.nexthops])
+        for m in changes.nexthop_mismatches_cleared:
+            log.info("vtep next hops agree with its type-3 tunnel again", peer=str(m.peer),
+                     rd=m.rd, tunnel=str(m.tunnel))
         self.mqtt.rib_changes(changes)
         apply_rib_changes(self.reconciler.tracker, changes, self.devices)
         self.reconciler.kick()

@@ -76,7 +76,30 @@ class PrefixKey:
     route_type = 5
 
 
-RouteKey = MacIpKey | ImetKey | PrefixKey
+@dataclass(slots=True, order=True, unsafe_hash=True)
+class EadKey:
+    """Type-1 Ethernet auto-discovery (RFC 7432 7.1): per ES (tag 0xFFFFFFFF) or per EVI."""
+
+    rd: str
+    esi: str
+    etag: int
+
+    route_type = 1
+
+
+@dataclass(slots=True, order=True, unsafe_hash=True)
+class EsKey:
+    """Type-4 Ethernet segment (RFC 7432 7.4)."""
+
+    rd: str
+    esi: str
+    originator: IPAddress
+
+    route_type = 4
+    etag = 0  # the NLRI has no Ethernet tag; read like the other keys' field
+
+
+RouteKey = MacIpKey | ImetKey | PrefixKey | EadKey | EsKey
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -138,4 +161,39 @@ class PrefixRoute:
     encapsulation: int | None = None
 
 
-Route = MacIpRoute | ImetRoute | PrefixRoute
+@dataclass(slots=True, unsafe_hash=True)
+class EadRoute:
+    """Type-1 Ethernet A-D route (multihoming): held, counted and shown, not acted on
+    (no aliasing, no mass withdrawal: README "Multihomed VTEPs")."""
+
+    key: EadKey
+    nexthop: IPAddress
+    vni: int  # the label, raw (RFC 8365 5.1.3; 0 in a per-ES route)
+    route_targets: tuple[str, ...] = ()
+    encapsulation: int | None = None
+
+    @property
+    def esi(self) -> str:
+        return self.key.esi
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class EsRoute:
+    """Type-4 Ethernet segment route (DF election among multihoming VTEPs): held,
+    counted and shown, not acted on."""
+
+    key: EsKey
+    nexthop: IPAddress
+    route_targets: tuple[str, ...] = ()
+    encapsulation: int | None = None
+
+    vni = 0  # the NLRI carries no label
+
+    @property
+    def esi(self) -> str:
+        return self.key.esi
+
+
+Route = MacIpRoute | ImetRoute | PrefixRoute | EadRoute | EsRoute
+# Route types held and shown but not acted on (multihoming, RFC 7432 8).
+MULTIHOMING_TYPES = (1, 4)

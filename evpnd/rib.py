@@ -8,10 +8,21 @@ announce or withdraw our own Type-2 routes).
 Rules (RFC 7432 section 15, RFC 8365):
 
 * Import is by route target: a route goes into every local VNI whose import
-  set shares one of its RTs. The label VNI is kept for the dataplane but does
-  not decide where a route lands. Routes with an encapsulation other than
-  VXLAN are not imported (no encapsulation community is accepted as VXLAN:
-  some stacks leave it out).
+  set shares one of its RTs (`*:NN` in an import set matches NN under any ASN
+  or address). RFC 8365 then has its say: the label of a Type-2 or of an
+  ingress-replication Type-3 is the VNI (5.1.3), so a VNI refuses a route
+  whose label names another VNI unless its policy accepts that, and
+  VLAN-based service (one VNI per bridge) has Ethernet tag 0 (5.1.2): a route
+  with another tag is refused. Refusals are counted by reason (`refusal`).
+  Routes with an encapsulation other than VXLAN are not imported (no
+  encapsulation community is accepted as VXLAN: some stacks leave it out).
+* Multihoming routes (Type-1 Ethernet A-D, Type-4 Ethernet segment) are held,
+  counted and shown but not acted on: no aliasing, no mass withdrawal; a
+  Type-2 with a non-zero ESI is installed towards its next hop like any other
+  (counted in `RibCounts.esi_routes`).
+* A VTEP whose Type-2 next hops and Type-3 PMSI tunnel differ (per peer and
+  RD: a transit router rewrote next hops) is reported (`nexthop_mismatches`);
+  both are still used as received.
 * Routes whose next hop (or Type-3 tunnel) is one of our own VTEP addresses
   are our own routes reflected back and are ignored.
 * Routes are held per (peer, key), so a session loss removes exactly what
@@ -87,10 +98,13 @@ from typing import TypeVar
 from evpnd.model import (
     ENCAP_VXLAN,
     MOBILITY_SEQ_MAX,
+    MULTIHOMING_TYPES,
+    ZERO_ESI,
     ImetRoute,
     IPAddress,
     MacIpKey,
     MacIpRoute,
+    PrefixRoute,
     Route,
     RouteKey,
     address_order,
@@ -111,22 +125,51 @@ IMPORT_CACHE_SIZE = 4096
 Rank = tuple[int, int, tuple[int, int], tuple[int, int], tuple[str, int, str, tuple[int, int]]]
 
 
+AUTO_RT_ASN_VNI = "asn-vni"  # FRR's default: <ASN>:<VNI>
+AUTO_RT_RFC8365 = "rfc8365"  # FRR's `autort rfc8365-compatible`
+# RFC 8365 5.1.2.1, the local administrator of an auto-derived route target: A bit 0
+# (auto-derived), Type 1 (VXLAN), D-ID 0, then the 24-bit VNI (FRR's EVPN_AUTORT_VXLAN).
+RFC8365_VXLAN_TYPE = 0x10000000
+WILDCARD = "*:"  # an import target `*:NN`: any ASN or address (validate.import_route_target)
+
+
+def auto_route_target(
+    asn: int, vni: int, form: str = AUTO_RT_ASN_VNI, *, any_asn: bool = False
+) -> str:
+    """The `auto` route target of a VNI, as FRR derives it: a 2-octet-ASN target whose
+    ASN is ours (the low 16 bits of a 4-octet one: 48 bits hold no 4-octet ASN and a
+    24-bit VNI together), its number the VNI, or in the RFC 8365 form the VNI with the
+    VXLAN type bits. `any_asn` (imports only): `*:NN`, which matches the same number
+    under any ASN, so hosts that each have their own ASN share the VNI."""
+    number = vni | RFC8365_VXLAN_TYPE if form == AUTO_RT_RFC8365 else vni
+    admin = "*" if any_asn else str(asn & 0xFFFF if asn > 0xFFFF else asn)
+    return f"{admin}:{number}"
+
+
 @dataclass(frozen=True, slots=True)
 class VniPolicy:
-    """A local VNI and the route targets it imports ("ASN:NN" / "A.B.C.D:NN")."""
+    """A local VNI, the route targets it imports ("ASN:NN" / "A.B.C.D:NN" / "*:NN"), and
+    whether it takes routes whose label names another VNI (see `Rib.refusal`)."""
 
     vni: int
     import_rts: frozenset[str]
+    accept_label_mismatch: bool = False
 
     @classmethod
-    def from_targets(cls, vni: int, targets: Iterable[str], asn: int) -> VniPolicy:
-        """Resolve config targets, "auto" being ASN:VNI as FRR derives it.
-
-        RFC 8365 5.1.2.1: the auto-derived RT carries a 2-octet ASN, the low
-        16 bits of a 4-octet one.
-        """
-        auto = f"{asn & 0xFFFF if asn > 0xFFFF else asn}:{vni}"
-        return cls(vni, frozenset(auto if t == "auto" else t for t in targets))
+    def from_targets(
+        cls,
+        vni: int,
+        targets: Iterable[str],
+        asn: int,
+        form: str = AUTO_RT_ASN_VNI,
+        *,
+        any_asn: bool = False,
+        accept_label_mismatch: bool = False,
+    ) -> VniPolicy:
+        """Resolve config targets, "auto" as `auto_route_target` derives it."""
+        auto = auto_route_target(asn, vni, form, any_asn=any_asn)
+        rts = frozenset(auto if t == "auto" else t for t in targets)
+        return cls(vni, rts, accept_label_mismatch)
 
 
 @dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
@@ -242,6 +285,26 @@ class RouteLimitEvent:
     limit: RouteLimit
 
 
+@dataclass(frozen=True, slots=True)
+class NexthopMismatch:
+    """One VTEP's routes pointing two ways: from `peer`, under route distinguisher `rd`,
+    the Type-3 PMSI tunnel (where flooded traffic goes) is `tunnel` while the Type-2 next
+    hops (where unicast goes) are `nexthops`. A transit router that rewrote the next
+    hops (next-hop-self on an eBGP hop) does this: unicast and flooding then reach
+    different addresses (README "Transit routers and next hops")."""
+
+    peer: IPAddress
+    rd: str
+    tunnel: IPAddress
+    nexthops: tuple[IPAddress, ...]
+
+
+# Why a VNI whose import route targets a route matches refused it (`Rib.refusal`).
+REFUSED_LABEL = "label-mismatch"  # RFC 8365 5.1.3: the label is the VNI
+REFUSED_ETAG = "ethernet-tag"  # RFC 8365 5.1.2: VLAN-based service has Ethernet tag 0
+_INGRESS_REPLICATION = "ingress-replication"
+
+
 @dataclass(slots=True)
 class RibChanges:
     """What one RIB operation changed. Each MAC, IP or VTEP appears at most once."""
@@ -261,6 +324,9 @@ class RibChanges:
     # left here and every peer), "policy" (detection turned off).
     duplicates_cleared: list[tuple[DuplicateMac, str]] = field(default_factory=list)
     limit_events: list[RouteLimitEvent] = field(default_factory=list)
+    # VTEPs whose Type-2 next hops and Type-3 tunnel now differ (new or changed) / agree again.
+    nexthop_mismatches: list[NexthopMismatch] = field(default_factory=list)
+    nexthop_mismatches_cleared: list[NexthopMismatch] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -277,6 +343,8 @@ class RibChanges:
                 self.duplicates,
                 self.duplicates_cleared,
                 self.limit_events,
+                self.nexthop_mismatches,
+                self.nexthop_mismatches_cleared,
             )
         )
 
@@ -297,6 +365,10 @@ class RibCounts:
     own_routes_ignored: int  # cumulative
     duplicates: int = 0  # MACs flagged as duplicates now (frozen or not)
     frozen: int = 0  # of those, frozen
+    # Held routes refused by a VNI their route targets match: {reason: routes} (`refusal`).
+    refused: dict[str, int] = field(default_factory=dict)
+    esi_routes: int = 0  # Type-2 routes with a non-zero ESI (multihomed hosts), held
+    nexthop_mismatches: int = 0  # VTEPs whose Type-2 next hops differ from their Type-3 tunnel
 
 
 @dataclass(slots=True)
@@ -322,6 +394,8 @@ class RibStats:
     # Times each peer's level went to "warning" / "exceeded": {peer: {level: n}}.
     limit_events: dict[IPAddress, dict[str, int]] = field(default_factory=dict)
     stale_swept: int = 0  # stale routes removed because they were not re-sent
+    # Received routes a VNI their route targets match refused, by reason (`Rib.refusal`).
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -359,6 +433,7 @@ class _Tx:
     vteps: dict[VtepRef, None] = field(default_factory=dict)
     peers: dict[IPAddress, None] = field(default_factory=dict)  # with a limit, counts changed
     refused: dict[IPAddress, None] = field(default_factory=dict)  # routes refused at the limit
+    rds: dict[tuple[IPAddress, str], None] = field(default_factory=dict)  # (peer, RD): VTEP check
 
 
 def _key_order(key: MacIpKey) -> tuple[str, int, str, tuple[int, int]]:
@@ -398,9 +473,13 @@ class Rib:
         self._policies: dict[int, VniPolicy] = {}
         self._gateways: frozenset[MacRef] = frozenset()
         self._rt_index: dict[str, tuple[int, ...]] = {}
-        # (route targets, encapsulation) -> VNIs: the codec shares one RT tuple
-        # among the routes of a VTEP, so this is one lookup per route.
-        self._import_cache: dict[tuple[tuple[str, ...], int | None], tuple[int, ...]] = {}
+        # Wildcard import targets (`*:NN`) by their number NN.
+        self._wild_index: dict[str, tuple[int, ...]] = {}
+        # (route targets, encapsulation, label) -> (VNIs, refusal): the codec shares one
+        # RT tuple among the routes of a VTEP, so this is one lookup per route.
+        self._import_cache: dict[
+            tuple[tuple[str, ...], int | None, int], tuple[tuple[int, ...], str | None]
+        ] = {}
         self._set_policies(policies)
         self._adj: dict[IPAddress, dict[RouteKey, Route]] = {}
         self._stale: dict[IPAddress, set[RouteKey]] = {}
@@ -425,6 +504,11 @@ class Rib:
         self._duplicates: dict[MacRef, DuplicateMac] = {}
         self._limits: dict[IPAddress, RouteLimit] = {}
         self._limit_level: dict[IPAddress, str] = {}
+        # Per (peer, RD) of imported routes: Type-2 next hops and Type-3 tunnels, with
+        # their route counts, and the mismatches between the two now published.
+        self._rd_nexthops: dict[tuple[IPAddress, str], dict[IPAddress, int]] = {}
+        self._rd_tunnels: dict[tuple[IPAddress, str], dict[IPAddress, int]] = {}
+        self._mismatches: dict[tuple[IPAddress, str], NexthopMismatch] = {}
 
     # ------------------------------------------------------------ remote routes
 
@@ -742,14 +826,34 @@ class Rib:
     def conflicts(self) -> list[MacConflict]:
         return [self._conflicts[ref] for ref in sorted(self._conflicts)]
 
+    def refusal(self, peer: IPAddress, key: RouteKey) -> str | None:
+        """Why a VNI whose import targets the held route matches refused it
+        (REFUSED_LABEL, REFUSED_ETAG), or None."""
+        route = self._adj.get(peer, {}).get(key)
+        return None if route is None else self._import(route)[1]
+
+    def nexthop_mismatches(self) -> list[NexthopMismatch]:
+        """VTEPs whose Type-2 next hops and Type-3 PMSI tunnel differ, by peer and RD."""
+        return [self._mismatches[w] for w in sorted(self._mismatches,
+                                                    key=lambda w: (address_order(w[0]), w[1]))]
+
     def counts(self) -> RibCounts:
         by_type: dict[int, int] = {}
         not_imported = 0
+        refused: dict[str, int] = {}
+        esi_routes = 0
         for routes in self._adj.values():
             for route in routes.values():
                 rtype = route.key.route_type
                 by_type[rtype] = by_type.get(rtype, 0) + 1
-                not_imported += not self._imports(route)
+                if rtype in MULTIHOMING_TYPES:
+                    continue  # held and shown, not imported anywhere by design
+                vnis, why = self._import(route)
+                not_imported += not vnis
+                if why is not None:
+                    _count(refused, why)
+                if isinstance(route, MacIpRoute) and route.esi != ZERO_ESI:
+                    esi_routes += 1
         return RibCounts(
             routes=sum(by_type.values()),
             routes_by_peer={str(p): len(self._adj[p]) for p in self.peers()},
@@ -765,6 +869,9 @@ class Rib:
             own_routes_ignored=self._own_ignored,
             duplicates=len(self._duplicates),
             frozen=sum(d.frozen(self._now) for d in self._duplicates.values()),
+            refused=refused,
+            esi_routes=esi_routes,
+            nexthop_mismatches=len(self._mismatches),
         )
 
     # ---------------------------------------------------------------- internals
@@ -772,29 +879,70 @@ class Rib:
     def _set_policies(self, policies: Iterable[VniPolicy]) -> None:
         self._policies = {p.vni: p for p in policies}
         index: dict[str, list[int]] = {}
+        wild: dict[str, list[int]] = {}
         for policy in self._policies.values():
             for rt in policy.import_rts:
-                index.setdefault(rt, []).append(policy.vni)
+                if rt.startswith(WILDCARD):
+                    wild.setdefault(rt[len(WILDCARD) :], []).append(policy.vni)
+                else:
+                    index.setdefault(rt, []).append(policy.vni)
         self._rt_index = {rt: tuple(sorted(vnis)) for rt, vnis in index.items()}
+        self._wild_index = {number: tuple(sorted(vnis)) for number, vnis in wild.items()}
         self._import_cache = {}
 
     def _imports(self, route: Route) -> tuple[int, ...]:
         """The VNIs a route lands in (the same answer at index and unindex time:
         reconfigure unindexes everything before the policies change)."""
-        how = (route.route_targets, route.encapsulation)
-        vnis = self._import_cache.get(how)
-        if vnis is None:
-            if route.encapsulation not in (None, ENCAP_VXLAN):
-                vnis = ()
-            else:
-                index = self._rt_index
-                vnis = tuple(sorted({v for rt in route.route_targets for v in index.get(rt, ())}))
+        return self._import(route)[0]
+
+    def _import(self, route: Route) -> tuple[tuple[int, ...], str | None]:
+        """The VNIs a route lands in, and why a VNI its route targets match refused it.
+
+        RFC 8365: VLAN-based service (one VNI per bridge, all evpnd has) carries
+        Ethernet tag 0 (5.1.2), and the label of a Type-2 or an ingress-replication
+        Type-3 is the VNI (5.1.3): a VNI refuses a route whose label names another
+        VNI unless its policy accepts that. Types 1 and 4 (multihoming) are held, not
+        acted on: they land nowhere.
+        """
+        if isinstance(route, MacIpRoute):
+            label = route.vni
+        elif isinstance(route, ImetRoute):
+            label = route.vni if route.tunnel_type == _INGRESS_REPLICATION else -1
+        elif isinstance(route, PrefixRoute):
+            label = -1  # the L3VNI: not an L2 VNI's label
+        else:
+            return (), None
+        if label >= 0 and route.key.etag:
+            matched = self._import_for(route.route_targets, route.encapsulation, -1)[0]
+            return (), REFUSED_ETAG if matched else None
+        how = (route.route_targets, route.encapsulation, label)
+        found = self._import_cache.get(how)
+        if found is None:
+            found = self._import_for(*how)
             if len(self._import_cache) >= IMPORT_CACHE_SIZE:
                 self._import_cache.clear()
-            self._import_cache[how] = vnis
+            self._import_cache[how] = found
+        vnis = found[0]
         if self._gateways and vnis and isinstance(route, MacIpRoute):
-            return tuple(v for v in vnis if (v, route.mac) not in self._gateways)
-        return vnis
+            return tuple(v for v in vnis if (v, route.mac) not in self._gateways), found[1]
+        return found
+
+    def _import_for(
+        self, targets: tuple[str, ...], encapsulation: int | None, label: int
+    ) -> tuple[tuple[int, ...], str | None]:
+        if encapsulation not in (None, ENCAP_VXLAN):
+            return (), None
+        index, wild = self._rt_index, self._wild_index
+        matched = {v for rt in targets for v in index.get(rt, ())}
+        if wild:
+            # `*:NN` matches any route target whose local administrator is NN.
+            matched.update(v for rt in targets for v in wild.get(rt[rt.rfind(":") + 1 :], ()))
+        if label < 0:
+            return tuple(sorted(matched)), None
+        policies = self._policies
+        vnis = tuple(sorted(v for v in matched
+                            if v == label or policies[v].accept_label_mismatch))  # fmt: skip
+        return vnis, REFUSED_LABEL if len(vnis) < len(matched) else None
 
     def _is_own(self, route: Route) -> bool:
         if route.nexthop in self._own:
@@ -833,7 +981,9 @@ class Rib:
                 del self._adj[peer]
             return
         routes[route.key] = route
-        self._index(tx, peer, route)
+        refusal = self._index(tx, peer, route)
+        if refusal is not None:
+            _count(self.stats.refused, refusal)
 
     def _withdraw(self, tx: _Tx, peer: IPAddress, key: RouteKey) -> None:
         routes = self._adj.get(peer)
@@ -847,8 +997,12 @@ class Rib:
         if not routes:
             del self._adj[peer]
 
-    def _index(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
-        for vni in self._imports(route):
+    def _index(self, tx: _Tx, peer: IPAddress, route: Route) -> str | None:
+        """Index a route where it is imported; returns why a VNI refused it, if one did."""
+        vnis, refusal = self._import(route)
+        if vnis:
+            self._track_vtep(tx, peer, route, 1)
+        for vni in vnis:
             if isinstance(route, MacIpRoute):
                 ref = (vni, route.mac)
                 tx.macs[ref] = None
@@ -862,9 +1016,13 @@ class Rib:
                 tx.vteps[vref] = None
                 self._vtep_refs.setdefault(vref, set()).add((peer, route.key))
             # Type-5 routes are held and counted; acting on them is the L3VNI work.
+        return refusal
 
     def _unindex(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
-        for vni in self._imports(route):
+        vnis = self._imports(route)
+        if vnis:
+            self._track_vtep(tx, peer, route, -1)
+        for vni in vnis:
             if isinstance(route, MacIpRoute):
                 ref = (vni, route.mac)
                 tx.macs[ref] = None
@@ -881,6 +1039,40 @@ class Rib:
                     refs.discard((peer, route.key))
                     if not refs:
                         del self._vtep_refs[vref]
+
+    def _track_vtep(self, tx: _Tx, peer: IPAddress, route: Route, delta: int) -> None:
+        """Count an imported route's next hop (Type-2) or tunnel (Type-3) under its
+        peer and RD, for the check that a VTEP's unicast and flooding agree."""
+        if isinstance(route, MacIpRoute):
+            table, address = self._rd_nexthops, route.nexthop
+        elif isinstance(route, ImetRoute) and route.tunnel_type == _INGRESS_REPLICATION:
+            table, address = self._rd_tunnels, route.vtep
+        else:
+            return
+        where = (peer, route.key.rd)
+        counts = table.get(where)
+        if counts is None:
+            counts = table[where] = {}
+        left = counts.get(address, 0) + delta
+        if left > 0:
+            counts[address] = left
+        else:
+            counts.pop(address, None)
+            if not counts:
+                del table[where]
+        tx.rds[where] = None
+
+    def _mismatch(self, where: tuple[IPAddress, str]) -> NexthopMismatch | None:
+        tunnels = self._rd_tunnels.get(where)
+        nexthops = self._rd_nexthops.get(where)
+        if not tunnels or not nexthops:
+            return None
+        differ = set(nexthops).symmetric_difference(tunnels)
+        if not differ:
+            return None
+        tunnel = min(tunnels, key=address_order)
+        return NexthopMismatch(where[0], where[1], tunnel,
+                               tuple(sorted(nexthops, key=address_order)))  # fmt: skip
 
     def _select(self, ref: MacRef) -> tuple[RemoteMacPath | None, bool, MacConflict | None]:
         """The best path for a MAC: (remote winner, local wins, conflict)."""
@@ -998,6 +1190,17 @@ class Rib:
                 changes.vteps_removed.append((vni, vtep))
         if tx.peers or tx.refused:
             self._limit_levels(tx, changes)
+        for where in tx.rds:
+            mismatch = self._mismatch(where)
+            old = self._mismatches.get(where)
+            if mismatch == old:
+                continue
+            if mismatch is None:
+                del self._mismatches[where]
+                changes.nexthop_mismatches_cleared.append(old)  # type: ignore[arg-type]
+            else:
+                self._mismatches[where] = mismatch
+                changes.nexthop_mismatches.append(mismatch)
         return changes
 
     def _held(

@@ -45,7 +45,8 @@ def add_subparsers(sub: Any) -> None:
         if name in WITH_VNI:
             view.add_argument("--vni", type=int, help="only this VNI")
         if name == "routes":
-            view.add_argument("--type", type=int, choices=(2, 3, 5), help="only this route type")
+            view.add_argument("--type", type=int, choices=(1, 2, 3, 4, 5),
+                              help="only this route type")
             view.add_argument("--direction", choices=("in", "out"),
                               help="in = received, out = announced")
         if name == "fabric":

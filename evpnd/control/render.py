@@ -225,10 +225,13 @@ def render_neighbors(data: JSON) -> str:
 
 _ROUTE_LEGEND = [
     "Direction: > ours (announced), < received",
+    "EVPN type-1 prefix: [1]:[ESI]:[EthTag]",
     "EVPN type-2 prefix: [2]:[EthTag]:[MAClen]:[MAC]:[IPlen]:[IP]",
     "EVPN type-3 prefix: [3]:[EthTag]:[IPlen]:[OrigIP]",
+    "EVPN type-4 prefix: [4]:[ESI]:[IPlen]:[OrigIP]",
     "EVPN type-5 prefix: [5]:[EthTag]:[IPlen]:[IP]",
 ]
+_ZERO_ESI = "00:00:00:00:00:00:00:00:00:00"
 
 
 def _extended(r: JSON) -> str:
@@ -245,7 +248,13 @@ def _extended(r: JSON) -> str:
         words.append(f"L3VNI:{r['l3vni']}")
     if r["type"] == 3 and r.get("tunnel_type") != "ingress-replication":
         words.append(f"PMSI:{r.get('tunnel_type')}")
-    if r["direction"] == "in" and not r["imported_vnis"]:
+    if r.get("esi") not in (None, _ZERO_ESI):
+        words.append(f"ESI:{r['esi']}")
+    if r.get("multihoming"):
+        words.append("(multihoming: held, not acted on)")
+    elif r.get("refused"):
+        words.append(f"(refused: {r['refused']})")
+    elif r["direction"] == "in" and not r["imported_vnis"]:
         words.append("(not imported)")
     return " ".join(words)
 
@@ -294,6 +303,14 @@ def render_vteps(data: JSON) -> str:
     lines = table(("VTEP", "Flood VNIs", "# MACs", "# ARPs", "Via peers", "Flood installed"),
                   rows)
     lines.append(f"Number of remote VTEPs: {len(data['vteps'])}")
+    mismatches = data.get("nexthop_mismatches") or []
+    if mismatches:
+        lines += ["", "Type-2 next hops that differ from the Type-3 tunnel of the same VTEP "
+                      "(unicast and flooding reach different addresses; a transit router "
+                      "rewrote next hops?):"]
+        lines += table(("  Peer", "RD", "Type-3 tunnel", "Type-2 next hops"),
+                       [(f"  {m['peer']}", m["rd"], m["tunnel"], " ".join(m["nexthops"]))
+                        for m in mismatches])  # fmt: skip
     return "\n".join(lines)
 
 

@@ -17,6 +17,8 @@ from evpnd.config import Vni
 from evpnd.control.peers import ESTABLISHED, PeerRecord
 from evpnd.control.snapshot import Snapshot
 from evpnd.model import (
+    EadRoute,
+    EsRoute,
     ImetRoute,
     IPAddress,
     MacIpRoute,
@@ -27,7 +29,7 @@ from evpnd.model import (
 from evpnd.rib import PERMANENT, DuplicateMac, LocalMacView, RemoteMacPath
 
 JSON = dict[str, Any]
-ROUTE_TYPES = (2, 3, 5)
+ROUTE_TYPES = (1, 2, 3, 4, 5)
 DIRECTIONS = ("in", "out")
 
 
@@ -368,7 +370,10 @@ def routes(
             imported = snap.rib.imported_vnis(peer, route.key)
             if vni is not None and vni not in imported:
                 continue
-            rows.append(route_dict(route, "in", peer, imported))
+            row = route_dict(route, "in", peer, imported)
+            # Why a VNI whose import targets it matches refused it (RFC 8365), or None.
+            row["refused"] = snap.rib.refusal(peer, route.key)
+            rows.append(row)
     if direction in (None, "out"):
         for route in snap.out_routes:
             if vni is not None and route.vni != vni:
@@ -434,11 +439,16 @@ def route_dict(
             esi=route.esi,
             router_mac=route.router_mac,
         )
+    elif isinstance(route, EadRoute):
+        base.update(esi=route.esi, multihoming=True)
+    elif isinstance(route, EsRoute):
+        base.update(esi=route.esi, originator=str(route.key.originator), multihoming=True)
     return base
 
 
 def prefix_string(route: Route) -> str:
-    """FRR's notation: [2]:[EthTag]:[MAClen]:[MAC]:[IPlen]:[IP], [3]:[EthTag]:[IPlen]:[OrigIP]."""
+    """FRR's notation: [2]:[EthTag]:[MAClen]:[MAC]:[IPlen]:[IP], [3]:[EthTag]:[IPlen]:[OrigIP],
+    [1]:[ESI]:[EthTag], [4]:[ESI]:[IPlen]:[OrigIP], [5]:[EthTag]:[IPlen]:[IP]."""
     key = route.key
     if isinstance(route, MacIpRoute):
         text = f"[2]:[{key.etag}]:[48]:[{route.mac}]"
@@ -448,6 +458,11 @@ def prefix_string(route: Route) -> str:
     if isinstance(route, ImetRoute):
         orig = route.key.originator
         return f"[3]:[{key.etag}]:[{orig.max_prefixlen}]:[{orig}]"
+    if isinstance(route, EadRoute):
+        return f"[1]:[{route.esi}]:[{key.etag}]"
+    if isinstance(route, EsRoute):
+        orig = route.key.originator
+        return f"[4]:[{route.esi}]:[{orig.max_prefixlen}]:[{orig}]"
     net = route.key.prefix
     return f"[5]:[{key.etag}]:[{net.prefixlen}]:[{net.network_address}]"
 
@@ -463,7 +478,8 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
         row = info.get(vtep)
         if row is None:
             row = info[vtep] = {"vtep": str(vtep), "flood_vnis": {}, "macs": 0,
-                                "neighbors": 0, "peers": set(), "flood_installed": True}
+                                "neighbors": 0, "peers": set(), "flood_installed": True,
+                                "nexthop_mismatch": False}
         return row
 
     for number, addresses in snap.rib.vteps().items():
@@ -485,6 +501,13 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
         vtep = route.vtep if isinstance(route, ImetRoute) else route.nexthop
         if vtep in info and set(snap.rib.imported_vnis(peer, route.key)) & set(wanted):
             info[vtep]["peers"].add(peer)
+    # A VTEP whose Type-2 next hops and Type-3 tunnel differ (a transit router rewrote
+    # next hops): shown on the rows of the tunnel and of each next hop, and listed.
+    mismatches = snap.rib.nexthop_mismatches()
+    for m in mismatches:
+        for address in (m.tunnel, *m.nexthops):
+            if address in info:
+                info[address]["nexthop_mismatch"] = True
     installed = snap.installed.floods
     for vtep, row in info.items():
         desired = [f for f in snap.desired.floods if f.vtep == vtep
@@ -502,7 +525,14 @@ def vteps(snap: Snapshot, vni: int | None = None) -> JSON:
                 "peers": [str(p) for p in sorted(row["peers"], key=address_order)],
             }
         )
-    return {"vteps": rows}
+    return {
+        "vteps": rows,
+        "nexthop_mismatches": [
+            {"peer": str(m.peer), "rd": m.rd, "tunnel": str(m.tunnel),
+             "nexthops": [str(n) for n in m.nexthops]}
+            for m in mismatches
+        ],
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------- fabric

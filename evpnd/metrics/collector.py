@@ -39,7 +39,8 @@ from evpnd.rib import RibCounts
 
 log = structlog.get_logger(__name__)
 
-ROUTE_TYPES = (2, 3, 5)
+ROUTE_TYPES = (1, 2, 3, 4, 5)
+REFUSALS = ("label-mismatch", "ethernet-tag")  # evpnd.rib REFUSED_*
 ROUTE_ACTIONS = ("announce", "withdraw")
 MAC_MOVES = ("remote-to-local", "local-to-remote", "remote-to-remote")
 LIMIT_LEVELS = ("ok", "warning", "exceeded")  # evpnd.rib LIMIT_*
@@ -250,6 +251,26 @@ class EvpndCollector(Collector):
             "evpnd_bgp_own_routes_ignored_total",
             "Received routes whose next hop is our own VTEP (our routes reflected back).",
             counts.own_routes_ignored,
+        )
+        refused = dict.fromkeys(((r,) for r in REFUSALS), 0)
+        refused.update({(r,): n for r, n in rib_stats.refused.items()})
+        yield _counter(
+            "evpnd_bgp_routes_import_refused_total",
+            "Received routes a VNI their route targets match refused (RFC 8365): the label "
+            "names another VNI, or a non-zero Ethernet tag.",
+            ["reason"],
+            refused,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_bgp_routes_esi",
+            "Type-2 routes held with a non-zero ESI (multihomed hosts; installed single-homed).",
+            counts.esi_routes,
+        )
+        yield GaugeMetricFamily(
+            "evpnd_vtep_nexthop_mismatches",
+            "VTEPs (per peer and RD) whose Type-2 next hops differ from their Type-3 PMSI "
+            "tunnel: a transit router rewrote next hops.",
+            counts.nexthop_mismatches,
         )
         yield from self._protection(peers)
 
@@ -631,15 +652,29 @@ class EvpndCollector(Collector):
         yield _counter(
             "evpnd_docker_refused_total",
             "Docker driver refusals: endpoints past a cap, requests with an invalid address "
-            "or MAC.", ["reason"],
+            "or MAC, addresses or MACs another VTEP advertises.", ["reason"],
             {("endpoint-cap",): counters["endpoints_refused_cap"],
-             ("invalid",): counters["requests_refused_invalid"]},
+             ("invalid",): counters["requests_refused_invalid"],
+             ("collision",): counters["refused_collision"]},
         )  # fmt: skip
         yield CounterMetricFamily(
             "evpnd_docker_records_skipped_total",
             "Saved Docker networks and endpoints left out at start: they no longer validate.",
             counters["records_skipped"],
         )
+        yield GaugeMetricFamily(
+            "evpnd_docker_address_collisions",
+            "Running containers whose address or MAC another VTEP advertises too.",
+            len(status["collisions"]),
+        )
+        yield CounterMetricFamily(
+            "evpnd_docker_collisions_detected_total",
+            "Collisions that appeared on a running container (another VTEP began to "
+            "advertise its address or MAC).", counters["collisions_detected"],
+        )
+        yield GaugeMetricFamily("evpnd_docker_ipam_addresses",
+                                "Addresses the IPAM driver has handed out (gateways included).",
+                                status["ipam_addresses"])
 
 
 MQTT_STATES = ("connecting", "connected", "disconnected", "stopped")

@@ -3,7 +3,7 @@
 Pure: a line in, a list of `Message` values out. The decoder never raises:
 anything malformed or unexpected becomes a `DecodeError` (or an `ignored`
 count for input that is valid but not ours, such as other address families
-or EVPN route types we do not act on) and decoding carries on with the rest.
+or unknown EVPN route types) and decoding carries on with the rest.
 One bad NLRI costs that NLRI, not the UPDATE it came in.
 
 ExaBGP quirks handled here, all seen on routes captured from FRR 8.4.4:
@@ -38,6 +38,10 @@ from typing import Any
 from evpnd import validate
 from evpnd.model import (
     ZERO_ESI,
+    EadKey,
+    EadRoute,
+    EsKey,
+    EsRoute,
     ImetKey,
     ImetRoute,
     IPAddress,
@@ -307,9 +311,9 @@ class Decoder:
         """The route type when we act on it; None (and a count) for the others."""
         nlri = _dict(nlri, "nlri")
         code = _int(nlri, "code")
-        if code in (2, 3, 5) and nlri.get("parsed") is True:
+        if code in (1, 2, 3, 4, 5) and nlri.get("parsed") is True:
             return code
-        # Types 1 and 4 (multihoming) and anything ExaBGP could not parse.
+        # Unknown route types and anything ExaBGP could not parse.
         self.stats.ignored[f"evpn-type-{code}"] += 1
         return None
 
@@ -321,6 +325,11 @@ class Decoder:
             return _imet_route(nlri, nexthop, attrs)
         if code == 5:
             return _prefix_route(nlri, nexthop, attrs)
+        if code == 1:
+            return EadRoute(_ead_key(nlri), nexthop, _ead_label(nlri), attrs.route_targets,
+                            attrs.encapsulation)  # fmt: skip
+        if code == 4:
+            return EsRoute(_es_key(nlri), nexthop, attrs.route_targets, attrs.encapsulation)
         return None
 
     def _key(self, nlri: Any) -> RouteKey | None:
@@ -331,6 +340,10 @@ class Decoder:
             return _imet_key(nlri)
         if code == 5:
             return _prefix_key(nlri)
+        if code == 1:
+            return _ead_key(nlri)
+        if code == 4:
+            return _es_key(nlri)
         return None
 
 
@@ -587,6 +600,19 @@ def _prefix_route(nlri: dict[str, Any], nexthop: IPAddress, attrs: _Attributes) 
         router_mac=attrs.router_mac,
         encapsulation=attrs.encapsulation,
     )
+
+
+def _ead_key(nlri: dict[str, Any]) -> EadKey:
+    return EadKey(_rd(nlri), _esi(nlri), _int(nlri, "ethernet-tag"))
+
+
+def _ead_label(nlri: dict[str, Any]) -> int:
+    # ExaBGP leaves the label out of a Type-1 NLRI that has none.
+    return _label_vni(nlri) if "label" in nlri else 0
+
+
+def _es_key(nlri: dict[str, Any]) -> EsKey:
+    return EsKey(_rd(nlri), _esi(nlri), _ip(nlri.get("ip"), "originator"))
 
 
 # ----------------------------------------------------------------------- fields

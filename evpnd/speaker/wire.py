@@ -9,7 +9,8 @@ A body is one UPDATE without its 19-byte header. `WireDecoder` turns a line
 into the same `Message` values the JSON path (ExaBGP's parser, its JSON
 encoder, then `decode.Decoder`) makes of the same UPDATE: the same route
 objects with the same field values, the same End-of-RIB, the same `ignored`
-counts for route types 1 and 4 and for other families. Pure (byte indexing
+counts for unknown route types and other families (types 1 and 4, multihoming,
+are routes: held and shown, not acted on). Pure (byte indexing
 and slicing, cheaper than `struct` for these few fields per NLRI), no I/O,
 and no input makes it raise: anything unexpected becomes a `DecodeError`,
 reason "internal-error" at worst.
@@ -50,7 +51,7 @@ decoder must take: it cannot reset a session. Outcomes, by reason:
   (whichever frames), since the session's choice is not known here.
   LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST get their internal-peer rule
   (treat-as-withdraw) because whether the peer is internal is not known here.
-- ignored, counted in `stats.ignored`: route types other than 2, 3 and 5 (an
+- ignored, counted in `stats.ignored`: route types other than 1 to 5 (an
   NLRI type one does not support is no error, RFC 7606 5.4; only its framing
   is checked), other address families.
 - attribute discard (section 2): a malformed ATOMIC_AGGREGATE, AGGREGATOR,
@@ -101,6 +102,10 @@ from typing import Any, TypeVar
 
 from evpnd.model import (
     ZERO_ESI,
+    EadKey,
+    EadRoute,
+    EsKey,
+    EsRoute,
     ImetKey,
     ImetRoute,
     IPAddress,
@@ -549,8 +554,23 @@ class WireDecoder:
                         prefix, nexthop, vni, gateway, esi, attrs.route_targets,
                         attrs.router_mac, attrs.encapsulation,
                     ))  # fmt: skip
+            elif rtype == 1:
+                # Types 1 and 4, multihoming (RFC 7432 8): held, counted, shown, not acted on.
+                ead = self._ead(body, start, length)
+                if nexthop is None or attrs is None:
+                    out.append(ead)
+                else:
+                    label = self._label(body, start + 22) if length >= 25 else 0
+                    out.append(EadRoute(ead, nexthop, label, attrs.route_targets,
+                                        attrs.encapsulation))  # fmt: skip
+            elif rtype == 4:
+                es = self._es(body, start, length)
+                if nexthop is None or attrs is None:
+                    out.append(es)
+                else:
+                    out.append(EsRoute(es, nexthop, attrs.route_targets, attrs.encapsulation))
             else:
-                # Types 1 and 4 (multihoming) and unknown ones: not acted on.
+                # Unknown route types: not acted on, counted.
                 ignored.append(f"evpn-type-{rtype}")
 
     def _mac_ip(
@@ -630,6 +650,25 @@ class WireDecoder:
         gateway = ip_address(packed) if any(packed) else None
         key = PrefixKey(self._rd(body, at), int.from_bytes(body[at + 18 : at + 22]), prefix)
         return key, self._label(body, gateway_at + size), gateway, self._esi(body, at + 8)
+
+    def _ead(self, body: bytes, at: int, length: int) -> EadKey:
+        """Type-1 (RFC 7432 7.1): RD 8, ESI 10, tag 4, label 3. As ExaBGP, a label stack of
+        any whole number of labels (none included) is taken, the first being the label."""
+        if length < 22 or (length - 22) % 3:
+            raise _Unusable(MALFORMED_NLRI, f"Type-1 route of {length} bytes")
+        return EadKey(self._rd(body, at), self._esi(body, at + 8),
+                      int.from_bytes(body[at + 18 : at + 22]))  # fmt: skip
+
+    def _es(self, body: bytes, at: int, length: int) -> EsKey:
+        """Type-4 (RFC 7432 7.4): RD 8, ESI 10, IP length 1, originator IP."""
+        ip_bits = body[at + 18] if length >= 19 else 0
+        if ip_bits not in (32, 128) or length != 19 + (ip_bits >> 3):
+            raise _Unusable(MALFORMED_NLRI, f"Type-4 route of {length} bytes")
+        packed = body[at + 19 : at + length]
+        originator = self._addresses.get(packed)
+        if originator is None:
+            originator = _remember(self._addresses, packed, ip_address(packed))
+        return EsKey(self._rd(body, at), self._esi(body, at + 8), originator)
 
     def _rd(self, body: bytes, at: int) -> str:
         packed = body[at : at + 8]

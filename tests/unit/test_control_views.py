@@ -156,7 +156,7 @@ def test_routes(snap: Snapshot) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"type": 4}, "route type must be one of 2, 3, 5"),
+        ({"type": 6}, "route type must be one of 1, 2, 3, 4, 5"),
         ({"direction": "sideways"}, "direction must be 'in' or 'out'"),
         ({"vni": 7}, "VNI 7 is not configured"),
     ],

@@ -33,7 +33,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evpnd import validate
-from evpnd.model import ENCAP_VXLAN, ZERO_ESI, ImetKey, MacIpKey, PrefixKey
+from evpnd.model import (
+    ENCAP_VXLAN,
+    ZERO_ESI,
+    EadKey,
+    EadRoute,
+    EsKey,
+    ImetKey,
+    MacIpKey,
+    PrefixKey,
+)
 from evpnd.speaker.decode import Decoder, decode_line
 from evpnd.speaker.messages import (
     CommandAck,
@@ -416,8 +425,8 @@ def test_mixed_types_in_one_update() -> None:
 
 def test_unsupported_route_types_and_families_are_counted() -> None:
     doc = type2_doc()
-    nlris(doc).append({"code": 1, "parsed": False, "raw": "0119"})
-    nlris(doc).append({"code": 4, "parsed": True, "name": "Ethernet Segment"})
+    nlris(doc).append({"code": 1, "parsed": False, "raw": "0119"})  # ExaBGP could not parse it
+    nlris(doc).append({"code": 9, "parsed": True, "name": "unknown"})
     doc["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"] = {
         "10.0.0.1": [{"nlri": "10.1.0.0/16"}]
     }
@@ -427,9 +436,29 @@ def test_unsupported_route_types_and_families_are_counted() -> None:
     assert len(update.announced) == 2
     assert decoder.stats.ignored == {
         "evpn-type-1": 1,
-        "evpn-type-4": 1,
+        "evpn-type-9": 1,
         "family-ipv4 unicast": 1,
     }
+
+
+def test_multihoming_routes_are_decoded_not_dropped() -> None:
+    """Types 1 and 4 (RFC 7432 7.1, 7.4) come out as routes: the RIB holds and shows them."""
+    doc = type2_doc()
+    esi = "00:11:22:33:44:55:66:77:88:99"
+    nlris(doc)[:] = [
+        {"code": 1, "parsed": True, "raw": "", "name": "Ethernet Auto-Discovery",
+         "rd": "10.99.0.2:1", "esi": esi, "ethernet-tag": 4294967295, "label": [[0]]},
+        {"code": 4, "parsed": True, "raw": "", "name": "Ethernet Segment",
+         "rd": "10.99.0.2:1", "esi": esi, "ip": "10.99.0.2"},
+    ]  # fmt: skip
+    decoder = Decoder()
+    (update,) = decoder.decode(one_line(doc))
+    assert isinstance(update, RouteUpdate)
+    ead, es = update.announced
+    assert ead == EadRoute(EadKey("10.99.0.2:1", esi, 0xFFFFFFFF), ead.nexthop, 0,
+                           ead.route_targets, ead.encapsulation)  # fmt: skip
+    assert es.key == EsKey("10.99.0.2:1", esi, ip_address("10.99.0.2"))
+    assert decoder.stats.ignored == {}
 
 
 def test_sent_updates_are_not_learned() -> None:

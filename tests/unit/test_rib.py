@@ -11,6 +11,10 @@ from hypothesis import strategies as st
 from evpnd.model import (
     ENCAP_VXLAN,
     MOBILITY_SEQ_MAX,
+    EadKey,
+    EadRoute,
+    EsKey,
+    EsRoute,
     ImetKey,
     ImetRoute,
     IPAddress,
@@ -25,6 +29,7 @@ from evpnd.rib import (
     DadPolicy,
     LocalAdvert,
     MacConflict,
+    NexthopMismatch,
     RemoteMacPath,
     RemoteNeigh,
     Rib,
@@ -32,6 +37,7 @@ from evpnd.rib import (
     RouteLimit,
     RouteLimitEvent,
     VniPolicy,
+    auto_route_target,
 )
 from evpnd.speaker.encode import route_token
 
@@ -173,19 +179,85 @@ def test_apply_update_is_one_change_set() -> None:
 # -------------------------------------------------------------------- import
 
 
-def test_import_is_by_route_target_not_by_label() -> None:
+def test_a_label_naming_another_vni_is_refused_and_counted() -> None:
+    """RFC 8365 5.1.3: the label carries the VNI. RT of VNI 200, label 100: refused."""
     rib = new_rib()
-    # Label VNI 100 but RT of VNI 200: lands in 200, label kept for the dataplane.
-    rib.announce(P1, mac_route(M1, V2, vni=100, rts=(RT200,)))
+    route = mac_route(M1, V2, vni=100, rts=(RT200,))
+    assert not rib.announce(P1, route)
+    assert rib.remote_macs() == [] and rib.imported_vnis(P1, route.key) == ()
+    assert rib.refusal(P1, route.key) == "label-mismatch"
+    assert rib.stats.refused == {"label-mismatch": 1}
+    counts = rib.counts()
+    assert (counts.routes, counts.not_imported, counts.refused) == (1, 1, {"label-mismatch": 1})
+    # The same route announced again is counted again (a received route each time).
+    rib.announce(P1, route)
+    assert rib.stats.refused == {"label-mismatch": 2}
+    assert rib.counts().refused == {"label-mismatch": 1}  # one held
+
+
+def test_a_vni_configured_to_accept_another_label_imports_by_route_target_alone() -> None:
+    rib = Rib(LOCAL, [VniPolicy(100, frozenset({RT100})),
+                      VniPolicy(200, frozenset({RT200}), accept_label_mismatch=True)])
+    route = mac_route(M1, V2, vni=100, rts=(RT200,))
+    rib.announce(P1, route)
+    # Lands in 200, the label kept for the dataplane.
     assert rib.remote_macs() == [path(M1, V2, vni=200, label_vni=100)]
+    assert rib.refusal(P1, route.key) is None and rib.stats.refused == {}
 
 
-def test_route_with_several_matching_targets_lands_in_each_vni() -> None:
+def test_route_with_several_matching_targets_lands_where_its_label_says() -> None:
     rib = new_rib()
     rib.announce(P1, mac_route(M1, V2, rts=(RT100, RT200)))
-    assert [(p.vni, p.mac) for p in rib.remote_macs()] == [(100, M1), (200, M1)]
+    assert [(p.vni, p.mac) for p in rib.remote_macs()] == [(100, M1)]
+    assert rib.refusal(P1, mac_route(M1, V2).key) == "label-mismatch"  # VNI 200 refused it
     rib.withdraw(P1, mac_route(M1, V2).key)
     assert rib.remote_macs() == []
+    accepting = Rib(LOCAL, [VniPolicy(100, frozenset({RT100}), accept_label_mismatch=True),
+                            VniPolicy(200, frozenset({RT200}), accept_label_mismatch=True)])
+    accepting.announce(P1, mac_route(M1, V2, rts=(RT100, RT200)))
+    assert [(p.vni, p.mac) for p in accepting.remote_macs()] == [(100, M1), (200, M1)]
+
+
+def test_a_non_zero_ethernet_tag_is_refused_for_vlan_based_service() -> None:
+    """RFC 8365 5.1.2: one VNI per bridge (VLAN-based) carries Ethernet tag 0."""
+    rib = new_rib()
+    tagged = MacIpRoute(MacIpKey("10.0.0.2:100", 7, M1), V2, 100, route_targets=(RT100,),
+                        encapsulation=ENCAP_VXLAN)  # fmt: skip
+    imet_tagged = ImetRoute(ImetKey("10.0.0.2:100", 7, V2), V2, 100, V2, route_targets=(RT100,))
+    assert not rib.apply_update(P1, [tagged, imet_tagged], [])
+    assert rib.refusal(P1, tagged.key) == "ethernet-tag"
+    assert rib.stats.refused == {"ethernet-tag": 2}
+    assert rib.vteps() == {} and rib.remote_macs() == []
+    # Not matching any VNI's targets, a tag is nobody's business: not counted as refused.
+    rib.announce(P1, MacIpRoute(MacIpKey("10.0.0.2:9", 7, M2), V2, 9, route_targets=("1:9",)))
+    assert rib.stats.refused == {"ethernet-tag": 2}
+
+
+def test_a_wildcard_target_imports_any_asn() -> None:
+    """`*:NN` (FRR's `route-target import *:NN`): hosts in different ASNs share a VNI."""
+    rib = Rib(LOCAL, [VniPolicy(100, frozenset({"*:100"})), VniPolicy(200, frozenset({RT200}))])
+    routes = [mac_route(M1, V2, rts=("4200000001:100",)), mac_route(M2, V3, rts=("65002:100",)),
+              mac_route("02:00:00:00:00:03", V9, rts=("192.0.2.1:100",))]  # fmt: skip
+    rib.apply_update(P1, routes, [])
+    assert [(p.vni, p.vtep) for p in rib.remote_macs()] == [(100, V2), (100, V3), (100, V9)]
+    # Only the local administrator counts: 65000:1100 or 65000:10 are not *:100.
+    rib2 = Rib(LOCAL, [VniPolicy(100, frozenset({"*:100"}))])
+    rib2.apply_update(P1, [mac_route(M1, V2, rts=("65000:1100",)),
+                           mac_route(M2, V3, rts=("65000:10",))], [])  # fmt: skip
+    assert rib2.remote_macs() == []
+
+
+def test_auto_route_targets_in_both_forms() -> None:
+    assert auto_route_target(65001, 100) == "65001:100"
+    assert auto_route_target(4200000001, 100) == f"{4200000001 & 0xFFFF}:100"
+    # RFC 8365 5.1.2.1: A=0 (auto), Type=1 (VXLAN), D-ID 0, VNI; FRR's rfc8365-compatible.
+    assert auto_route_target(65001, 100, "rfc8365") == f"65001:{0x10000000 | 100}"
+    assert auto_route_target(65001, 100, "rfc8365", any_asn=True) == f"*:{0x10000064}"
+    policy = VniPolicy.from_targets(100, ["auto"], 4200000002, "rfc8365", any_asn=True)
+    rib = Rib(LOCAL, [policy])
+    theirs = auto_route_target(4200000001, 100, "rfc8365")
+    rib.announce(P1, mac_route(M1, V2, rts=(theirs,)))
+    assert [p.vtep for p in rib.remote_macs()] == [V2]
 
 
 def test_unmatched_target_is_held_but_not_imported() -> None:
@@ -1036,3 +1108,79 @@ def test_marking_stale_again_supersedes_the_first_mark() -> None:
     changes = rib.sweep_stale(P1)
     assert sorted(changes.macs_removed) == [(100, M1), (100, M2)]
     assert rib.stats.stale_swept == 2
+
+
+# ------------------------------------------------- one VTEP, two addresses; multihoming
+
+
+def rewritten(mac: str, origin: IPAddress, nexthop: IPAddress) -> MacIpRoute:
+    """A Type-2 of `origin` (its RD) whose next hop a transit router set to itself."""
+    route = mac_route(mac, origin)
+    return MacIpRoute(route.key, nexthop, route.vni, route_targets=route.route_targets,
+                      encapsulation=route.encapsulation)  # fmt: skip
+
+
+def test_type2_next_hops_that_differ_from_the_type3_tunnel_are_reported() -> None:
+    rib = new_rib()
+    tor = V9
+    # V2's Type-3 keeps its PMSI tunnel (V2) while its next hop and its Type-2's were
+    # rewritten by an eBGP hop: unicast would go to the ToR, flooding to V2.
+    changes = rib.apply_update(P1, [imet(V2, tunnel=V2, nexthop=tor), rewritten(M1, V2, tor)], [])
+    (mismatch,) = changes.nexthop_mismatches
+    assert mismatch == NexthopMismatch(P1, f"{V2}:100", V2, (tor,))
+    assert rib.nexthop_mismatches() == [mismatch] and rib.counts().nexthop_mismatches == 1
+    # A second Type-2 with the same wrong next hop changes nothing to report.
+    assert rib.announce(P1, rewritten(M2, V2, tor)).nexthop_mismatches == []
+    # One next hop fixed: still a mismatch, now with both next hops.
+    (partly,) = rib.announce(P1, mac_route(M1, V2)).nexthop_mismatches
+    assert partly == NexthopMismatch(P1, f"{V2}:100", V2, (V2, tor))
+    # Both fixed: the mismatch is cleared, once.
+    changes = rib.announce(P1, mac_route(M2, V2))
+    assert changes.nexthop_mismatches_cleared == [partly]
+    assert rib.nexthop_mismatches() == [] and rib.counts().nexthop_mismatches == 0
+
+
+def test_agreeing_vteps_and_other_peers_are_no_mismatch() -> None:
+    rib = new_rib()
+    changes = rib.apply_update(P1, [imet(V2, tunnel=V2), mac_route(M1, V2), mac_route(M2, V2)], [])
+    assert not changes.nexthop_mismatches
+    # Another peer's copy (a second RR) is judged on its own, also agreeing.
+    rib.apply_update(P2, [imet(V2, tunnel=V2), mac_route(M1, V2)], [])
+    # Type-2s without a Type-3 (or the reverse) are nothing to compare.
+    rib.apply_update(P1, [mac_route(M1, V3), imet(V9)], [])
+    assert rib.nexthop_mismatches() == []
+
+
+def test_a_mismatch_goes_with_the_session_that_brought_it() -> None:
+    rib = new_rib()
+    rib.apply_update(P1, [imet(V2, tunnel=V2, nexthop=V9), rewritten(M1, V2, V9)], [])
+    assert len(rib.nexthop_mismatches()) == 1
+    changes = rib.peer_down(P1)
+    assert [m.peer for m in changes.nexthop_mismatches_cleared] == [P1]
+    assert rib.nexthop_mismatches() == []
+
+
+def test_multihoming_routes_are_held_and_counted_never_imported() -> None:
+    rib = new_rib()
+    esi = "00:11:22:33:44:55:66:77:88:99"
+    ead = EadRoute(EadKey(f"{V2}:100", esi, 0xFFFFFFFF), V2, 0, route_targets=(RT100,))
+    es = EsRoute(EsKey(f"{V2}:1", esi, V2), V2, route_targets=("1:1",))
+    assert not rib.apply_update(P1, [ead, es], [])  # nothing to act on
+    counts = rib.counts()
+    assert (counts.routes, counts.routes_by_type, counts.not_imported) == (2, {1: 1, 4: 1}, 0)
+    assert rib.imported_vnis(P1, ead.key) == () and rib.refusal(P1, ead.key) is None
+    assert rib.stats.announced == {1: 1, 4: 1}
+    rib.apply_update(P1, [], [ead.key, es.key])
+    assert rib.counts().routes == 0 and rib.stats.withdrawn == {1: 1, 4: 1}
+
+
+def test_routes_with_a_non_zero_esi_are_counted_and_single_homed() -> None:
+    """A multihomed host's MAC: installed towards the VTEP that sent it (no aliasing yet)."""
+    rib = new_rib()
+    route = mac_route(M1, V2)
+    multihomed = MacIpRoute(route.key, V2, 100, esi="00:11:22:33:44:55:66:77:88:99",
+                            route_targets=(RT100,), encapsulation=ENCAP_VXLAN)  # fmt: skip
+    rib.apply_update(P1, [multihomed, mac_route(M2, V3)], [])
+    assert rib.counts().esi_routes == 1
+    assert rib.remote_mac(100, M1).vtep == V2  # type: ignore[union-attr]
+    assert rib.remote_mac(100, M1).esi == multihomed.esi  # type: ignore[union-attr]

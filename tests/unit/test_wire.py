@@ -22,7 +22,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evpnd import validate
-from evpnd.model import ZERO_ESI, ImetKey, ImetRoute, MacIpKey, MacIpRoute, PrefixKey, PrefixRoute
+from evpnd.model import (
+    ZERO_ESI,
+    EadKey,
+    EadRoute,
+    EsKey,
+    EsRoute,
+    ImetKey,
+    ImetRoute,
+    MacIpKey,
+    MacIpRoute,
+    PrefixKey,
+    PrefixRoute,
+)
 from evpnd.speaker import usable, wire
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import DecodeError, EndOfRib, Message, RouteUpdate
@@ -158,8 +170,8 @@ def test_corpus_covers_what_it_claims() -> None:
     messages = [m for b in CORPUS["ibgp asn4"].values() for m in decoder.decode_update(PEER, b)]
     announced = [r for m in messages if isinstance(m, RouteUpdate) for r in m.announced]
     withdrawn = [k for m in messages if isinstance(m, RouteUpdate) for k in m.withdrawn]
-    assert {type(r) for r in announced} == {MacIpRoute, ImetRoute, PrefixRoute}
-    assert {type(k) for k in withdrawn} == {MacIpKey, ImetKey, PrefixKey}
+    assert {type(r) for r in announced} == {MacIpRoute, ImetRoute, PrefixRoute, EadRoute, EsRoute}
+    assert {type(k) for k in withdrawn} >= {MacIpKey, ImetKey, PrefixKey}
     assert any(isinstance(m, EndOfRib) for m in messages)
     macs = [r for r in announced if isinstance(r, MacIpRoute)]
     assert {r.l3vni for r in macs} >= {None, 0, 5000}
@@ -168,7 +180,11 @@ def test_corpus_covers_what_it_claims() -> None:
     assert any(r.default_gateway for r in macs)
     assert {r.encapsulation for r in macs} == {None, 8, 10, 12}
     assert {ip.version for r in macs if (ip := r.ip) is not None} == {4, 6}
-    assert decoder.stats.ignored == {"evpn-type-1": 3, "evpn-type-4": 1}
+    # Types 1 and 4 (multihoming) are routes now, held and shown: nothing is ignored.
+    multihoming = [r for r in announced if isinstance(r, EadRoute | EsRoute)]
+    assert len(multihoming) == 3 and decoder.stats.ignored == {}
+    assert any(isinstance(k, EadKey | EsKey) for k in withdrawn)
+    assert {r.key.esi for r in multihoming} == {"00:11:22:33:44:55:66:77:88:99"}
     assert len(CORPUS["ibgp asn4"]["type2 ten macs"]) > 300  # ten NLRIs in one UPDATE
 
 
@@ -202,7 +218,8 @@ def test_captured_corpus_covers_both_senders() -> None:
     for sender in ("frr", "gobgp"):
         assert {"MacIpRoute", "ImetRoute", "PrefixRoute", "withdrawal", "EndOfRib"} <= kinds[sender]
     assert decoder.stats.errors == {}
-    assert decoder.stats.ignored == {"evpn-type-1": 2, "evpn-type-4": 1}
+    assert decoder.stats.ignored == {}
+    assert {"EadRoute", "EsRoute"} <= kinds["gobgp"]  # multihoming routes GoBGP sent, decoded
 
 
 # -- the ExaBGP JSON samples captured from FRR: their raw NLRIs, rebuilt into UPDATEs
@@ -735,8 +752,8 @@ SEEDS = [b for c in CORPUS.values() for b in c.values()] + [
     bytes.fromhex(u["hex"]) for u in captured()
 ] + [announce(*GOOD), body(unreach(*GOOD)), body(reach(*GOOD), *COMMON, unreach(type2(7)))]
 
-ROUTE_FIELDS = (MacIpRoute, ImetRoute, PrefixRoute)
-KEY_TYPES = (MacIpKey, ImetKey, PrefixKey)
+ROUTE_FIELDS = (MacIpRoute, ImetRoute, PrefixRoute, EadRoute, EsRoute)
+KEY_TYPES = (MacIpKey, ImetKey, PrefixKey, EadKey, EsKey)
 
 
 def length_fields(encoded: bytes) -> list[tuple[int, int]]:
