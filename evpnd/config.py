@@ -32,6 +32,7 @@ from evpnd.docker.settings import DockerConfig
 from evpnd.metrics.settings import MetricsConfig
 from evpnd.model import IPAddress
 from evpnd.mqtt.settings import MqttConfig
+from evpnd.rib import auto_route_target
 
 IFNAMSIZ = validate.IFNAMSIZ  # the kernel's limit on interface names, without the NUL
 VNI_MAX = validate.VNI_MAX
@@ -110,6 +111,10 @@ class Peer(Strict):
     md5_password: str | None = Field(default=None, min_length=1, max_length=80, repr=False)
     # GTSM (RFC 5082): the number of hops the peer may be away; 1 = directly connected.
     ttl_security: int | None = Field(default=None, ge=1, le=254)
+    # eBGP only: the TTL our packets to the peer leave with, for a peer that is not
+    # directly connected (a loopback, a route server). Unset, eBGP sends with TTL 1,
+    # as FRR and most routers do; iBGP keeps the kernel's default.
+    ebgp_multihop: int | None = Field(default=None, ge=1, le=255)
     hold_time: int = Field(default=90)
     passive: bool = False
     local_address: IPAddress | None = None
@@ -168,8 +173,23 @@ class Dad(Strict):
         raise ValueError(wanted)
 
 
+class AutoRouteTargets(Strict):
+    """How a VNI's `auto` route target is derived (README "Fabrics and interoperability").
+
+    format: `asn-vni` is FRR's default, <ASN>:<VNI>; `rfc8365` is RFC 8365 5.1.2.1's
+    (the VNI with the VXLAN type bits, FRR's `autort rfc8365-compatible`); either way a
+    4-byte ASN contributes its low 16 bits. import_any_asn: `auto` in an import list
+    matches the same number under any ASN (`*:NN`), so hosts that each have their own
+    ASN (eBGP to a top-of-rack switch) share VNIs; exports keep our ASN.
+    """
+
+    format: Literal["asn-vni", "rfc8365"] = "asn-vni"
+    import_any_asn: bool = False
+
+
 class Bgp(Strict):
     peers: list[Peer] = Field(default_factory=list)
+    auto_route_targets: AutoRouteTargets = Field(default_factory=AutoRouteTargets)
     # Seconds a peer may take to come back before its routes are dropped.
     graceful_restart: int = Field(default=120, ge=0, le=4095)
     # Seconds ExaBGP waits for the next daemon after a SIGTERM (hand-over).
@@ -285,12 +305,23 @@ def _check_route_target(value: str) -> str:
         raise ValueError(f"{exc} (or 'auto' for ASN:VNI)") from None
 
 
+def _check_import_route_target(value: str) -> str:
+    # Imports also take `*:NN`: NN under any ASN or address.
+    if value == "auto":
+        return value
+    try:
+        return validate.import_route_target(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or '*:NN' for any ASN, or 'auto' for ASN:VNI)") from None
+
+
 # One route target; checked one by one, so an error names the bad item, not the list.
 RouteTargetItem = Annotated[str, AfterValidator(_check_route_target)]
+ImportRouteTargetItem = Annotated[str, AfterValidator(_check_import_route_target)]
 
 
 class RouteTargets(Strict):
-    import_: list[RouteTargetItem] = Field(default_factory=lambda: ["auto"], alias="import")
+    import_: list[ImportRouteTargetItem] = Field(default_factory=lambda: ["auto"], alias="import")
     export: list[RouteTargetItem] = Field(default_factory=lambda: ["auto"])
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -319,6 +350,10 @@ class Vni(Strict):
     vxlan_device: IfName | None = None
     mtu: int | Literal["auto"] = "auto"
     arp_suppression: bool = True
+    # RFC 8365 5.1.3: a received route's label is its VNI, and a route whose label
+    # names another VNI is refused (counted). true: import by route target alone (a
+    # peer that puts something else in the label); frames still leave with this VNI.
+    accept_label_mismatch: bool = False
     rd: str = "auto"
     route_targets: RouteTargets = Field(default_factory=RouteTargets)
     vxlan: VxlanOptions = Field(default_factory=VxlanOptions)
@@ -471,6 +506,18 @@ class Config(Strict):
                     f"VNI {vni.vni}: bridge and vxlan device are both {vni.bridge_name!r}",
                 ))  # fmt: skip
         for i, peer in enumerate(self.bgp.peers):
+            if peer.ebgp_multihop is not None and peer.remote_asn == self.asn:
+                problems.append(Problem(
+                    ("bgp", "peers", i, "ebgp_multihop"), peer.ebgp_multihop,
+                    f"peer {peer.address}: ebgp_multihop is for eBGP peers "
+                    f"(remote_asn {peer.remote_asn} is our own ASN)",
+                ))  # fmt: skip
+            if peer.ebgp_multihop is not None and peer.ttl_security is not None:
+                problems.append(Problem(
+                    ("bgp", "peers", i, "ebgp_multihop"), peer.ebgp_multihop,
+                    f"peer {peer.address}: set ebgp_multihop or ttl_security, not both "
+                    "(GTSM sends with TTL 255)",
+                ))  # fmt: skip
             if peer.address.version != self.vtep.address.version and peer.local_address is None:
                 problems.append(Problem(
                     ("bgp", "peers", i, "address"), str(peer.address),
@@ -507,18 +554,18 @@ class Config(Strict):
         raise ValueError(f"VNI {vni.vni} is not in this config")
 
     def import_targets(self, vni: Vni) -> list[str]:
-        return [self._expand_rt(rt, vni) for rt in vni.route_targets.import_]
+        return [self._expand_rt(rt, vni, importing=True) for rt in vni.route_targets.import_]
 
     def export_targets(self, vni: Vni) -> list[str]:
         return [self._expand_rt(rt, vni) for rt in vni.route_targets.export]
 
-    def _expand_rt(self, rt: str, vni: Vni) -> str:
-        # FRR's auto RT is ASN:VNI (with a 2-byte ASN; 4-byte ASNs use AS_TRANS
-        # there, we keep the low 16 bits like FRR does).
+    def _expand_rt(self, rt: str, vni: Vni, *, importing: bool = False) -> str:
+        # The one derivation of `auto` (evpnd/rib.py), as FRR does it.
         if rt != "auto":
             return rt
-        asn = self.asn if self.asn <= 65535 else self.asn & 0xFFFF
-        return f"{asn}:{vni.vni}"
+        auto = self.bgp.auto_route_targets
+        return auto_route_target(self.asn, vni.vni, auto.format,
+                                 any_asn=importing and auto.import_any_asn)  # fmt: skip
 
     def vni(self, number: int) -> Vni:
         for vni in self.vnis:

@@ -15,7 +15,8 @@ from evpnd.rib import VniPolicy
 
 
 def vni_policies(cfg: Config) -> list[VniPolicy]:
-    return [VniPolicy(v.vni, frozenset(cfg.import_targets(v))) for v in cfg.vnis]
+    return [VniPolicy(v.vni, frozenset(cfg.import_targets(v)), v.accept_label_mismatch)
+            for v in cfg.vnis]
 
 
 def vni_devices(cfg: Config) -> dict[int, VniDevices]:

@@ -116,6 +116,25 @@ def route_target(text: str) -> str:
     return f"{admin}:{number}"
 
 
+WILDCARD_ADMIN = "*"
+
+
+def import_route_target(text: str) -> str:
+    """An import route target: `ASN:NN`, `A.B.C.D:NN` or `*:NN`, canonical.
+
+    `*:NN` matches a received route target of any of the three kinds whose local
+    administrator is NN, whatever its ASN or address (as FRR's `route-target import
+    *:NN`): hosts that each have their own ASN (eBGP fabrics) then share VNIs. NN up
+    to 4294967295 (a 2-octet-ASN target's local administrator has 32 bits).
+    """
+    if isinstance(text, str) and text.startswith(f"{WILDCARD_ADMIN}:"):
+        number = decimal(text[2:], "route target local administrator")
+        if number > 0xFFFFFFFF:
+            raise ValueError(f"route target {text!r}: *:NN needs NN <= 4294967295")
+        return f"{WILDCARD_ADMIN}:{number}"
+    return route_target(text)
+
+
 def route_distinguisher(text: str) -> str:
     """`ASN:NN` or `A.B.C.D:NN` (RD types 0, 1 and 2), canonical."""
     admin, number = admin_number(text, "route distinguisher")

@@ -33,6 +33,7 @@ RAW_EVPN_KEYWORD = rawreceive.CONFIG_KEYWORD
 RELAY_MODULE = "evpnd.speaker.relay"
 BGP_PORT = 179
 GTSM_TTL = 255  # RFC 5082: a GTSM speaker always sends with the maximum TTL
+EBGP_TTL = 1  # a directly connected eBGP peer, without ebgp_multihop
 
 # Characters ExaBGP's tokeniser treats as syntax outside quotes.
 _UNSAFE_BARE = frozenset(" \t\r\n;{}[],#\"'\\")
@@ -156,6 +157,12 @@ def _neighbor(config: Config, peer: Peer) -> list[str]:
         # (minimum TTL 256 - N), which is what FRR's `ttl-security hops N` does.
         body.append(f"outgoing-ttl {GTSM_TTL};")
         body.append(f"incoming-ttl {256 - peer.ttl_security};")
+    elif peer.remote_asn != config.asn:
+        # eBGP: ExaBGP sends with the kernel's default TTL (64) whatever the peer;
+        # a router sends eBGP with TTL 1 unless told the peer is further away
+        # (FRR's `ebgp-multihop N`), so a peer that is not next to us is not
+        # reached by accident. iBGP keeps the default.
+        body.append(f"outgoing-ttl {peer.ebgp_multihop or EBGP_TTL};")
     if peer.passive:
         # ExaBGP listens only for neighbors that name a port (tcp.bind is empty).
         body.append("passive true;")

@@ -94,7 +94,8 @@ def test_passive_peer_listens_and_ipv6_peer_uses_its_local_address() -> None:
     passive = neighbor_block(text, "192.0.2.3")
     assert "passive true;" in passive and "listen 179;" in passive
     assert "peer-as 4200000001;" in passive and "hold-time 0;" in passive
-    assert "md5-password" not in passive and "ttl" not in passive
+    assert "md5-password" not in passive and "incoming-ttl" not in passive
+    assert "outgoing-ttl 1;" in passive  # eBGP (AS 4200000001): directly connected
     v6 = neighbor_block(text, "2001:db8::2")
     assert "local-address 2001:db8::1;" in v6 and "router-id 192.0.2.1;" in v6
 
