@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=
 
-.PHONY: demo test bench lint deps venv clean
+.PHONY: demo test bench chaos lint deps venv clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -47,6 +47,14 @@ test: venv
 
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The chaos and fuzz suite (tests/chaos) at full counts: an hour or more. `make test` (and
+# CI) runs the same scenarios with a few rounds each. The last line it prints:
+#   chaos_rounds=N faults=F stale=S missing=M pings_lost=P crashes=C
+chaos: venv
+	rm -f .cache/chaos/report.json
+	EVPND_CHAOS=full $(PY) -m pytest -ra tests/chaos $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m tests.chaos.summary; exit $$rc
 
 lint: venv
 	$(VENV)/bin/ruff check evpnd tests bench
