@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,6 +30,7 @@ from pydantic import (
 from evpnd import validate, yaml12
 from evpnd.control.settings import ControlConfig
 from evpnd.docker.settings import DockerConfig
+from evpnd.l3.settings import AnycastGateway, L3Vni, gateway_problems, l3vni_problems
 from evpnd.metrics.settings import MetricsConfig
 from evpnd.model import IPAddress
 from evpnd.mqtt.settings import MqttConfig
@@ -362,6 +364,8 @@ class Vni(Strict):
     flood: FloodMode = "evpn"
     group: IPAddress | None = None
     flood_peers: list[FloodPeer] = Field(default_factory=list)
+    # The distributed anycast gateway on the bridge (README "Routing between segments").
+    gateway: AnycastGateway | None = None
 
     _ifnames = field_validator("bridge", "vxlan_device")(
         lambda v: None if v is None else _check_ifname(v)
@@ -447,6 +451,8 @@ class Config(Strict):
     dad: Dad = Field(default_factory=Dad)  # duplicate MACs (README "Duplicate MACs")
     # The Docker network driver; its networks' VNIs join these (checks in evpnd/docker/driver.py).
     docker: DockerConfig = Field(default_factory=DockerConfig)
+    # Routing between segments: the L3VNI and the Type-5 prefixes (evpnd/l3/settings.py).
+    l3vni: L3Vni | None = None
 
     @field_validator("router_id", mode="before")
     @classmethod
@@ -460,6 +466,28 @@ class Config(Strict):
         if not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
+
+    @field_validator("vnis")
+    @classmethod
+    def _gateways(cls, vnis: list[Vni], info: ValidationInfo) -> list[Vni]:
+        # Anycast gateways against each other and the VTEP (evpnd/l3/settings.py).
+        vtep = info.data.get("vtep")
+        problems = gateway_problems(vnis, None if vtep is None else vtep.address)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return vnis
+
+    @field_validator("l3vni")
+    @classmethod
+    def _l3vni(cls, l3vni: L3Vni | None, info: ValidationInfo) -> L3Vni | None:
+        # The L3VNI against the VNIs and the VTEP (evpnd/l3/settings.py).
+        vtep = info.data.get("vtep")
+        if l3vni is not None:
+            problems = l3vni_problems(l3vni, info.data.get("vnis") or [],
+                                      None if vtep is None else vtep.address)  # fmt: skip
+            if problems:
+                raise ValueError("; ".join(problems))
+        return l3vni
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

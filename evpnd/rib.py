@@ -95,6 +95,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from evpnd.l3.table import L3NextHop, L3Policy, L3Table, RemotePrefix
 from evpnd.model import (
     ENCAP_VXLAN,
     MOBILITY_SEQ_MAX,
@@ -102,6 +103,7 @@ from evpnd.model import (
     ZERO_ESI,
     ImetRoute,
     IPAddress,
+    IPNetwork,
     MacIpKey,
     MacIpRoute,
     PrefixRoute,
@@ -324,6 +326,11 @@ class RibChanges:
     # left here and every peer), "policy" (detection turned off).
     duplicates_cleared: list[tuple[DuplicateMac, str]] = field(default_factory=list)
     limit_events: list[RouteLimitEvent] = field(default_factory=list)
+    # The L3 table (evpnd/l3/table.py): routes into the L3VNI and their next hops.
+    prefixes_installed: list[RemotePrefix] = field(default_factory=list)  # new or replaced
+    prefixes_removed: list[RemotePrefix] = field(default_factory=list)
+    nexthops_installed: list[L3NextHop] = field(default_factory=list)
+    nexthops_removed: list[L3NextHop] = field(default_factory=list)
     # VTEPs whose Type-2 next hops and Type-3 tunnel now differ (new or changed) / agree again.
     nexthop_mismatches: list[NexthopMismatch] = field(default_factory=list)
     nexthop_mismatches_cleared: list[NexthopMismatch] = field(default_factory=list)
@@ -343,6 +350,10 @@ class RibChanges:
                 self.duplicates,
                 self.duplicates_cleared,
                 self.limit_events,
+                self.prefixes_installed,
+                self.prefixes_removed,
+                self.nexthops_installed,
+                self.nexthops_removed,
                 self.nexthop_mismatches,
                 self.nexthop_mismatches_cleared,
             )
@@ -433,6 +444,7 @@ class _Tx:
     vteps: dict[VtepRef, None] = field(default_factory=dict)
     peers: dict[IPAddress, None] = field(default_factory=dict)  # with a limit, counts changed
     refused: dict[IPAddress, None] = field(default_factory=dict)  # routes refused at the limit
+    prefixes: dict[IPNetwork, None] = field(default_factory=dict)  # the L3 table's
     rds: dict[tuple[IPAddress, str], None] = field(default_factory=dict)  # (peer, RD): VTEP check
 
 
@@ -504,6 +516,7 @@ class Rib:
         self._duplicates: dict[MacRef, DuplicateMac] = {}
         self._limits: dict[IPAddress, RouteLimit] = {}
         self._limit_level: dict[IPAddress, str] = {}
+        self._l3 = L3Table(self._own)  # routing into the L3VNI: off until set_l3_policy
         # Per (peer, RD) of imported routes: Type-2 next hops and Type-3 tunnels, with
         # their route counts, and the mismatches between the two now published.
         self._rd_nexthops: dict[tuple[IPAddress, str], dict[IPAddress, int]] = {}
@@ -762,8 +775,14 @@ class Rib:
         return [(p, r) for p in peers for r in self._adj.get(p, {}).values()]
 
     def imported_vnis(self, peer: IPAddress, key: RouteKey) -> tuple[int, ...]:
+        """The L2 VNIs the route lands in, and the L3VNI when the L3 table takes it."""
         route = self._adj.get(peer, {}).get(key)
-        return () if route is None else self._imports(route)
+        if route is None:
+            return ()
+        l3 = self._l3.policy
+        if l3 is not None and self._l3.accepts(route):
+            return tuple(sorted({*self._imports(route), l3.vni}))
+        return self._imports(route)
 
     def remote_macs(self, vni: int | None = None) -> list[RemoteMacPath]:
         paths = self._remote_best.values()
@@ -823,6 +842,53 @@ class Rib:
             out.extend(_adverts(ref, self._advertised[ref]))
         return out
 
+    # ------------------------------------------------------------------ L3 table
+
+    @property
+    def l3_policy(self) -> L3Policy | None:
+        return self._l3.policy
+
+    def set_l3_policy(self, policy: L3Policy | None) -> RibChanges:
+        """The L3VNI's import policy (None: no routing into an L3VNI); every held route
+        is judged again (evpnd/l3/table.py)."""
+        tx = _Tx()
+        if policy == self._l3.policy:
+            return RibChanges()
+        for peer, routes in self._adj.items():
+            for route in routes.values():
+                self._l3.unindex(tx.prefixes, peer, route)
+        tx.prefixes.update(dict.fromkeys(p.prefix for p in self._l3.prefixes()))
+        self._l3.policy = policy
+        if policy is not None:
+            for peer, routes in self._adj.items():
+                for route in routes.values():
+                    self._l3.index(tx.prefixes, peer, route)
+        return self._commit(tx)
+
+    def l3_prefixes(self) -> list[RemotePrefix]:
+        """The remote prefixes routed into the L3VNI (the winner of each)."""
+        return self._l3.prefixes()
+
+    def l3_nexthops(self) -> list[L3NextHop]:
+        """The VTEPs those prefixes are routed to, with their router MACs."""
+        return self._l3.nexthops()
+
+    def l3_refusals(self) -> dict[str, int]:
+        """Held L3 routes the L3 table does not take, by reason (evpnd/l3/table.py)."""
+        out: dict[str, int] = {}
+        if self._l3.policy is None:
+            return out
+        for routes in self._adj.values():
+            for route in routes.values():
+                why = self._l3.refusal(route)
+                if why is not None:
+                    out[why] = out.get(why, 0) + 1
+        return out
+
+    def l3_rmac_conflicts(self) -> dict[str, tuple[IPAddress, ...]]:
+        """Router MACs two VTEPs claim: the ones left without a next hop, by MAC."""
+        return self._l3.rmac_conflicts()
+
     def conflicts(self) -> list[MacConflict]:
         return [self._conflicts[ref] for ref in sorted(self._conflicts)]
 
@@ -849,7 +915,7 @@ class Rib:
                 if rtype in MULTIHOMING_TYPES:
                     continue  # held and shown, not imported anywhere by design
                 vnis, why = self._import(route)
-                not_imported += not vnis
+                not_imported += not vnis and not self._l3.accepts(route)
                 if why is not None:
                     _count(refused, why)
                 if isinstance(route, MacIpRoute) and route.esi != ZERO_ESI:
@@ -1015,7 +1081,8 @@ class Rib:
                 vref = (vni, route.vtep)
                 tx.vteps[vref] = None
                 self._vtep_refs.setdefault(vref, set()).add((peer, route.key))
-            # Type-5 routes are held and counted; acting on them is the L3VNI work.
+        if self._l3.policy is not None:  # Type-5 and MAC+IP routes with an L3VNI label
+            self._l3.index(tx.prefixes, peer, route)
         return refusal
 
     def _unindex(self, tx: _Tx, peer: IPAddress, route: Route) -> None:
@@ -1039,6 +1106,7 @@ class Rib:
                     refs.discard((peer, route.key))
                     if not refs:
                         del self._vtep_refs[vref]
+        self._l3.unindex(tx.prefixes, peer, route)
 
     def _track_vtep(self, tx: _Tx, peer: IPAddress, route: Route, delta: int) -> None:
         """Count an imported route's next hop (Type-2) or tunnel (Type-3) under its
@@ -1137,6 +1205,7 @@ class Rib:
     def _commit(self, tx: _Tx) -> RibChanges:
         changes = RibChanges()
         dad, duplicates, probes = self._dad, self._duplicates, self._probes
+        l3 = self._l3 if self._l3.policy is not None else None
         for ref in tx.macs:
             remote, local_wins, conflict = self._select(ref)
             before = self._location(ref)
@@ -1168,6 +1237,8 @@ class Rib:
                     changes.conflicts.append(conflict)
             if probes and ref in probes and ref not in self._local and ref not in self._mac_cands:
                 del probes[ref]  # gone from here and from every peer
+            if l3 is not None:
+                l3.touch_mac(tx.prefixes, ref[1])  # host routes follow their MAC
         for ipref in tx.ips:
             neigh = self._select_neigh(ipref)
             if neigh != self._neighs.get(ipref):
@@ -1188,6 +1259,12 @@ class Rib:
                 if not published:
                     del self._vteps[vni]
                 changes.vteps_removed.append((vni, vtep))
+        if tx.prefixes:
+            found = self._l3.commit(tx.prefixes, self._host_route_follows_mac)
+            changes.prefixes_installed = found.prefixes_installed
+            changes.prefixes_removed = found.prefixes_removed
+            changes.nexthops_installed = found.nexthops_installed
+            changes.nexthops_removed = found.nexthops_removed
         if tx.peers or tx.refused:
             self._limit_levels(tx, changes)
         for where in tx.rds:
@@ -1202,6 +1279,18 @@ class Rib:
                 self._mismatches[where] = mismatch
                 changes.nexthop_mismatches.append(mismatch)
         return changes
+
+    def _host_route_follows_mac(self, peer: IPAddress, route: MacIpRoute) -> bool:
+        """A MAC+IP's host route is a candidate unless its MAC lives elsewhere in one of
+        our VNIs: here (we advertise it) or behind another VTEP (as for neighbours)."""
+        for vni in self._imports(route):
+            ref = (vni, route.mac)
+            if ref in self._advertised:
+                return False
+            owner = self._remote_best.get(ref)
+            if owner is not None and owner.vtep != route.nexthop:
+                return False
+        return True
 
     def _held(
         self, ref: MacRef, remote: RemoteMacPath | None, local_wins: bool, changes: RibChanges

@@ -30,6 +30,12 @@ Ownership as observed on Linux 6.18 (see the tests in tests/netns/test_writer.py
   extern_learn *and* protocol RTPROT_EVPND. A later admin write without
   extern_learn clears the flag (and so hands the entry to the admin).
 
+- Routes (into the L3VNI, main table): the kernel keeps the protocol, so a
+  route is evpnd's when it has protocol RTPROT_EVPND. evpnd's routes have
+  metric ROUTE_METRIC; only a main-table unicast route of that metric can
+  hold the same key (prefix, metric) as ours: another one is foreign.
+  Routes of other metrics live beside ours and are none of evpnd's business.
+
 Foreign entries are returned too: the reconciler must not write over an admin's
 static entry that holds the same key.
 """
@@ -37,7 +43,7 @@ static entry that holds the same key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import NamedTuple
 
 from evpnd.dataplane.netlink.linkindex import LinkIndex
@@ -51,14 +57,22 @@ from evpnd.dataplane.netlink.wire import (
     NTF_SELF,
     NUD_NOARP,
     NUD_PERMANENT,
+    ROUTE_METRIC,
+    RT_TABLE_MAIN,
     RTM_GETNEIGH,
+    RTM_GETROUTE,
     RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTMSG,
+    RTN_UNICAST,
     RTPROT_EVPND,
     NeighMsg,
+    RouteMsg,
     decode_neigh,
+    decode_route,
 )
-from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
-from evpnd.model import IPAddress
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, RouteEntry
+from evpnd.model import IPAddress, IPNetwork
 
 _FLOOD_BYTES = b"\0" * 6
 
@@ -78,7 +92,8 @@ class _Addresses:
         return found
 
 
-Entry = RemoteMac | FloodEntry | NeighEntry
+Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
+_NO_GATEWAY = {4: IPv4Address(0), 6: IPv6Address(0)}
 
 
 class Classified(NamedTuple):
@@ -120,6 +135,18 @@ class Classifier:
             return Classified(neigh, owned, static)
         return None
 
+    def route(self, raw: RouteMsg) -> Classified | None:
+        """A main-table unicast route of evpnd's metric: ours (RTPROT_EVPND) or foreign."""
+        if raw.table != RT_TABLE_MAIN or raw.type != RTN_UNICAST or raw.priority != ROUTE_METRIC:
+            return None
+        device = self._names.get(raw.oif) if raw.oif is not None else None
+        if device is None:
+            return None
+        prefix = _prefix(raw)
+        gateway = _NO_GATEWAY[prefix.version] if raw.gateway is None else self._addr(raw.gateway)
+        owned = raw.protocol == RTPROT_EVPND
+        return Classified(RouteEntry(prefix, device, gateway), owned, True)
+
     def neigh_key(self, raw: NeighMsg) -> tuple[str, IPAddress] | None:
         """Key of an IPv4/IPv6 neighbour message, which on deletion has no MAC or flags."""
         device = self._names.get(raw.ifindex)
@@ -136,6 +163,7 @@ class KernelTables:
     foreign_macs: dict[tuple[str, str], RemoteMac] = field(default_factory=dict)
     foreign_floods: set[FloodEntry] = field(default_factory=set)
     foreign_neighs: dict[tuple[str, IPAddress], NeighEntry] = field(default_factory=dict)
+    foreign_routes: dict[IPNetwork, RouteEntry] = field(default_factory=dict)
     # Every neighbour message, decoded but not classified, when asked for (inspection and tests).
     raw: list[NeighMsg] | None = None
     links: LinkIndex = field(default_factory=LinkIndex)
@@ -152,6 +180,11 @@ class KernelTables:
                 self.owned.add_flood(entry)
             else:
                 self.foreign_floods.add(entry)
+        elif isinstance(entry, RouteEntry):
+            if item.owned:
+                self.owned.add_route(entry)
+            else:
+                self.foreign_routes[entry.key] = entry
         elif item.owned:
             self.owned.add_neigh(entry)
         elif item.static:
@@ -189,7 +222,22 @@ def dump_tables(sock: RouteSocket, *, include_raw: bool = False) -> KernelTables
             items = [item for item in map(classify, raws) if item is not None]
         for item in items:
             tables.add(item)
+
+    def route(mtype: int, data: bytes, start: int, end: int) -> Classified | None:
+        if mtype != RTM_NEWROUTE:
+            return None
+        raw = decode_route(mtype, data, start, end)
+        return classify.route(raw) if raw is not None else None
+
+    for family in (AF_INET, AF_INET6):
+        request = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for item in sock.dump(RTM_GETROUTE, request, route).items:
+            tables.add(item)
     return tables
+
+
+def _prefix(raw: RouteMsg) -> IPNetwork:
+    return ip_network((raw.dst, raw.dst_len), strict=False)
 
 
 def dump(netns: str | None = None, *, include_raw: bool = False) -> KernelTables:

@@ -1,4 +1,4 @@
-"""Keep the kernel's owned FDB/neighbour entries equal to what is wanted.
+"""Keep the kernel's owned FDB/neighbour entries and routes equal to what is wanted.
 
 The bookkeeping is the delta tracker's (tracker.py): callers state what
 they want through `tracker` (the daemon maps each RIB change set onto it,
@@ -10,10 +10,12 @@ next cycle, so a burst of changes becomes a few large writes.
   costs a dump and zero writes).
 - set_desired() / update(): change what is wanted and write the difference
   now (config changes, tests).
-- While running, a netlink socket subscribed to RTNLGRP_NEIGH and
-  RTNLGRP_LINK reports deletions: an owned entry deleted by someone else is
-  re-added while still wanted; a device that comes back gets its entries
-  again. An admin's static entry holding a wanted key (`bridge fdb add`
+- While running, a netlink socket subscribed to RTNLGRP_NEIGH, RTNLGRP_LINK
+  and the IPv4/IPv6 route groups reports deletions: an owned entry or route
+  deleted by someone else is re-added while still wanted; a device that
+  comes back (or up again: the kernel drops a device's IPv4 routes silently
+  when it goes down) gets its entries again. An admin's static entry holding
+  a wanted key (`bridge fdb add`
   without extern_learn, `ip neigh ... nud permanent`) wins: evpnd never writes
   over it and counts it as a conflict, and takes the key back if the admin's
   entry goes away.
@@ -47,27 +49,33 @@ from evpnd.dataplane.netlink.linkindex import LinkIndex
 from evpnd.dataplane.netlink.routesocket import RouteSocket, dump_links, groups_mask
 from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
+    IFF_UP,
     RTM_DELLINK,
     RTM_DELNEIGH,
+    RTM_DELROUTE,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_ROUTE,
     RTNLGRP_LINK,
     RTNLGRP_NEIGH,
     RTPROT_EVPND,
     MalformedMessage,
     decode_link,
     decode_neigh,
+    decode_route,
     iter_messages,
     reconciler_skips,
 )
-from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, RouteEntry
 from evpnd.dataplane.tracker import Changes, ForwardingTracker
 from evpnd.dataplane.writer import DataplaneWriter, EntryError, WriteResult
-from evpnd.model import IPAddress
+from evpnd.model import IPAddress, IPNetwork
 
 log = structlog.get_logger(__name__)
 
-Entry = RemoteMac | FloodEntry | NeighEntry
+Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
 # One undecoded monitor message: (type, datagram, payload start, payload end).
 _Event = tuple[int, bytes, int, int]
 # Large enough to hold the notifications of a burst of our own writes while
@@ -113,6 +121,7 @@ class Reconciler:
         self._foreign_macs: set[tuple[str, str]] = set()
         self._foreign_floods: set[FloodEntry] = set()
         self._foreign_neighs: set[tuple[str, IPAddress]] = set()
+        self._foreign_routes: dict[IPNetwork, str] = {}  # prefix -> its device
         self._want_monitor = monitor
         self._chunk_size = chunk_size
         self._writer: DataplaneWriter | None = None
@@ -156,6 +165,7 @@ class Reconciler:
             len(d.macs.keys() & self._foreign_macs)
             + len(d.floods & self._foreign_floods)
             + len(d.neighs.keys() & self._foreign_neighs)
+            + len(d.routes.keys() & self._foreign_routes)
         )
 
     # -- lifecycle --------------------------------------------------------
@@ -171,7 +181,9 @@ class Reconciler:
                 # Subscribe before dumping so nothing between the two is missed.
                 self._monitor = RouteSocket(
                     self.netns,
-                    groups=groups_mask(RTNLGRP_NEIGH, RTNLGRP_LINK),
+                    groups=groups_mask(
+                        RTNLGRP_NEIGH, RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE
+                    ),
                     rcvbuf=MONITOR_RCVBUF,
                 )
                 self._monitor.setblocking(False)
@@ -240,6 +252,8 @@ class Reconciler:
                 tracker.unwant_mac(entry.key)
             elif isinstance(entry, FloodEntry):
                 tracker.unwant_flood(entry)
+            elif isinstance(entry, RouteEntry):
+                tracker.unwant_route(entry.key)
             else:
                 tracker.unwant_neigh(entry.key)
         for entry in put:
@@ -284,6 +298,7 @@ class Reconciler:
             skip_macs=self._foreign_macs,
             skip_floods=self._foreign_floods,
             skip_neighs=self._foreign_neighs,
+            skip_routes=self._foreign_routes.keys(),
         )
 
     async def _write_pending(self) -> WriteResult:
@@ -336,6 +351,7 @@ class Reconciler:
         self._foreign_macs = set(tables.foreign_macs)
         self._foreign_floods = tables.foreign_floods - ours
         self._foreign_neighs = set(tables.foreign_neighs)
+        self._foreign_routes = {k: r.device for k, r in tables.foreign_routes.items()}
         self.stats.resyncs += 1
         if self.holding and self.tracker.held_deletions():
             log.info("dataplane holding stale entries", held=self.tracker.held_deletions(),
@@ -411,7 +427,8 @@ class Reconciler:
         gone_links: set[str] = set()
         gone_indexes: set[int] = set()
         deleted: set[str] = set()  # devices deleted, not just gone from their bridge
-        new_device = False
+        went_down: set[str] = set()  # devices set down: their IPv4 routes went silently
+        new_device = went_up = False
         for mtype, data, start, end in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
                 continue
@@ -430,9 +447,15 @@ class Reconciler:
             old = self._links.names.get(index)
             if old is not None and old != link.name:
                 return True  # a rename moves entries between device names
+            before = self._links.get(index)
             self._links.put(link)
             if old is None:
                 new_device = True
+            elif before is not None and (before.flags ^ link.flags) & IFF_UP:
+                if link.flags & IFF_UP:
+                    went_up = True
+                else:
+                    went_down.add(link.name)
         if gone_links or new_device:
             if self._writer is not None:
                 self._writer.refresh_links()
@@ -440,6 +463,8 @@ class Reconciler:
                 self._forget_device(device)
             if deleted:
                 self._devices_gone(deleted)
+        if went_down:
+            self.tracker.forget_routes_on(went_down)
         names_refreshed = False
         for mtype, data, start, end in events:
             if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH):
@@ -466,9 +491,25 @@ class Reconciler:
                 self._fdb_deleted(item)
             elif not item.owned and item.static:
                 self._foreign_added(item.entry)
-        if new_device:
-            # A (re)created device has nothing of ours yet: what the kernel
-            # refused for want of it is worth trying again.
+        for mtype, data, start, end in events:
+            if mtype not in (RTM_NEWROUTE, RTM_DELROUTE):
+                continue
+            try:
+                route = decode_route(mtype, data, start, end)
+            except MalformedMessage:
+                continue
+            if route is None or route.oif in gone_indexes:
+                continue
+            item = self._classify.route(route)
+            if item is None or item.entry.device in gone_links:
+                continue
+            if route.deleted:
+                self._route_deleted(item)
+            elif not item.owned:
+                self._foreign_added(item.entry)
+        if new_device or went_up:
+            # A (re)created device, or one up again, has nothing of ours yet: what
+            # the kernel refused for want of it is worth trying again.
             self.tracker.retry_parked()
         return False
 
@@ -487,6 +528,16 @@ class Reconciler:
         self._foreign_macs = {k for k in self._foreign_macs if k[0] != device}
         self._foreign_floods = {f for f in self._foreign_floods if f.device != device}
         self._foreign_neighs = {k for k in self._foreign_neighs if k[0] != device}
+        self._foreign_routes = {k: d for k, d in self._foreign_routes.items() if d != device}
+
+    def _route_deleted(self, item: Classified) -> None:
+        entry, tracker = item.entry, self.tracker
+        assert isinstance(entry, RouteEntry)
+        if item.owned and tracker.routes.installed.get(entry.key) == entry:
+            tracker.removed(entry)
+            self._count_repair(entry.key in tracker.routes.wanted)
+        elif not item.owned and entry.key in self._foreign_routes:
+            del self._foreign_routes[entry.key]  # the key is ours to write again
 
     def _fdb_deleted(self, item: Classified) -> None:
         entry, tracker = item.entry, self.tracker
@@ -527,6 +578,10 @@ class Reconciler:
             # flag: the notification then names some remote, maybe ours.
             if entry not in self.tracker.floods.installed:
                 self._foreign_floods.add(entry)
+        elif isinstance(entry, RouteEntry):
+            if self.tracker.taken_over(entry):
+                self.stats.takeovers += 1
+            self._foreign_routes[entry.key] = entry.device
         else:
             if self.tracker.taken_over(entry):
                 self.stats.takeovers += 1

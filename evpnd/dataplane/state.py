@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from evpnd.model import IPAddress
+from evpnd.model import IPAddress, IPNetwork
 
 FLOOD_MAC = "00:00:00:00:00:00"
 
@@ -57,6 +57,21 @@ class NeighEntry:
         return (self.device, self.ip)
 
 
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
+class RouteEntry:
+    """A route into the L3VNI in the main table: `prefix via gateway dev device onlink`,
+    protocol RTPROT_EVPND, metric ROUTE_METRIC (writer.py). Keyed by the prefix: evpnd
+    holds one route per prefix."""
+
+    prefix: IPNetwork
+    device: str  # the L3VNI bridge
+    gateway: IPAddress  # the VTEP (or, for an IPv6 prefix behind an IPv4 VTEP, ::ffff:VTEP)
+
+    @property
+    def key(self) -> IPNetwork:
+        return self.prefix
+
+
 @dataclass(slots=True)
 class ForwardingState:
     """A full picture of owned entries: either what we want or what the kernel holds."""
@@ -64,6 +79,7 @@ class ForwardingState:
     macs: dict[tuple[str, str], RemoteMac] = field(default_factory=dict)
     floods: set[FloodEntry] = field(default_factory=set)
     neighs: dict[tuple[str, IPAddress], NeighEntry] = field(default_factory=dict)
+    routes: dict[IPNetwork, RouteEntry] = field(default_factory=dict)
 
     def add_mac(self, entry: RemoteMac) -> None:
         self.macs[entry.key] = entry
@@ -74,15 +90,19 @@ class ForwardingState:
     def add_neigh(self, entry: NeighEntry) -> None:
         self.neighs[entry.key] = entry
 
+    def add_route(self, entry: RouteEntry) -> None:
+        self.routes[entry.key] = entry
+
     def devices(self) -> set[str]:
         return (
             {k[0] for k in self.macs}
             | {f.device for f in self.floods}
             | {k[0] for k in self.neighs}
+            | {r.device for r in self.routes.values()}
         )
 
     def count(self) -> int:
-        return len(self.macs) + len(self.floods) + len(self.neighs)
+        return len(self.macs) + len(self.floods) + len(self.neighs) + len(self.routes)
 
 
 def ip(value: str | IPAddress) -> IPAddress:

@@ -8,9 +8,11 @@ would make the kernel equal to what is wanted. There is no separate diff
 step and no second copy of the state: a change costs a few dict operations,
 so one UPDATE of 100 routes or a 100k-route table go the same way.
 
-Three tables, as the kernel has them (`state.py`): remote MACs keyed by
+Four tables, as the kernel has them (`state.py`): remote MACs keyed by
 (vxlan device, MAC), flood entries (a set: each VTEP is appended on its own,
-never replaced) and neighbours keyed by (bridge, IP).
+never replaced), neighbours keyed by (bridge, IP) and routes into the L3VNI
+keyed by prefix. The L3VNI's next hops are a neighbour and a remote MAC
+(the router MAC) each, in the neighbour and MAC tables.
 
 Kernel semantics encoded here (checked on 6.18):
 
@@ -30,11 +32,12 @@ later batch into a retry of the same failures.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac
-from evpnd.model import IPAddress, address_order
+from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, RouteEntry
+from evpnd.model import IPAddress, IPNetwork, address_order
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -54,6 +57,8 @@ class Changes:
     floods_del: list[FloodEntry] = field(default_factory=list)
     neighs_put: list[NeighEntry] = field(default_factory=list)
     neighs_del: list[NeighEntry] = field(default_factory=list)
+    routes_put: list[RouteEntry] = field(default_factory=list)
+    routes_del: list[RouteEntry] = field(default_factory=list)
 
     def count(self) -> int:
         return (
@@ -63,6 +68,8 @@ class Changes:
             + len(self.floods_del)
             + len(self.neighs_put)
             + len(self.neighs_del)
+            + len(self.routes_put)
+            + len(self.routes_del)
         )
 
     def __bool__(self) -> bool:
@@ -170,12 +177,13 @@ def _device(key: object) -> str:
 
 
 class ForwardingTracker:
-    """The three tables together; `desired` and `installed` are live ForwardingState views."""
+    """The four tables together; `desired` and `installed` are live ForwardingState views."""
 
     def __init__(self) -> None:
         self.macs: TableTracker[MacKey, RemoteMac] = TableTracker()
         self.floods: TableTracker[FloodEntry, FloodEntry] = TableTracker()
         self.neighs: TableTracker[NeighKey, NeighEntry] = TableTracker()
+        self.routes: TableTracker[IPNetwork, RouteEntry] = TableTracker()
         self._desired_floods: set[FloodEntry] = set()
         self._installed_floods: set[FloodEntry] = set()
 
@@ -183,20 +191,27 @@ class ForwardingTracker:
 
     @property
     def desired(self) -> ForwardingState:
-        return ForwardingState(self.macs.wanted, self._desired_floods, self.neighs.wanted)
+        return ForwardingState(
+            self.macs.wanted, self._desired_floods, self.neighs.wanted, self.routes.wanted
+        )
 
     @property
     def installed(self) -> ForwardingState:
-        return ForwardingState(self.macs.installed, self._installed_floods, self.neighs.installed)
+        return ForwardingState(
+            self.macs.installed, self._installed_floods, self.neighs.installed,
+            self.routes.installed,
+        )  # fmt: skip
 
     # -- wanted --------------------------------------------------------------
 
-    def want(self, entry: RemoteMac | FloodEntry | NeighEntry) -> None:
+    def want(self, entry: RemoteMac | FloodEntry | NeighEntry | RouteEntry) -> None:
         if isinstance(entry, RemoteMac):
             self.macs.want(entry.key, entry)
         elif isinstance(entry, FloodEntry):
             self.floods.want(entry, entry)
             self._desired_floods.add(entry)
+        elif isinstance(entry, RouteEntry):
+            self.routes.want(entry.key, entry)
         else:
             self.neighs.want(entry.key, entry)
 
@@ -210,12 +225,16 @@ class ForwardingTracker:
     def unwant_neigh(self, key: NeighKey) -> None:
         self.neighs.unwant(key)
 
+    def unwant_route(self, key: IPNetwork) -> None:
+        self.routes.unwant(key)
+
     def replace_desired(self, state: ForwardingState) -> None:
         self.macs.replace_wanted(state.macs)
         self.floods.replace_wanted({f: f for f in state.floods})
         self._desired_floods.clear()
         self._desired_floods.update(state.floods)
         self.neighs.replace_wanted(state.neighs)
+        self.routes.replace_wanted(state.routes)
 
     # -- installed -------------------------------------------------------------
 
@@ -225,10 +244,14 @@ class ForwardingTracker:
         self._installed_floods.clear()
         self._installed_floods.update(state.floods)
         self.neighs.replace_installed(state.neighs)
+        self.routes.replace_installed(state.routes)
 
-    def removed(self, entry: RemoteMac | FloodEntry | NeighEntry) -> None:
+    def removed(self, entry: RemoteMac | FloodEntry | NeighEntry | RouteEntry) -> None:
         """Someone else deleted an entry we installed: it becomes pending again if wanted."""
-        if isinstance(entry, RemoteMac):
+        if isinstance(entry, RouteEntry):
+            if self.routes.installed.get(entry.key) == entry:
+                self.routes.removed(entry.key)
+        elif isinstance(entry, RemoteMac):
             if self.macs.installed.get(entry.key) == entry:
                 self.macs.removed(entry.key)
         elif isinstance(entry, FloodEntry):
@@ -243,9 +266,15 @@ class ForwardingTracker:
         if key in self.neighs.installed:
             self.neighs.removed(key)
 
-    def taken_over(self, entry: RemoteMac | NeighEntry) -> bool:
+    def taken_over(self, entry: RemoteMac | NeighEntry | RouteEntry) -> bool:
         """An admin's static entry replaced ours under the same key; True if ours was there."""
-        table = self.macs if isinstance(entry, RemoteMac) else self.neighs
+        table: TableTracker[Any, Any]
+        if isinstance(entry, RemoteMac):
+            table = self.macs
+        elif isinstance(entry, RouteEntry):
+            table = self.routes
+        else:
+            table = self.neighs
         if entry.key not in table.installed:
             return False
         table.installed.pop(entry.key)  # type: ignore[arg-type]
@@ -262,11 +291,20 @@ class ForwardingTracker:
         for flood in [f for f in self.floods.installed if f.device in names]:
             self.floods.removed(flood)
             self._installed_floods.discard(flood)
+        self.forget_routes_on(names)
+
+    def forget_routes_on(self, devices: Iterable[str]) -> None:
+        """The kernel dropped these devices' routes (with the device, or as it went down:
+        IPv4 sends no notification for either); what is still wanted is pending again."""
+        names = set(devices)
+        for key in [k for k, r in self.routes.installed.items() if r.device in names]:
+            self.routes.removed(key)
 
     def retry_parked(self) -> None:
         self.macs.retry_parked()
         self.floods.retry_parked()
         self.neighs.retry_parked()
+        self.routes.retry_parked()
 
     # -- writes --------------------------------------------------------------
 
@@ -277,6 +315,7 @@ class ForwardingTracker:
         skip_macs: set[MacKey] | frozenset[MacKey] = frozenset(),
         skip_floods: set[FloodEntry] | frozenset[FloodEntry] = frozenset(),
         skip_neighs: set[NeighKey] | frozenset[NeighKey] = frozenset(),
+        skip_routes: AbstractSet[IPNetwork] = frozenset(),
     ) -> Changes:
         """The writes that make the kernel hold what is wanted.
 
@@ -298,21 +337,29 @@ class ForwardingTracker:
             (f for f in self.floods.pending_updates() if f not in skip_floods), key=_flood_order
         )
         out.neighs_put = [n for n in self.neighs.pending_updates() if n.key not in skip_neighs]
+        out.routes_put = [r for r in self.routes.pending_updates() if r.key not in skip_routes]
         if deletions:
             out.macs_del += self.macs.pending_deletions()
             out.floods_del = sorted(self.floods.pending_deletions(), key=_flood_order)
             out.neighs_del = self.neighs.pending_deletions()
+            out.routes_del = self.routes.pending_deletions()
         return out
 
     def held_deletions(self) -> int:
-        return len(self.macs.deletions) + len(self.floods.deletions) + len(self.neighs.deletions)
+        return (
+            len(self.macs.deletions) + len(self.floods.deletions) + len(self.neighs.deletions)
+            + len(self.routes.deletions)
+        )  # fmt: skip
 
     def record(self, changes: Changes, failed: set[tuple[str, object]]) -> None:
         """What a write did: `failed` holds (op, entry) pairs the kernel refused.
 
         Deletes are recorded first, as the writer performs them first.
         """
-        macs, floods, neighs = self.macs, self.floods, self.neighs
+        macs, floods, neighs, routes = self.macs, self.floods, self.neighs, self.routes
+        for route in changes.routes_del:
+            if ("route_del", route) not in failed and routes.installed.get(route.key) == route:
+                routes.removed(route.key)
         for mac in changes.macs_del:
             if ("mac_del", mac) not in failed and macs.installed.get(mac.key) == mac:
                 macs.removed(mac.key)
@@ -339,6 +386,11 @@ class ForwardingTracker:
                 neighs.park(neigh.key)
             else:
                 neighs.installed_as(neigh.key, neigh)
+        for route in changes.routes_put:
+            if ("route_put", route) in failed:
+                routes.park(route.key)
+            else:
+                routes.installed_as(route.key, route)
 
 
 def _flood_order(entry: FloodEntry) -> tuple[str, tuple[int, int]]:

@@ -24,7 +24,15 @@ Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
   NUD_PERMANENT|NUD_NOARP, NLM_F_CREATE|NLM_F_APPEND, one message per VTEP;
   deleting with NDA_DST removes only that remote.
 - neighbour: RTM_NEWNEIGH AF_INET/AF_INET6 on the bridge, NUD_NOARP,
-  NDA_PROTOCOL=RTPROT_EVPND, NLM_F_CREATE|NLM_F_REPLACE.
+  NDA_PROTOCOL=RTPROT_EVPND, NLM_F_CREATE|NLM_F_REPLACE. The L3VNI's next hops
+  are neighbours too (VTEP -> router MAC on the L3VNI bridge), and their
+  router MACs remote MACs on the L3VNI vxlan device.
+- route into the L3VNI: RTM_NEWROUTE in the main table, `prefix via GATEWAY
+  dev <L3VNI bridge> onlink`, protocol RTPROT_EVPND, metric ROUTE_METRIC,
+  NLM_F_CREATE|NLM_F_REPLACE (FRR installs the same, with proto bgp and
+  metric 20). Deleted with RTPROT_EVPND and the metric in the request: the
+  kernel then deletes only a route with that protocol (fib_table_delete,
+  ip6_route_del), never an admin's route of the same prefix.
 
 Every failing entry is reported on its own; the rest of the batch lands.
 """
@@ -61,21 +69,37 @@ from evpnd.dataplane.netlink.wire import (
     NUD_NOARP,
     NUD_PERMANENT,
     NUD_REACHABLE,
+    ROUTE_METRIC,
+    RT_SCOPE_NOWHERE,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_OIF,
+    RTA_PRIORITY,
     RTM_DELNEIGH,
+    RTM_DELROUTE,
     RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTMSG,
+    RTN_UNICAST,
+    RTNH_F_ONLINK,
     RTPROT_EVPND,
+    rtattr,
 )
-from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
+from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac, RouteEntry
 from evpnd.dataplane.tracker import Changes
 from evpnd.model import IPAddress
 
 Op = Literal[
     "mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put",
-    "bridge_put", "bridge_del",
+    "bridge_put", "bridge_del", "route_put", "route_del",
 ]  # fmt: skip
 # The bridge-FDB companions of a remote MAC's vxlan entry (see the module doc).
 _BRIDGE_OPS = ("bridge_put", "bridge_del")
-Entry = RemoteMac | FloodEntry | NeighEntry
+Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
+_U32 = struct.Struct("=I")
+_GONE = (errno.ENOENT, errno.ESRCH)
 
 # One struct per message shape: ndmsg, then attributes (header, value, padding).
 _NDMSG = "=BBHiHBB"
@@ -260,6 +284,34 @@ class DataplaneWriter:
         payload = fmt.pack(family, 0, 0, ifindex, 0, 0, 0, 4 + len(dst), NDA_DST, dst)
         return RTM_DELNEIGH, 0, payload
 
+    def _route_put(self, entry: RouteEntry, ifindex: int) -> Request:
+        net = entry.prefix
+        family = AF_INET if net.version == 4 else AF_INET6
+        gateway = self._packed_ip(entry.gateway)
+        if len(gateway) != len(net.network_address.packed):
+            raise ValueError(f"gateway {entry.gateway} of route {net} is of another family")
+        payload = b"".join((
+            RTMSG.pack(family, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_EVPND,
+                       RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK),
+            rtattr(RTA_DST, net.network_address.packed),
+            rtattr(RTA_GATEWAY, gateway),
+            rtattr(RTA_OIF, _U32.pack(ifindex)),
+            rtattr(RTA_PRIORITY, _U32.pack(ROUTE_METRIC)),
+        ))  # fmt: skip
+        return RTM_NEWROUTE, _PUT, payload
+
+    def _route_del(self, entry: RouteEntry, ifindex: int) -> Request:
+        # Scope "nowhere" and type 0 match any; protocol and metric must be ours.
+        net = entry.prefix
+        family = AF_INET if net.version == 4 else AF_INET6
+        payload = b"".join((
+            RTMSG.pack(family, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_EVPND,
+                       RT_SCOPE_NOWHERE, 0, 0),
+            rtattr(RTA_DST, net.network_address.packed),
+            rtattr(RTA_PRIORITY, _U32.pack(ROUTE_METRIC)),
+        ))  # fmt: skip
+        return RTM_DELROUTE, 0, payload
+
     def _build(
         self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool]
     ) -> tuple[list[Request], list[tuple[Op, Entry]]]:
@@ -270,6 +322,7 @@ class DataplaneWriter:
             "flood_add": self._flood_add, "flood_del": self._flood_del,
             "bridge_put": self._bridge_put, "bridge_del": self._bridge_del,
             "neigh_put": self._neigh_put, "neigh_del": self._neigh_del,
+            "route_put": self._route_put, "route_del": self._route_del,
         }  # fmt: skip
         indexes: dict[str, int | None] = {}  # device -> ifindex, for this batch
         for op, entry in ops:
@@ -298,8 +351,8 @@ class DataplaneWriter:
         failed: list[tuple[Op, Entry, NetlinkError]] = []
         for i, (op, entry) in enumerate(sent):
             error = failures.get(i)
-            # Deleting what is already gone reached the goal.
-            if error is None or (op.endswith("_del") and error.errno == errno.ENOENT):
+            # Deleting what is already gone reached the goal (a route: ESRCH).
+            if error is None or (op.endswith("_del") and error.errno in _GONE):
                 (result.bridge_writes if op in _BRIDGE_OPS else result.writes)[op] += 1
             elif op in _BRIDGE_OPS and error.errno == errno.EOPNOTSUPP:
                 continue  # the vxlan device is no bridge port: no bridge FDB to fill
@@ -309,13 +362,17 @@ class DataplaneWriter:
 
     def apply(self, changes: Changes) -> WriteResult:
         """Write all changes, deletes first; never raises for a single entry's failure."""
+        # Routes are deleted first and written last: a route is only ever in the
+        # kernel while its next hop's neighbour and router MAC are.
         ops: list[tuple[Op, Entry]] = [
+            *(("route_del", e) for e in changes.routes_del),
             *(op for e in changes.macs_del for op in (("bridge_del", e), ("mac_del", e))),
             *(("flood_del", e) for e in changes.floods_del),
             *(("neigh_del", e) for e in changes.neighs_del),
             *(op for e in changes.macs_put for op in (("mac_put", e), ("bridge_put", e))),
             *(("flood_add", e) for e in changes.floods_add),
             *(("neigh_put", e) for e in changes.neighs_put),
+            *(("route_put", e) for e in changes.routes_put),
         ]
         result = WriteResult()
         refreshed = [False]

@@ -1,4 +1,4 @@
-"""NETLINK_ROUTE wire format: constants, framing, attributes, neighbour and link decoders.
+"""NETLINK_ROUTE wire format: constants, framing, attributes, neighbour, link and route decoders.
 
 Plain `struct`, no pyroute2: decoding is on the hot path of every FDB change
 (the kernel echoes each remote MAC evpnd writes twice) and of 100k-entry
@@ -44,11 +44,16 @@ NLA_TYPE_MASK = 0x3FFF
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
+RTM_GETROUTE = 26
 RTM_NEWNEIGH = 28
 RTM_DELNEIGH = 29
 RTM_GETNEIGH = 30
 RTNLGRP_LINK = 1
 RTNLGRP_NEIGH = 3
+RTNLGRP_IPV4_ROUTE = 7
+RTNLGRP_IPV6_ROUTE = 11
 RTMGRP_LINK = 0x1
 RTMGRP_NEIGH = 0x4
 AF_UNSPEC = 0
@@ -89,11 +94,28 @@ NUD_HAS_LLADDR = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP |
 # Neighbour protocol tag of evpnd's ARP/ND suppression entries. 238 (0xee) is
 # unassigned in <linux/rtnetlink.h> and iproute2's rt_protos (186 is "bgp",
 # which FRR and BIRD use for routes; 11 is zebra): `ip neigh` prints it as
-# "proto 238".
+# "proto 238". evpnd's routes (into the L3VNI) and gateway addresses carry it too.
 RTPROT_EVPND = 238
+
+# <linux/rtnetlink.h>: routes
+RTA_DST = 1
+RTA_OIF = 4
+RTA_GATEWAY = 5
+RTA_PRIORITY = 6
+RTA_TABLE = 15
+RT_TABLE_MAIN = 254
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_NOWHERE = 255
+RTN_UNICAST = 1
+RTNH_F_ONLINK = 0x4
+# The metric of evpnd's routes (FRR's for BGP routes): a route of the same prefix
+# with a lower metric (an admin's static route has 0) wins over ours.
+ROUTE_METRIC = 20
 
 NLMSGHDR = struct.Struct("=IHHII")
 NDMSG = struct.Struct("=BBHiHBB")
+# family, dst_len, src_len, tos, table, protocol, scope, type, flags
+RTMSG = struct.Struct("=BBBBBBBBI")
 IFINFOMSG = struct.Struct("=BxHiII")
 RTATTR = struct.Struct("=HH")
 NLMSGERR = struct.Struct("=i")
@@ -249,6 +271,57 @@ def decode_neigh(mtype: int, data: bytes, start: int, end: int) -> NeighMsg | No
         mtype == RTM_DELNEIGH, family, ifindex, state, flags,
         lladdr, dst, master, vlan, protocol, flags_ext,
     )  # fmt: skip
+
+
+class RouteMsg(NamedTuple):
+    """One RTM_NEWROUTE / RTM_DELROUTE (IPv4 or IPv6), addresses packed."""
+
+    deleted: bool
+    family: int
+    dst_len: int
+    table: int
+    protocol: int
+    type: int
+    flags: int
+    dst: bytes  # the prefix's address (all zero for a default route)
+    gateway: bytes | None = None
+    oif: int | None = None
+    priority: int = 0
+
+
+def decode_route(mtype: int, data: bytes, start: int, end: int) -> RouteMsg | None:
+    """Decode the rtmsg in data[start:end]; None for families other than IPv4 and IPv6."""
+    if end - start < RTMSG.size:
+        raise MalformedMessage(f"rtmsg of {end - start} bytes")
+    family, dst_len, _src, _tos, table, protocol, _scope, rtype, flags = RTMSG.unpack_from(
+        data, start
+    )
+    if family not in (AF_INET, AF_INET6):
+        return None
+    size = 4 if family == AF_INET else 16
+    if dst_len > size * 8:
+        raise MalformedMessage(f"route prefix length {dst_len} for family {family}")
+    dst = bytes(size)
+    gateway = None
+    oif = None
+    priority = 0
+    for atype, a, b in iter_attrs(data, start + RTMSG.size, end):
+        if atype == RTA_DST:
+            if b - a != size:
+                raise MalformedMessage(f"RTA_DST of {b - a} bytes for family {family}")
+            dst = bytes(data[a:b])
+        elif atype == RTA_GATEWAY:
+            if b - a != size:
+                raise MalformedMessage(f"RTA_GATEWAY of {b - a} bytes for family {family}")
+            gateway = bytes(data[a:b])
+        elif atype == RTA_OIF:
+            oif = _u32(data, a, b)
+        elif atype == RTA_PRIORITY:
+            priority = _u32(data, a, b)
+        elif atype == RTA_TABLE:
+            table = _u32(data, a, b)
+    return RouteMsg(mtype == RTM_DELROUTE, family, dst_len, table, protocol, rtype, flags,
+                    dst, gateway, oif, priority)  # fmt: skip
 
 
 def decode_link(mtype: int, data: bytes, start: int, end: int) -> LinkMsg:
