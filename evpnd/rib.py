@@ -797,6 +797,21 @@ class Rib:
         found = (n for n in self._neighs.values() if vni is None or n.vni == vni)
         return sorted(found, key=lambda n: (n.vni, address_order(n.ip)))
 
+    def ip_claims(
+        self, vni: int, ip: IPAddress | None = None
+    ) -> list[tuple[IPAddress, str, IPAddress]]:
+        """(IP, MAC, VTEP) of every received MAC+IP route in `vni` (of `ip` only, when
+        given), best path or not: who claims an address (the Docker IPAM and driver).
+        With `ip` a lookup; without, a pass over every VNI's IPs."""
+        if ip is not None:
+            return [(ip, r.mac, r.nexthop) for _, r in self._ip_cands.get((vni, ip), ())]
+        return [(ref[1], r.mac, r.nexthop) for ref, cands in self._ip_cands.items()
+                if ref[0] == vni for _, r in cands]
+
+    def mac_claims(self, vni: int, mac: str) -> list[IPAddress]:
+        """The VTEPs of every received route for `mac` in `vni`, best path or not."""
+        return [r.nexthop for _, r in self._mac_cands.get((vni, normalize_mac(mac)), ())]
+
     def vteps(self, vni: int | None = None) -> dict[int, tuple[IPAddress, ...]]:
         return {
             v: tuple(sorted(vteps, key=address_order))

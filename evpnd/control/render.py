@@ -412,6 +412,11 @@ def render_status(data: JSON) -> str:
 
 # ---------------------------------------------------------------- fabric
 
+            ("IPAM", f"{docker.get('ipam_pools', 0)} pools, "
+                     f"{docker.get('ipam_addresses', 0)} addresses in use"),
+            ("address collisions", "; ".join(docker.get("collisions") or []) or "-"),
+            *((("rebuild from dockerd", "pending: dockerd not answering yet"),)
+              if docker.get("rebuild_pending") else ()),
 
 def render_fabric(data: JSON) -> str:
     host = data["host"]

@@ -23,7 +23,16 @@ Robust to what dockerd really does (recorded in shared/libnetwork/):
   a later call or a restart fail;
 * the number of endpoints is capped per network and in all
   (`docker.max_endpoints_per_network`, `docker.max_endpoints`); refusals are
-  counted in `Driver.counters`.
+  counted in `Driver.counters`;
+* a container whose address or MAC another VTEP already advertises (a
+  received Type-2 route, `fabric.FabricView`) is refused at CreateEndpoint
+  and again at Join, so an address is never installed on two hosts in
+  silence;
+* a lost (or unreadable) state file is rebuilt from dockerd's own view
+  (`dockerd.DockerdSource`: its networks of this driver, their options and
+  IPAM configuration, the running containers' endpoints); while dockerd does
+  not answer, nothing is removed from the kernel and `rebuild_pending` says
+  a rebuild is due (`DockerPlugin` retries).
 
 Every veth the driver creates carries the alias `evpnd:docker=<plugin>:ep=<id>`
 and every device the VNI alias `evpnd:vni=N`, so recovery finds leftovers even
@@ -33,10 +42,19 @@ when the state file was lost, and never touches anything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Interface,
+    IPv6Network,
+    ip_interface,
+    ip_network,
+)
 from typing import Any, Protocol
 
 import structlog
@@ -44,8 +62,12 @@ from pydantic import ValidationError
 
 from evpnd.config import Config, Vni
 from evpnd.dataplane.linkplan import LinkInfo, alias_vni
+from evpnd.docker import ipam
 from evpnd.docker import options as docker_options
+from evpnd.docker.dockerd import DockerdNetwork, DockerdSource, DockerdUnavailable, addresses_in
+from evpnd.docker.fabric import FabricView, NoFabric, conflicts, describe
 from evpnd.docker.protocol import (
+    GENERIC_OPTIONS,
     CreateEndpointRequest,
     CreateNetworkRequest,
     IfaceName,
@@ -53,7 +75,7 @@ from evpnd.docker.protocol import (
     JoinResponse,
 )
 from evpnd.docker.settings import MAX_ENDPOINTS, MAX_ENDPOINTS_PER_NETWORK
-from evpnd.docker.state import DriverState, EndpointRecord, NetworkRecord, StateStore
+from evpnd.docker.state import DriverState, EndpointRecord, NetworkRecord, PoolRecord, StateStore
 from evpnd.model import IPAddress
 
 log = structlog.get_logger(__name__)
@@ -78,12 +100,21 @@ class DriverCounters:
     requests_refused_invalid: int = 0
     # saved networks and endpoints left out at recovery: they no longer validate
     records_skipped: int = 0
+    # an address or MAC another VTEP advertises: RequestAddress (--ip), CreateEndpoint, Join
+    refused_collision: int = 0
+    # a running container's address or MAC that another VTEP began to advertise
+    collisions_detected: int = 0
+    # networks and endpoints rebuilt from dockerd's view (the state file was lost)
+    records_rebuilt: int = 0
     skipped: list[str] = field(default_factory=list)  # what and why, the last few
 
     def as_dict(self) -> dict[str, int]:
         return {"endpoints_refused_cap": self.endpoints_refused_cap,
                 "requests_refused_invalid": self.requests_refused_invalid,
-                "records_skipped": self.records_skipped}
+                "records_skipped": self.records_skipped,
+                "refused_collision": self.refused_collision,
+                "collisions_detected": self.collisions_detected,
+                "records_rebuilt": self.records_rebuilt}
 
 
 # ---------------------------------------------------------------------------
@@ -255,6 +286,8 @@ class Driver:
         listener: DriverListener | None = None,
         max_endpoints_per_network: int = MAX_ENDPOINTS_PER_NETWORK,
         max_endpoints: int = MAX_ENDPOINTS,
+        fabric: FabricView | None = None,
+        dockerd: DockerdSource | None = None,
     ) -> None:
         self.plugin = plugin
         self.host = host
@@ -265,6 +298,11 @@ class Driver:
         self.max_endpoints = max_endpoints
         self.counters = DriverCounters()
         self.state = DriverState()
+        self.fabric: FabricView = fabric or NoFabric()
+        self.dockerd = dockerd
+        # The state file was lost and dockerd did not answer yet: rebuild_from_dockerd()
+        # is due, and no veth is removed as a stray meanwhile.
+        self.rebuild_pending = False
         self._lock = asyncio.Lock()
 
     @property
@@ -313,29 +351,7 @@ class Driver:
                     return  # a retry of a call that worked
                 raise DriverError(f"network {request.NetworkID[:12]} already exists "
                                   "with other options")
-            v4 = request.IPv4Data[0] if request.IPv4Data else None
-            v6 = request.IPv6Data[0] if request.IPv6Data else None
-            try:
-                ipv4_gateway = docker_options.gateway_interface(
-                    "IPv4Data.Gateway", v4.Gateway if v4 else None, 4)
-                ipv6_gateway = docker_options.gateway_interface(
-                    "IPv6Data.Gateway", v6.Gateway if v6 else None, 6)
-            except ValueError as exc:
-                self.counters.requests_refused_invalid += 1
-                raise DriverError(f"evpnd: CreateNetwork: {exc}") from None
-            record = NetworkRecord(
-                id=request.NetworkID,
-                vni=parsed.vni,
-                gateway_mode=parsed.gateway,
-                ipv4_gateway=ipv4_gateway,
-                ipv6_gateway=ipv6_gateway,
-                ipv4_pool=v4.Pool if v4 else None,
-                gateway_mac=gateway_mac(parsed.vni.vni) if parsed.gateway == "local" else None,
-            )
-            self._check_conflicts(record, config)
-            if record.gateway_mode == "local" and not (record.ipv4_gateway or record.ipv6_gateway):
-                raise DriverError("-o gateway=local: the network has no gateway address "
-                                  "(give --subnet and --gateway)")
+            record = self._network_record(request, parsed, config)
             # Written before the devices exist: a restart in between removes them.
             self._put_network(record)
             try:
@@ -349,6 +365,34 @@ class Driver:
             log.info("docker network created", network=record.id[:12], vni=record.vni.vni,
                      bridge=record.vni.bridge_name, mtu=mtu, gateway=record.gateway_mode)
             await self._tell("vni_added", self._vni_info(record))
+
+    def _network_record(self, request: CreateNetworkRequest,
+                        parsed: docker_options.NetworkOptions, config: Config) -> NetworkRecord:
+        """CreateNetwork's request -> the record, checked against the host's other VNIs."""
+        v4 = request.IPv4Data[0] if request.IPv4Data else None
+        v6 = request.IPv6Data[0] if request.IPv6Data else None
+        try:
+            ipv4_gateway = docker_options.gateway_interface(
+                "IPv4Data.Gateway", v4.Gateway if v4 else None, 4)
+            ipv6_gateway = docker_options.gateway_interface(
+                "IPv6Data.Gateway", v6.Gateway if v6 else None, 6)
+        except ValueError as exc:
+            self.counters.requests_refused_invalid += 1
+            raise DriverError(f"evpnd: CreateNetwork: {exc}") from None
+        record = NetworkRecord(
+            id=request.NetworkID,
+            vni=parsed.vni,
+            gateway_mode=parsed.gateway,
+            ipv4_gateway=ipv4_gateway,
+            ipv6_gateway=ipv6_gateway,
+            ipv4_pool=v4.Pool if v4 else None,
+            gateway_mac=gateway_mac(parsed.vni.vni) if parsed.gateway == "local" else None,
+        )
+        self._check_conflicts(record, config)
+        if record.gateway_mode == "local" and not (record.ipv4_gateway or record.ipv6_gateway):
+            raise DriverError("-o gateway=local: the network has no gateway address "
+                              "(give --subnet and --gateway)")
+        return record
 
     async def delete_network(self, network_id: str) -> None:
         async with self._lock:
@@ -382,6 +426,7 @@ class Driver:
                 mac = existing.mac  # a retry: answer the same
             else:
                 self._check_caps(net)
+                self._check_fabric("CreateEndpoint", net, mac, (ipv4, ipv6))
                 self._put_endpoint(EndpointRecord(
                     id=request.EndpointID, network_id=net.id, mac=mac, ipv4=ipv4, ipv6=ipv6,
                     host_if=host_if(request.EndpointID), peer_if=peer_if(request.EndpointID),
@@ -407,6 +452,9 @@ class Driver:
                     link = links.get(name)
                     if link is not None and alias_endpoint(self.plugin, link.alias) != ep.id:
                         raise DriverError(f"interface {name} already exists and is not evpnd's")
+                # Again: a route may have come since CreateEndpoint (dockerd answers a
+                # Join error with DeleteEndpoint, which releases the address).
+                self._check_fabric("Join", net, ep.mac, (ep.ipv4, ep.ipv6))
                 ep = ep.but(joined=True)
                 self._put_endpoint(ep)  # before the veth exists: recovery knows its name
                 try:
@@ -462,57 +510,25 @@ class Driver:
         Devices of ready networks are re-planned (no change when they are as
         they should be); veths of joined endpoints are left alone, so running
         containers keep their connectivity; whatever a crash left half-made is
-        removed. The listener then hears about every network and endpoint.
+        removed. Without a state file (lost, or unreadable) the records are
+        rebuilt from dockerd's view first. The listener then hears about every
+        network and endpoint.
         """
         async with self._lock:
+            lost = False
             if self.store is not None:
                 self.state = self.store.load()
+                lost = not self.store.found
             config = self.host()
             done: list[str] = []
             for line in self.state.skipped:
                 # Written by an older evpnd that took a value this one refuses.
-                self.counters.records_skipped += 1
-                self.counters.skipped = [*self.counters.skipped, line][-10:]
-                log.error("docker state record skipped: it does not validate", record=line)
-                done.append(f"skipped {line}")
+                done.append(f"skipped {self._skip(line)}")
             self.state.skipped.clear()
-            links = await self.kernel.links()
-            for net in list(self.state.networks.values()):
-                if not net.ready:
-                    await self._remove_devices(net)
-                    self._drop_network(net.id)
-                    done.append(f"network {net.id[:12]}: unfinished create undone")
-                    continue
-                try:
-                    mtu = await self._realize(net, config)
-                except DriverError as exc:
-                    done.append(f"network {net.id[:12]}: devices not restored: {exc}")
-                    log.error("docker network not restored", network=net.id[:12], error=str(exc))
-                    continue
-                if mtu != net.mtu:
-                    self._put_network(net.but(mtu=mtu))
-            links = await self.kernel.links()
-            for ep in list(self.state.endpoints.values()):
-                net = self.state.networks.get(ep.network_id)
-                if net is None:
-                    await self.kernel.delete_links([ep.host_if])
-                    self._drop_endpoint(ep.id)
-                    done.append(f"endpoint {ep.id[:12]}: network gone, removed")
-                elif ep.joined and ep.host_if not in links:
-                    self._put_endpoint(ep.but(joined=False))
-                    done.append(f"endpoint {ep.id[:12]}: veth gone (container stopped)")
-                elif ep.joined and links[ep.host_if].master != net.vni.bridge_name:
-                    await self.kernel.set_master(ep.host_if, net.vni.bridge_name)
-                    done.append(f"endpoint {ep.id[:12]}: {ep.host_if} put back on "
-                                f"{net.vni.bridge_name}")
-            joined = {e.host_if for e in self.state.endpoints.values() if e.joined}
-            stray = sorted(
-                name for name, link in links.items()
-                if alias_endpoint(self.plugin, link.alias) is not None and name not in joined
-            )
-            if stray:
-                await self.kernel.delete_links(stray)
-                done.append(f"removed stray veths {', '.join(stray)}")
+            self.rebuild_pending = False
+            if lost and self.dockerd is not None:
+                done += await self._rebuild(config)
+            done += await self._square_with_kernel(config)
             self._save()
             for info in self.networks():
                 await self._tell("vni_added", info)
@@ -521,6 +537,195 @@ class Driver:
             for line in done:
                 log.info("docker state recovered", step=line)
             return done
+
+    async def rebuild_from_dockerd(self) -> list[str] | None:
+        """The rebuild `recover` could not do (dockerd did not answer then): what was done,
+        or None while dockerd still does not answer. The listener hears about the
+        networks and endpoints that were rebuilt."""
+        async with self._lock:
+            if not self.rebuild_pending or self.dockerd is None:
+                return []
+            networks_before = {n.network_id for n in self.networks()}
+            endpoints_before = {e.endpoint_id for e in self.endpoints()}
+            config = self.host()
+            done = await self._rebuild(config)
+            if self.rebuild_pending:
+                return None
+            done += await self._square_with_kernel(config)
+            self._save()
+            for info in self.networks():
+                if info.network_id not in networks_before:
+                    await self._tell("vni_added", info)
+            for ep_info in self.endpoints():
+                if ep_info.endpoint_id not in endpoints_before:
+                    await self._tell("endpoint_added", ep_info)
+            for line in done:
+                log.info("docker state rebuilt from dockerd", step=line)
+            return done
+
+    async def _rebuild(self, config: Config) -> list[str]:
+        assert self.dockerd is not None
+        try:
+            view = await self.dockerd.networks(self.plugin)
+        except DockerdUnavailable as exc:
+            self.rebuild_pending = True
+            log.warning("docker state file lost and dockerd not answering: networks and "
+                        "endpoints are rebuilt once it does; no veth is removed meanwhile",
+                        error=str(exc))
+            return [f"state file lost, dockerd not answering ({exc}): rebuild pending"]
+        self.rebuild_pending = False
+        done = self._adopt(view, config)
+        if not done:
+            done.append("state file lost: dockerd has no network of this driver")
+        return done
+
+    def _adopt(self, view: Sequence[DockerdNetwork], config: Config) -> list[str]:
+        """Records for what dockerd has and the state lacks, checked as the calls would be."""
+        done: list[str] = []
+        for net in view:
+            name = f"network {net.id[:12]} ({net.name})"
+            if net.ours and net.id not in self.state.networks:
+                try:
+                    request = CreateNetworkRequest.model_validate({
+                        "NetworkID": net.id, "Options": {GENERIC_OPTIONS: net.options},
+                        "IPv4Data": net.ip_data(4), "IPv6Data": net.ip_data(6)})
+                    record = self._network_record(
+                        request, self._parse_options(request, config), config)
+                except (DriverError, ValidationError, ValueError) as exc:
+                    done.append(f"skipped {self._skip(f'{name} from dockerd: {exc}')}")
+                    continue
+                self.state.networks[record.id] = record.but(ready=True)
+                self.counters.records_rebuilt += 1
+                done.append(f"{name}: rebuilt from dockerd (VNI {record.vni.vni})")
+            if net.ours and net.id in self.state.networks:
+                for ep in net.endpoints:
+                    if ep.endpoint_id in self.state.endpoints:
+                        continue
+                    what = f"endpoint {ep.endpoint_id[:12]} ({ep.container})"
+                    try:
+                        given = docker_options.endpoint_addresses(ep.ipv4, ep.ipv6, ep.mac)
+                    except ValueError as exc:
+                        done.append(f"skipped {self._skip(f'{what} from dockerd: {exc}')}")
+                        continue
+                    # joined: its veth is looked for next (_square_with_kernel)
+                    self.state.endpoints[ep.endpoint_id] = EndpointRecord(
+                        id=ep.endpoint_id, network_id=net.id,
+                        mac=given.mac or endpoint_mac(given.ipv4), ipv4=given.ipv4,
+                        ipv6=given.ipv6, host_if=host_if(ep.endpoint_id),
+                        peer_if=peer_if(ep.endpoint_id), joined=True)
+                    self.counters.records_rebuilt += 1
+                    done.append(f"{what}: rebuilt from dockerd ({ep.mac} {ep.ipv4})")
+            if net.ipam_ours:
+                for pool in net.pools:
+                    if pool.pool_id in self.state.pools:
+                        continue
+                    try:
+                        space, network, sub = ipam.parse_pool_id(pool.pool_id)
+                        record = PoolRecord.from_json(PoolRecord(
+                            id=pool.pool_id, space=space, pool=str(network),
+                            subpool=None if sub is None else str(sub),
+                            addresses=addresses_in(pool, net)).to_json())
+                    except ValueError as exc:
+                        done.append(f"skipped {self._skip(f'pool of {name}: {exc}')}")
+                        continue
+                    self.state.pools[record.id] = record
+                    done.append(f"IPAM pool {record.id} of {name}: rebuilt from dockerd "
+                                f"({len(record.addresses)} addresses in use)")
+        return done
+
+    async def _square_with_kernel(self, config: Config) -> list[str]:
+        done: list[str] = []
+        for net in list(self.state.networks.values()):
+            if not net.ready:
+                await self._remove_devices(net)
+                self._drop_network(net.id)
+                done.append(f"network {net.id[:12]}: unfinished create undone")
+                continue
+            try:
+                mtu = await self._realize(net, config)
+            except DriverError as exc:
+                done.append(f"network {net.id[:12]}: devices not restored: {exc}")
+                log.error("docker network not restored", network=net.id[:12], error=str(exc))
+                continue
+            if mtu != net.mtu:
+                self._put_network(net.but(mtu=mtu))
+        links = await self.kernel.links()
+        for ep in list(self.state.endpoints.values()):
+            net = self.state.networks.get(ep.network_id)
+            if net is None:
+                await self.kernel.delete_links([ep.host_if])
+                self._drop_endpoint(ep.id)
+                done.append(f"endpoint {ep.id[:12]}: network gone, removed")
+            elif ep.joined and ep.host_if not in links:
+                self._put_endpoint(ep.but(joined=False))
+                done.append(f"endpoint {ep.id[:12]}: veth gone (container stopped)")
+            elif ep.joined and links[ep.host_if].master != net.vni.bridge_name:
+                await self.kernel.set_master(ep.host_if, net.vni.bridge_name)
+                done.append(f"endpoint {ep.id[:12]}: {ep.host_if} put back on "
+                            f"{net.vni.bridge_name}")
+        if self.rebuild_pending:
+            return done  # a running container's veth must not look like a stray one
+        joined = {e.host_if for e in self.state.endpoints.values() if e.joined}
+        stray = sorted(
+            name for name, link in links.items()
+            if alias_endpoint(self.plugin, link.alias) is not None and name not in joined
+        )
+        if stray:
+            await self.kernel.delete_links(stray)
+            done.append(f"removed stray veths {', '.join(stray)}")
+        return done
+
+    def _skip(self, line: str) -> str:
+        self.counters.records_skipped += 1
+        self.counters.skipped = [*self.counters.skipped, line][-10:]
+        log.error("docker record skipped: it does not validate", record=line)
+        return line
+
+    # -- the IPAM driver's access (evpnd/docker/ipamdriver.py) ----------------------
+
+    def put_pool(self, record: PoolRecord) -> None:
+        self.state.pools[record.id] = record
+        self._save()
+
+    def drop_pool(self, pool_id: str) -> None:
+        self.state.pools.pop(pool_id, None)
+        self._save()
+
+    def network_of_pool(self, pool: IPv4Network | IPv6Network) -> NetworkRecord | None:
+        """The ready network of this driver whose subnet is `pool` (its VNI is the
+        fabric an IPAM allocation is checked against)."""
+        for net in self.state.networks.values():
+            if not net.ready:
+                continue
+            subnets = [ip_interface(g).network for g in (net.ipv4_gateway, net.ipv6_gateway) if g]
+            if net.ipv4_pool:
+                with contextlib.suppress(ValueError):
+                    subnets.append(ip_network(net.ipv4_pool, strict=False))
+            if pool in subnets:
+                return net
+        return None
+
+    def endpoint_addresses(self) -> list[IPAddress]:
+        """Every address of this host's endpoints."""
+        return [ip for e in self.state.endpoints.values() for ip in _endpoint_ips(e)]
+
+    def _check_fabric(self, call: str, net: NetworkRecord, mac: str,
+                      addresses: Sequence[str | None]) -> None:
+        """Refuse an endpoint whose MAC or address another VTEP advertises."""
+        ips = [ip_interface(a).ip for a in addresses if a]
+        found = conflicts(mac, ips, self.fabric.claims_on(net.vni.vni, mac, ips))
+        if not found:
+            return
+        self.counters.refused_collision += 1
+        text = describe(found)
+        log.error("docker endpoint refused: its address is in use in the fabric", call=call,
+                  network=net.id[:12], vni=net.vni.vni, mac=mac, ips=[str(i) for i in ips],
+                  claimed_by=text)
+        raise DriverError(
+            f"evpnd: {call}: address in use on VNI {net.vni.vni}: {text} (a received EVPN "
+            "route); evpnd does not install an address twice: choose another --ip "
+            "(or --mac-address), or remove it there"
+        )
 
     # -- internals ----------------------------------------------------------------
 

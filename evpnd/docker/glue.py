@@ -17,6 +17,13 @@ methods during dockerd's calls.
 * `gateway=local`: the gateway MAC+IP advertised with the default-gateway
   community (`static_routes`), and received routes for that MAC never
   installed (`gateways`: every host owns it).
+* The fabric view (`evpnd.docker.fabric.FabricView`) the driver and the IPAM
+  driver ask: other VTEPs' claims on addresses and MACs, from the RIB's
+  received Type-2 routes (best path or not), and the VTEPs of a VNI. While
+  live, the containers' addresses are checked against it every
+  `COLLISION_SCAN` seconds: a collision that appears after a container
+  started (a host given the same address by hand) is logged, counted and
+  shown (`status()`, `evpnd show status`, metrics).
 
 Until `activate()` (daemon start-up, while the driver recovers its state)
 the events are only recorded; `activate` puts the recovered endpoints into
@@ -25,8 +32,9 @@ the RIB once the daemon runs with the effective config.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +43,13 @@ import structlog
 
 from evpnd.config import Config, Vni
 from evpnd.docker.driver import EndpointInfo, VniInfo
+from evpnd.docker.fabric import Claim, conflicts, describe
 from evpnd.model import ENCAP_VXLAN, IPAddress, MacIpKey, MacIpRoute, normalize_mac
 from evpnd.rib import Rib, RibChanges
 
 log = structlog.get_logger(__name__)
+
+COLLISION_SCAN = 1.0  # seconds between checks of the containers' addresses against the RIB
 
 
 class VniConflict(ValueError):
@@ -66,6 +77,8 @@ class DockerGlue:
         self._live = False
         self._networks: dict[str, VniInfo] = {}
         self._endpoints: dict[str, EndpointInfo] = {}
+        self._collisions: dict[str, tuple[Claim, ...]] = {}  # endpoint id -> claims on it
+        self._scan: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -76,9 +89,10 @@ class DockerGlue:
         from evpnd.docker.service import DockerPlugin
 
         plugin = DockerPlugin(cfg.docker, host=self.hooks.file_config, listener=self,
-                              netns=self.netns, socket_path=self.socket_path)
+                              netns=self.netns, socket_path=self.socket_path, fabric=self)
         await plugin.start()
         self.plugin = plugin
+        self._scan = asyncio.create_task(self._scan_loop(), name="docker-collisions")
         log.info("docker network driver serving", socket=str(plugin.server.socket_path),
                  plugin=cfg.docker.plugin, networks=len(self._networks),
                  endpoints=len(self._endpoints), recovered=plugin.recovered)
@@ -93,6 +107,11 @@ class DockerGlue:
         """Stop serving; devices, veths and the state file stay for the next evpnd."""
         plugin, self.plugin = self.plugin, None
         self._live = False
+        scan, self._scan = self._scan, None
+        if scan is not None:
+            scan.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scan
         if plugin is not None:
             await plugin.stop()
 
@@ -191,6 +210,7 @@ class DockerGlue:
         if self.plugin is None:
             return None
         driver = self.plugin.driver
+        pools = driver.state.pools.values()
         return {
             "plugin": driver.plugin,
             "networks": len(self._networks),
@@ -199,7 +219,71 @@ class DockerGlue:
             "max_endpoints": driver.max_endpoints,
             "counters": driver.counters.as_dict(),
             "skipped": list(driver.counters.skipped),
+            "ipam_pools": len(pools),
+            "ipam_addresses": sum(len(p.addresses) for p in pools),
+            "rebuild_pending": driver.rebuild_pending,
+            "collisions": self.collisions(),
         }
+
+    def collisions(self) -> list[str]:
+        """The running containers whose address or MAC another VTEP advertises now."""
+        out = []
+        for endpoint_id, claims in sorted(self._collisions.items()):
+            info = self._endpoints.get(endpoint_id)
+            if info is None:
+                continue
+            ips = ",".join(str(ip) for ip in info.ips) or "-"
+            out.append(f"endpoint {endpoint_id[:12]} {ips} ({info.mac}) on VNI {info.vni}: "
+                       f"also {describe(claims)}")
+        return out
+
+    # ------------------------------------------------------------ FabricView (the RIB's)
+
+    def claims(self, vni: int) -> Sequence[Claim]:
+        return [Claim(vtep, mac, ip) for ip, mac, vtep in self.hooks.rib().ip_claims(vni)]
+
+    def claims_on(self, vni: int, mac: str | None, ips: Sequence[IPAddress]) -> Sequence[Claim]:
+        rib = self.hooks.rib()
+        found = [Claim(vtep, m, ip) for address in ips
+                 for ip, m, vtep in rib.ip_claims(vni, address)]
+        if mac is not None:
+            found += [Claim(vtep, normalize_mac(mac)) for vtep in rib.mac_claims(vni, mac)]
+        return found
+
+    def vteps(self, vni: int) -> Sequence[IPAddress]:
+        return self.hooks.rib().vteps(vni).get(vni, ())
+
+    def scan_collisions(self) -> dict[str, tuple[Claim, ...]]:
+        """Check every container against the RIB; a new collision is logged and counted,
+        one that ended is logged. Returns the collisions now."""
+        found: dict[str, tuple[Claim, ...]] = {}
+        for info in self._endpoints.values():
+            claims = conflicts(info.mac, info.ips, self.claims_on(info.vni, info.mac, info.ips))
+            if claims:
+                found[info.endpoint_id] = tuple(claims)
+        for endpoint_id, claims in found.items():
+            if self._collisions.get(endpoint_id) == claims:
+                continue
+            info = self._endpoints[endpoint_id]
+            if endpoint_id not in self._collisions and self.plugin is not None:
+                self.plugin.driver.counters.collisions_detected += 1
+            log.error("docker container's address is also advertised by another VTEP",
+                      endpoint=endpoint_id[:12], vni=info.vni, mac=info.mac,
+                      ips=[str(ip) for ip in info.ips], claimed_by=describe(claims))
+        for endpoint_id in self._collisions.keys() - found.keys():
+            log.info("docker address collision ended", endpoint=endpoint_id[:12])
+        self._collisions = found
+        return found
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COLLISION_SCAN)
+            if not self._live:
+                continue  # until activate(): the RIB has no routes yet
+            try:
+                self.scan_collisions()
+            except Exception as exc:  # a bug here must not end the daemon's task
+                log.exception("docker collision scan failed", error=str(exc))
 
     # ------------------------------------------------------------ DriverListener
 

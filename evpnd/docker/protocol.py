@@ -1,4 +1,4 @@
-"""The libnetwork remote network driver protocol (plugin API v1), as plain models.
+"""The libnetwork remote network and IPAM driver protocol (plugin API v1), as plain models.
 
 Pure: no I/O. Every call is an HTTP POST of a JSON body to `/<Call>` on the
 plugin's unix socket; the answer is JSON with the content type
@@ -9,6 +9,10 @@ Field names are libnetwork's (PascalCase). Requests ignore fields they do not
 know (newer dockerds add some); responses leave out empty optional fields,
 as dockerd's Go decoder expects. The shapes were checked against every call
 dockerd 20.10.24 made in `shared/libnetwork/` (tests/unit/test_docker_protocol.py).
+
+The IPAM calls (`/IpamDriver.*`, libnetwork's docs/ipam.md) are named
+`IpamDriver.<Call>` here; their failures are `{"Error": "..."}` (libnetwork's
+remote IPAM reads that field, not `Err`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 GENERIC_OPTIONS = "com.docker.network.generic"
-IMPLEMENTS = ("NetworkDriver",)
+IMPLEMENTS = ("NetworkDriver", "IpamDriver")
 
 
 class ProtocolError(ValueError):
@@ -101,6 +105,31 @@ class DiscoveryRequest(_Request):
     DiscoveryData: Any = None
 
 
+class RequestPoolRequest(_Request):
+    AddressSpace: str = ""
+    Pool: str = ""  # --subnet, CIDR; empty: the driver would choose
+    SubPool: str = ""  # --ip-range
+    Options: dict[str, str] | None = None  # --ipam-opt
+    V6: bool = False
+
+
+class PoolRequest(_Request):
+    """ReleasePool."""
+
+    PoolID: str = Field(min_length=1)
+
+
+class RequestAddressRequest(_Request):
+    PoolID: str = Field(min_length=1)
+    Address: str = ""  # --ip, --gateway, --aux-address; empty: the driver chooses
+    Options: dict[str, str] | None = None  # RequestAddressType for the gateway
+
+
+class ReleaseAddressRequest(_Request):
+    PoolID: str = Field(min_length=1)
+    Address: str = ""
+
+
 # ---------------------------------------------------------------------------
 # Responses
 
@@ -163,11 +192,39 @@ class OperInfoResponse(_Response):
     Value: dict[str, Any] = Field(default_factory=dict)
 
 
+class IpamErrorResponse(_Response):
+    Error: str
+
+
+class IpamCapabilitiesResponse(_Response):
+    # True would make dockerd draw a random MAC before RequestAddress, replacing the
+    # driver's 02:42:<IPv4> MAC; a replay is not needed, the pools are saved.
+    RequiresMACAddress: bool = False
+    RequiresRequestReplay: bool = False
+
+
+class AddressSpacesResponse(_Response):
+    LocalDefaultAddressSpace: str
+    GlobalDefaultAddressSpace: str
+
+
+class RequestPoolResponse(_Response):
+    PoolID: str
+    Pool: str  # CIDR
+    Data: dict[str, str] = Field(default_factory=dict)
+
+
+class RequestAddressResponse(_Response):
+    Address: str  # with the pool's prefix length: "10.30.0.5/24"
+    Data: dict[str, str] = Field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------
 # The calls
 
 ACTIVATE = "/Plugin.Activate"
 PREFIX = "/NetworkDriver."
+IPAM = "IpamDriver."  # IPAM calls are named IpamDriver.<Call>
 
 # call name -> request model (None: no body expected)
 CALLS: dict[str, type[_Request] | None] = {
@@ -185,16 +242,29 @@ CALLS: dict[str, type[_Request] | None] = {
     "RevokeExternalConnectivity": EndpointRequest,
     "DiscoverNew": DiscoveryRequest,
     "DiscoverDelete": DiscoveryRequest,
+    IPAM + "GetCapabilities": None,
+    IPAM + "GetDefaultAddressSpaces": None,
+    IPAM + "RequestPool": RequestPoolRequest,
+    IPAM + "ReleasePool": PoolRequest,
+    IPAM + "RequestAddress": RequestAddressRequest,
+    IPAM + "ReleaseAddress": ReleaseAddressRequest,
 }
 
 
 def call_name(path: str) -> str | None:
-    """`/NetworkDriver.Join` -> `Join`; `/Plugin.Activate` -> `Activate`; else None."""
+    """`/NetworkDriver.Join` -> `Join`; `/IpamDriver.RequestPool` -> `IpamDriver.RequestPool`;
+    `/Plugin.Activate` -> `Activate`; else None."""
     if path == ACTIVATE:
         return "Activate"
     if path.startswith(PREFIX) and path[len(PREFIX) :] in CALLS:
         return path[len(PREFIX) :]
+    if path.startswith("/" + IPAM) and path[1:] in CALLS:
+        return path[1:]
     return None
+
+
+def is_ipam(call: str) -> bool:
+    return call.startswith(IPAM)
 
 
 def parse_request(call: str, body: bytes | str | None) -> _Request | None:
@@ -218,5 +288,8 @@ def parse_request(call: str, body: bytes | str | None) -> _Request | None:
         raise ProtocolError(f"{call}: {problems}") from None
 
 
-def error(message: str) -> dict[str, Any]:
+def error(message: str, call: str = "") -> dict[str, Any]:
+    """The failure body of `call`: `Err` for the network driver, `Error` for the IPAM."""
+    if is_ipam(call):
+        return IpamErrorResponse(Error=message).body()
     return ErrorResponse(Err=message).body()

@@ -6,7 +6,8 @@ activates it once (`/Plugin.Activate`) and then posts JSON. `dispatch()` is
 the whole protocol mapping and needs no socket (the contract tests call it);
 `PluginServer` only carries bytes. Driver refusals are answered with status
 200 and `{"Err": ...}` like the plugin recorded in shared/libnetwork/ (dockerd
-shows the text); malformed requests and unknown calls get 400/404 with `Err`.
+shows the text), IPAM refusals with `{"Error": ...}` (what libnetwork's remote
+IPAM reads); malformed requests and unknown calls get 400/404 with `Err`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from aiohttp import web
 
 from evpnd.docker import protocol as p
 from evpnd.docker.driver import Driver, DriverError
+from evpnd.docker.ipam import IpamError
+from evpnd.docker.ipamdriver import IpamDriver
 
 log = structlog.get_logger(__name__)
 
@@ -40,12 +43,12 @@ async def dispatch(
     except p.ProtocolError as exc:
         log.warning("docker plugin: bad request", call=call, error=str(exc))
         return 400, p.error(f"evpnd: {exc}")
-    except DriverError as exc:
+    except (DriverError, IpamError) as exc:
         log.warning("docker plugin: refused", call=call, error=str(exc))
-        return 200, p.error(str(exc))
+        return 200, p.error(str(exc), call)
     except Exception as exc:
         log.exception("docker plugin: internal error", call=call)
-        return 200, p.error(f"evpnd: internal error in {call}: {exc}")
+        return 200, p.error(f"evpnd: internal error in {call}: {exc}", call)
 
 
 async def _answer(driver: Driver, call: str, request: Any) -> dict[str, Any]:
@@ -80,6 +83,20 @@ async def _answer(driver: Driver, call: str, request: Any) -> dict[str, Any]:
             return p.Empty().body()  # node discovery is BGP's job
         case "AllocateNetwork" | "FreeNetwork":
             raise DriverError("evpnd: swarm-scope networks are not supported (scope is local)")
+        case "IpamDriver.GetCapabilities":
+            return IpamDriver(driver).capabilities().body()
+        case "IpamDriver.GetDefaultAddressSpaces":
+            return IpamDriver(driver).address_spaces().body()
+        case "IpamDriver.RequestPool":
+            return (await IpamDriver(driver).request_pool(request)).body()
+        case "IpamDriver.ReleasePool":
+            await IpamDriver(driver).release_pool(request.PoolID)
+            return p.Empty().body()
+        case "IpamDriver.RequestAddress":
+            return (await IpamDriver(driver).request_address(request)).body()
+        case "IpamDriver.ReleaseAddress":
+            await IpamDriver(driver).release_address(request.PoolID, request.Address)
+            return p.Empty().body()
     raise DriverError(f"evpnd: unhandled call {call}")  # pragma: no cover
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_PLUGIN = "evpn"
 DEFAULT_SOCKET_DIR = Path("/run/docker/plugins")
 DEFAULT_STATE_DIR = Path("/var/lib/evpnd/docker")
+DEFAULT_DOCKERD_SOCKET = Path("/run/docker.sock")
 # A unix socket path holds at most 107 bytes (sun_path is 108 with the NUL).
 SUN_PATH_MAX = 107
 # Docker accepts plugin names as a reference path component: lower case
@@ -39,6 +40,9 @@ class DockerConfig(BaseModel):
     # Networks and endpoints, kept across evpnd restarts (survives a reboot
     # unless on a tmpfs; dockerd keeps its own networks across reboots).
     state_dir: Path = DEFAULT_STATE_DIR
+    # dockerd's API socket: read (never written) to rebuild the networks and endpoints
+    # when the state file is lost.
+    dockerd_socket: Path = DEFAULT_DOCKERD_SOCKET
     # CreateEndpoint past either cap is refused (and counted).
     max_endpoints_per_network: int = Field(default=MAX_ENDPOINTS_PER_NETWORK, ge=1,
                                            le=1_000_000)
@@ -55,7 +59,7 @@ class DockerConfig(BaseModel):
             )
         return value
 
-    @field_validator("socket_dir", "state_dir")
+    @field_validator("socket_dir", "state_dir", "dockerd_socket")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():

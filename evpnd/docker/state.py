@@ -1,4 +1,4 @@
-"""What the Docker driver remembers across evpnd restarts: networks and endpoints.
+"""What the Docker driver remembers across evpnd restarts: networks, endpoints, IPAM pools.
 
 One JSON file, `<state_dir>/docker-<plugin>.json`, rewritten whole after every
 change (write to a temporary file, fsync, rename): a crash leaves either the
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from evpnd import validate
 from evpnd.config import Vni
+from evpnd.docker import ipam
 from evpnd.statefiles import secure_dir, write_private
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,49 @@ class EndpointRecord:
         return replace(self, **changes)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    """An address pool of the IPAM driver (`RequestPool`) and the addresses taken from it.
+
+    Not mutated: `but(...)` returns a changed copy (the dict included)."""
+
+    id: str  # ipam.pool_id(space, pool, subpool): the pool is known again from the id alone
+    space: str
+    pool: str  # "10.30.0.0/24"
+    subpool: str | None = None  # --ip-range
+    refs: int = 1  # RequestPool calls not yet released
+    addresses: dict[str, str] = field(default_factory=dict)  # address -> ipam.KINDS
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["addresses"] = dict(sorted(self.addresses.items()))
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PoolRecord:
+        """ValueError (naming the field and value) when a field does not validate."""
+        _known_fields(cls, body)
+        record = cls(**body)
+        _text("id", record.id)
+        space, pool, subpool = _checked("id", record.id, ipam.parse_pool_id)
+        if (space, str(pool), None if subpool is None else str(subpool)) != \
+                (record.space, record.pool, record.subpool):
+            raise ValueError(f"id {record.id!r} does not match space, pool and subpool")
+        if not isinstance(record.refs, int) or isinstance(record.refs, bool) or record.refs < 1:
+            raise ValueError(f"refs {record.refs!r} is not a positive integer")
+        if not isinstance(record.addresses, dict):
+            raise ValueError("addresses is not a mapping")
+        for address, kind in record.addresses.items():
+            _checked("addresses", address, lambda a, p=pool: ipam.checked_address(p, a))
+            if kind not in ipam.KINDS:
+                raise ValueError(f"addresses: {address}: kind {kind!r} is not one of "
+                                 f"{', '.join(ipam.KINDS)}")
+        return record
+
+    def but(self, **changes: Any) -> PoolRecord:
+        return replace(self, **changes)
+
+
 def _known_fields(cls: type, body: Any) -> None:
     if not isinstance(body, dict):
         raise ValueError(f"a record must be a JSON object, not {type(body).__name__}")
@@ -140,6 +184,7 @@ def _checked(name: str, value: Any, check: Any) -> Any:
 class DriverState:
     networks: dict[str, NetworkRecord] = field(default_factory=dict)
     endpoints: dict[str, EndpointRecord] = field(default_factory=dict)
+    pools: dict[str, PoolRecord] = field(default_factory=dict)  # the IPAM driver's
     # Records of the file that did not validate, left out (what and why); not saved.
     skipped: list[str] = field(default_factory=list, compare=False)
 
@@ -148,6 +193,7 @@ class DriverState:
             "version": STATE_VERSION,
             "networks": [n.to_json() for _, n in sorted(self.networks.items())],
             "endpoints": [e.to_json() for _, e in sorted(self.endpoints.items())],
+            "pools": [p.to_json() for _, p in sorted(self.pools.items())],
         }
 
     @classmethod
@@ -172,10 +218,17 @@ class DriverState:
                 state.skipped.append(f"endpoint {_id_of(item)}: {_reason(exc)}")
                 continue
             state.endpoints[endpoint.id] = endpoint
+        for item in _records(body, "pools"):  # absent from files older than the IPAM
+            try:
+                pool = PoolRecord.from_json(item)
+            except (ValueError, TypeError, KeyError) as exc:
+                state.skipped.append(f"pool {_id_of(item)}: {_reason(exc)}")
+                continue
+            state.pools[pool.id] = pool
         return state
 
     def copy(self) -> DriverState:
-        return DriverState(dict(self.networks), dict(self.endpoints))
+        return DriverState(dict(self.networks), dict(self.endpoints), dict(self.pools))
 
 
 def _records(body: dict[str, Any], name: str) -> list[Any]:
@@ -201,22 +254,28 @@ class StateStore:
 
     def __init__(self, state_dir: Path | str, plugin: str) -> None:
         self.path = Path(state_dir) / f"docker-{plugin}.json"
+        # Whether the last load() read a state file: False when there was none or it was
+        # unreadable (the driver then rebuilds from dockerd's own view).
+        self.found = False
 
     def load(self) -> DriverState:
         """The saved state; empty when there is none. A corrupt file is moved aside
         (`.corrupt`) and logged: the kernel marks still let recovery clean up."""
+        self.found = False
         try:
             text = self.path.read_text()
         except FileNotFoundError:
             return DriverState()
         try:
-            return DriverState.from_json(json.loads(text))
+            state = DriverState.from_json(json.loads(text))
         except (ValueError, TypeError, KeyError) as exc:
             aside = self.path.with_suffix(".corrupt")
             log.error("docker state unreadable, starting empty", path=str(self.path),
                       moved_to=str(aside), error=str(exc))
             os.replace(self.path, aside)
             return DriverState()
+        self.found = True
+        return state
 
     def save(self, state: DriverState) -> None:
         """Raises OSError (ENOSPC, a state directory another user controls) with the old

@@ -65,10 +65,11 @@ class Dockerd:
     root: Path
     client: str
     process: subprocess.Popen[bytes]
+    socket: Path  # its API socket (root/docker.sock unless the test chose a place)
 
     @property
     def host(self) -> str:
-        return f"unix://{self.root / 'docker.sock'}"
+        return f"unix://{self.socket}"
 
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
@@ -97,20 +98,25 @@ def _umount_under(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def launch_dockerd(netns: str | None = None) -> Iterator[Dockerd]:
-    """A private dockerd (in network namespace `netns` when given), stopped and wiped after."""
+def launch_dockerd(netns: str | None = None, api_socket: Path | None = None) -> Iterator[Dockerd]:
+    """A private dockerd (in network namespace `netns` when given), stopped and wiped after.
+
+    `api_socket`: where its API listens (an evpnd's `docker.dockerd_socket` in a lab);
+    default `<its temporary root>/docker.sock`."""
     require_root()
     ensure_packages()
     binary = require_program("dockerd", "docker.io")
     require_program("busybox", "busybox-static")
     client = docker_client()
     root = Path(tempfile.mkdtemp(prefix="evd-"))  # short: socket paths live below it
+    socket = api_socket or root / "docker.sock"
+    socket.parent.mkdir(parents=True, exist_ok=True)
     # Its own daemon.json and trust key too: nothing under /etc/docker is read or written.
     # (dockerd 20.10 takes the key path only from a config file.)
     (root / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(root / "key.json")}))
     cmd = [binary, "--config-file", str(root / "daemon.json"),
            "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-           "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{root / 'docker.sock'}",
+           "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{socket}",
            "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"]
     if netns is not None:
         # Only the network namespace: mounts stay visible for the cleanup below.
@@ -118,7 +124,7 @@ def launch_dockerd(netns: str | None = None) -> Iterator[Dockerd]:
     with open(root / "dockerd.log", "wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    daemon = Dockerd(root, client, process)
+    daemon = Dockerd(root, client, process, socket)
     try:
         deadline = time.monotonic() + WAIT
         while True:
@@ -143,6 +149,8 @@ def launch_dockerd(netns: str | None = None) -> Iterator[Dockerd]:
             process.wait(timeout=10)
         _umount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+        if api_socket is not None:
+            api_socket.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -230,10 +238,13 @@ class FaultyKernel(NetlinkKernel):
 class PluginThread:
     """DockerPlugin served from a background thread; `restart()` = a new evpnd process."""
 
-    def __init__(self, name: str, root: Path, host: Config, netns: str | None = None) -> None:
+    def __init__(self, name: str, root: Path, host: Config, netns: str | None = None,
+                 dockerd_socket: Path | None = None) -> None:
         self.netns = netns
+        # The test's own dockerd (never the system's), read when the state file is lost.
         self.settings = DockerConfig(enabled=True, plugin=name, socket_dir=root,
-                                     state_dir=root / "state")
+                                     state_dir=root / "state",
+                                     dockerd_socket=dockerd_socket or root / "no-dockerd.sock")
         self.host = host
         self.recorder = Recorder()
         self.plugin: DockerPlugin | None = None
@@ -290,7 +301,7 @@ def serve_plugin(dockerd: Dockerd, host: Config,
     name = f"evpndt{secrets.token_hex(3)}"
     root = dockerd.root / name
     root.mkdir()
-    thread = PluginThread(name, root, host, netns)
+    thread = PluginThread(name, root, host, netns, dockerd.socket)
     spec = None
     spec_dir_existed = SPEC_DIR.exists()
     try:

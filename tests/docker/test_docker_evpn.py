@@ -45,6 +45,7 @@ PLUGIN = "evpnlab"
 HOST1_DIR = Path(f"/run/evpnd/{LAB}-host1")  # host1's state_dir, as in its evpnd.yaml
 SOCKET = HOST1_DIR / "plugins" / f"{PLUGIN}.sock"
 DOCKER_STATE = HOST1_DIR / "docker"
+DOCKERD_SOCKET = HOST1_DIR / "dockerd.sock"  # host1's docker.dockerd_socket
 VTEP1, VTEP2 = "10.0.1.2", "10.0.2.2"
 VNI = 3000
 NET = "ov"
@@ -142,7 +143,7 @@ def lab() -> Iterator[Dockerd]:
         with running_lab(LAB_FILE, needs):
             spec = write_spec(SPEC_DIR, PLUGIN, SOCKET)
             ns1 = topology.load(LAB_FILE).netns_name("host1")
-            with launch_dockerd(ns1) as dockerd:
+            with launch_dockerd(ns1, api_socket=DOCKERD_SOCKET) as dockerd:
                 try:
                     yield dockerd
                 finally:

@@ -291,7 +291,7 @@ def test_state_file_is_plain_json(world: World, tmp_path: Path) -> None:
     assert not world.store.path.exists()
     world.store.save(world.driver.state)
     assert json.loads(world.store.path.read_text()) == {
-        "version": 1, "networks": [], "endpoints": []}
+        "version": 1, "networks": [], "endpoints": [], "pools": []}
 
 
 def test_corrupt_state_is_moved_aside(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ fake kernel, the real RIB, a speaker that records the announced set."""
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,7 +78,7 @@ class World:
         self.kernel = FakeKernel()
         self.driver = Driver(plugin="evpn", host=lambda: self.daemon.file_cfg,
                              kernel=self.kernel, store=StateStore(tmp_path / "docker", "evpn"),
-                             listener=self.daemon.docker)
+                             listener=self.daemon.docker, fabric=self.daemon.docker)
         self.daemon.docker.plugin = SimpleNamespace(driver=self.driver)
         self.daemon.docker.activate()
         self.daemon._announce_static(self.daemon.cfg)
@@ -281,7 +282,9 @@ async def test_status_shows_counts_caps_and_refusals(world: World) -> None:
         "plugin": "evpn", "networks": 1, "endpoints": 1, "max_endpoints_per_network": 1,
         "max_endpoints": 16384, "skipped": [],
         "counters": {"endpoints_refused_cap": 1, "requests_refused_invalid": 1,
-                     "records_skipped": 0},
+                     "records_skipped": 0, "refused_collision": 0, "collisions_detected": 0,
+                     "records_rebuilt": 0},
+        "ipam_pools": 0, "ipam_addresses": 0, "rebuild_pending": False, "collisions": [],
     }
     # `evpnd show status` carries it, as JSON and in the table.
     from evpnd.control import render, views
@@ -319,5 +322,90 @@ async def test_docker_metrics_follow_the_driver(world: World) -> None:
     assert samples[("evpnd_docker_refused_total", (("reason", "endpoint-cap"),))] == 1
     assert samples[("evpnd_docker_refused_total", (("reason", "invalid"),))] == 0
     assert samples[("evpnd_docker_records_skipped_total", ())] == 0
+    assert samples[("evpnd_docker_refused_total", (("reason", "collision"),))] == 0
+    assert samples[("evpnd_docker_address_collisions", ())] == 0
+    assert samples[("evpnd_docker_collisions_detected_total", ())] == 0
+    assert samples[("evpnd_docker_ipam_addresses", ())] == 0
     world.daemon.docker.plugin = None
     assert not any(name.startswith("evpnd_docker") for name, _ in scrape())
+
+
+def claim_route(vni: int, mac: str, ip: str | None = None) -> MacIpRoute:
+    """Another host's container (a plain Type-2 from VTEP REMOTE)."""
+    return MacIpRoute(key=MacIpKey("192.0.2.22:100", 0, mac, None if ip is None else
+                                   ip_address(ip)),
+                      nexthop=REMOTE, vni=vni, route_targets=(f"65000:{vni}",),
+                      encapsulation=ENCAP_VXLAN)
+
+
+async def test_an_address_another_host_advertises_is_refused_at_create_and_at_join(
+    world: World,
+) -> None:
+    d = world.daemon
+    await world.driver.create_network(network())
+    d._on_rib_changes(d.rib.apply_update(PEER, [claim_route(100, "02:aa:00:00:00:09", "10.1.0.2")],
+                                         []))  # fmt: skip
+    with pytest.raises(DriverError, match=re.escape(
+            "CreateEndpoint: address in use on VNI 100: 10.1.0.2 (02:aa:00:00:00:09) at VTEP "
+            "192.0.2.22")):
+        await world.driver.create_endpoint(endpoint())
+    # The MAC alone (Docker's 02:42:<IPv4> MAC of the same address, on another VTEP).
+    d._on_rib_changes(d.rib.apply_update(PEER, [claim_route(100, "02:42:0a:01:00:03")], []))
+    with pytest.raises(DriverError, match=re.escape("MAC 02:42:0a:01:00:03 at VTEP 192.0.2.22")):
+        await world.driver.create_endpoint(endpoint("e3" * 32, address="10.1.0.3/24"))
+    # A route that arrives between CreateEndpoint and Join: refused at Join, not installed.
+    await world.driver.create_endpoint(endpoint("e4" * 32, address="10.1.0.4/24"))
+    d._on_rib_changes(d.rib.apply_update(PEER, [claim_route(100, "02:aa:00:00:00:04", "10.1.0.4")],
+                                         []))  # fmt: skip
+    with pytest.raises(DriverError, match=r"Join: address in use"):
+        await world.driver.join(NET, "e4" * 32)
+    assert "evh" + ("e4" * 32)[:12] not in world.kernel.table
+    assert not [m for m, ip in world.macs() if ip == "10.1.0.4"]
+    assert world.driver.counters.refused_collision == 3
+    # Other addresses are fine, and other VNIs' routes are no claim.
+    await world.driver.create_endpoint(endpoint("e5" * 32, address="10.1.0.5/24"))
+    await world.driver.join(NET, "e5" * 32)
+
+
+async def test_a_collision_that_appears_later_is_detected_counted_and_shown(
+    world: World,
+) -> None:
+    d, glue = world.daemon, world.daemon.docker
+    await world.driver.create_network(network())
+    await world.driver.create_endpoint(endpoint())
+    await world.driver.join(NET, EP)
+    assert glue.scan_collisions() == {}
+    # Another host is given the same address by hand: its route arrives.
+    route = claim_route(100, "02:aa:00:00:00:09", "10.1.0.2")
+    d._on_rib_changes(d.rib.apply_update(PEER, [route], []))
+    assert list(glue.scan_collisions()) == [EP]
+    glue.scan_collisions()  # still there: counted once
+    status = glue.status()
+    assert status is not None and status["counters"]["collisions_detected"] == 1
+    assert status["collisions"] == [
+        f"endpoint {EP[:12]} 10.1.0.2 ({CONTAINER_MAC}) on VNI 100: also 10.1.0.2 "
+        "(02:aa:00:00:00:09) at VTEP 192.0.2.22"]
+    from evpnd.control import render, views
+    from evpnd.control.snapshot import take_snapshot
+
+    text = render.render("status", views.show(take_snapshot(d, mtu_of=lambda _: None), "status"))
+    assert "address collisions" in text and "at VTEP 192.0.2.22" in text
+    # Withdrawn there: the collision ends (the count stays).
+    d._on_rib_changes(d.rib.apply_update(PEER, [], [route.key]))
+    assert glue.scan_collisions() == {}
+    status = glue.status()
+    assert status is not None and status["collisions"] == []
+    assert status["counters"]["collisions_detected"] == 1
+
+
+async def test_the_fabric_view_reads_every_claim_of_a_vni(world: World) -> None:
+    d, glue = world.daemon, world.daemon.docker
+    await world.driver.create_network(network())
+    d._on_rib_changes(d.rib.apply_update(PEER, [
+        claim_route(100, "02:aa:00:00:00:01", "10.1.0.7"),
+        claim_route(100, "02:aa:00:00:00:02", "10.1.0.8"),
+        claim_route(10, "02:aa:00:00:00:03", "10.1.0.9")], []))
+    assert sorted(str(c.ip) for c in glue.claims(100)) == ["10.1.0.7", "10.1.0.8"]
+    assert [str(c) for c in glue.claims_on(100, "02:aa:00:00:00:02", [])] == [
+        "MAC 02:aa:00:00:00:02 at VTEP 192.0.2.22"]
+    assert glue.claims_on(100, None, [ip_address("10.1.0.9")]) == []

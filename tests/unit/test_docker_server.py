@@ -39,7 +39,7 @@ async def post(session: aiohttp.ClientSession, call: str, body: object = None):
 async def test_calls_over_the_socket_with_keepalive(served) -> None:
     server, session = served
     assert await post(session, "/Plugin.Activate") == (
-        200, CONTENT_TYPE, {"Implements": ["NetworkDriver"]})
+        200, CONTENT_TYPE, {"Implements": ["NetworkDriver", "IpamDriver"]})
     assert (await post(session, "/NetworkDriver.GetCapabilities"))[2] == {
         "Scope": "local", "ConnectivityScope": "local"}
     status, _, answer = await post(session, "/NetworkDriver.CreateNetwork", {
@@ -56,8 +56,13 @@ async def test_calls_over_the_socket_with_keepalive(served) -> None:
 
 async def test_bad_requests(served) -> None:
     _, session = served
-    status, _, answer = await post(session, "/IpamDriver.RequestPool", {})
+    status, _, answer = await post(session, "/IpamDriver.Bogus", {})
     assert status == 404 and "unknown plugin call" in answer["Err"]
+    # An IPAM refusal is an `Error` field: what libnetwork's remote IPAM reads.
+    status, _, answer = await post(session, "/IpamDriver.RequestPool", {})
+    assert status == 200 and "needs --subnet" in answer["Error"] and "Err" not in answer
+    status, _, answer = await post(session, "/IpamDriver.RequestAddress", {})
+    assert status == 400 and "PoolID" in answer["Err"]
     status, _, answer = await post(session, "/NetworkDriver.Join", {"NetworkID": "x"})
     assert status == 400 and "EndpointID" in answer["Err"]
     status, _, answer = await post(session, "/NetworkDriver.AllocateNetwork", {})

@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert not cfg.enabled and cfg.plugin == "evpn"
     assert cfg.socket_path == Path("/run/docker/plugins/evpn.sock")
     assert (cfg.max_endpoints_per_network, cfg.max_endpoints) == (4096, 16384)
+    assert cfg.dockerd_socket == Path("/run/docker.sock")
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,7 @@ def test_defaults() -> None:
         ({"plugin": ""}, "lower-case"),
         ({"socket_dir": "run/docker"}, "absolute"),
         ({"state_dir": "x"}, "absolute"),
+        ({"dockerd_socket": "docker.sock"}, "absolute"),
         ({"socket_dir": "/" + "d" * 120}, "longer than 107 bytes"),
         ({"port": 1}, "Extra inputs"),
         ({"plugin": "evpn\n"}, "lower-case"),  # `$` would have matched before the newline
