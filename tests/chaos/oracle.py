@@ -14,6 +14,7 @@ from FRR's ARP cache.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,10 @@ class Differences:
 
 
 def frr_view(frr_vtep: str, macs: Mapping[str, Any], arp: Mapping[str, Any],
-             imets: Mapping[str, Any]) -> FrrView:  # fmt: skip
+             imets: Mapping[str, Any], vni: int | None = None) -> FrrView:  # fmt: skip
     """From `show evpn mac vni N json`, `show evpn arp-cache vni N json` and
-    `show bgp l2vpn evpn route type multicast json` on an FRR VTEP of the VNI."""
+    `show bgp l2vpn evpn route type multicast json` on an FRR VTEP of the VNI
+    (`vni`: only the Type-3 routes whose route target names it; None: all)."""
     where: dict[str, str] = {}
     for mac, entry in (macs.get("macs") or {}).items():
         if entry.get("type") == "remote":
@@ -76,7 +78,7 @@ def frr_view(frr_vtep: str, macs: Mapping[str, Any], arp: Mapping[str, Any],
             neighbors[ip] = (entry["mac"], entry["remoteVtep"])
         elif entry.get("type") == "local":
             neighbors[ip] = (entry["mac"], frr_vtep)
-    return FrrView(where, neighbors, frozenset(_imet_originators(imets)))
+    return FrrView(where, neighbors, frozenset(_imet_originators(imets, vni)))
 
 
 def _best_paths(table: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -95,11 +97,14 @@ def _best_paths(table: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def _imet_originators(table: Mapping[str, Any]) -> set[str]:
+def _imet_originators(table: Mapping[str, Any], vni: int | None) -> set[str]:
     vteps = set()
-    for prefix, _path in _best_paths(table):
+    target = None if vni is None else re.compile(rf"RT:\S+:{vni}(\s|$)")
+    for prefix, path in _best_paths(table):
+        communities = path.get("extendedCommunity", {}).get("string", "")
         # "[3]:[0]:[32]:[192.0.2.1]": the originator is the last field.
-        if prefix.split(" ", 1)[1].startswith("[3]:"):
+        if prefix.split(" ", 1)[1].startswith("[3]:") and (
+                target is None or target.search(communities)):
             vteps.add(prefix.rsplit("[", 1)[1].rstrip("]"))
     return vteps
 
