@@ -89,6 +89,7 @@ class ReconcilerStats:
     errors: int = 0  # entries the kernel refused
     repairs: int = 0  # entries re-added after someone else removed them
     resyncs: int = 0  # full dump + diff runs (start-up, lost events, renames)
+    overruns: int = 0  # monitor receive-buffer overruns (ENOBUFS: events lost, resync)
     takeovers: int = 0  # owned entries an admin overwrote (then left alone)
     # Plain dicts with string keys, not Counters: dataclasses.asdict() mangles a Counter.
     writes_by_op: dict[str, int] = field(default_factory=dict)  # "mac_put", "flood_del", ...
@@ -377,7 +378,9 @@ class Reconciler:
             while (data := monitor.recv_datagram()) is not None:
                 self._queue_events(data)
         except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
+            if exc.errno == errno.ENOBUFS:
+                self.stats.overruns += 1
+            else:
                 log.error("dataplane monitor failed", error=str(exc), netns=self.netns)
             self._need_resync = True
             self._pending.clear()

@@ -567,6 +567,12 @@ class EvpndCollector(Collector):
             stats.resyncs,
         )
         yield CounterMetricFamily(
+            "evpnd_reconcile_overruns_total",
+            "Times the kernel's notifications overflowed the monitor's receive buffer "
+            "(events lost; a resync follows).",
+            stats.overruns,
+        )
+        yield CounterMetricFamily(
             "evpnd_reconcile_takeovers_total",
             "Owned entries an administrator overwrote (then left alone).",
             stats.takeovers,
