@@ -14,6 +14,16 @@ Rules (the why is next to each):
   kernel 6.18: changelink answers EOPNOTSUPP) or that defines what the device
   is (`IDENTITY`) is a conflict on a foreign device and a recreate on ours.
 * A problem blocks only its own VNI: the other VNIs still get their actions.
+* Routing between segments (evpnd/l3/settings.py): the L3VNI gets a bridge and
+  a vxlan device like a VNI (neigh_suppress off: nothing to suppress there),
+  the L3VNI bridge the configured router MAC; a VNI with an anycast gateway
+  gets the gateway MAC on its bridge and the gateway addresses, marked with
+  IFA_PROTO RTPROT_EVPND (and `nodad` for IPv6: every host holds them). Only
+  marked addresses are ever deleted. IP forwarding is switched on while the
+  L3VNI or a gateway needs it, and back off only if evpnd switched it on
+  (`Forwarding`). Addresses and forwarding are planned only when asked
+  (`host`): the Docker driver plans one VNI's devices and leaves them to the
+  daemon.
 """
 
 from __future__ import annotations
@@ -21,12 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
-from ipaddress import ip_address
+from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
 from typing import Any
 
-from evpnd.config import NOAGE_SECONDS, Config, Vni
+from evpnd.config import NOAGE_SECONDS, Config, Vni, VxlanOptions
+from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from evpnd.dataplane.state import FloodEntry
+from evpnd.l3.settings import advertised_prefixes
+
+IPInterface = IPv4Interface | IPv6Interface
 
 OWNER_PREFIX = "evpnd:"
 KERNEL_MIN_MTU = 68
@@ -104,6 +118,14 @@ class BrportAttrs:
 
 
 @dataclass(frozen=True, slots=True)
+class AddressInfo:
+    """One address of a link; `proto` is its IFA_PROTO (RTPROT_EVPND: evpnd's)."""
+
+    interface: IPInterface
+    proto: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LinkInfo:
     """One kernel link, as much as the planner needs."""
 
@@ -119,6 +141,16 @@ class LinkInfo:
     addrgenmode: int | None = None  # None when IPv6 is off on the device
     vxlan: VxlanAttrs | None = None
     brport: BrportAttrs | None = None  # set when the link is a bridge port
+    addresses: tuple[AddressInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """IP forwarding as it is (`on`: family -> on), and the families evpnd switched on
+    (`ours`, from the state directory): only those it ever switches off."""
+
+    on: Mapping[int, bool] = field(default_factory=dict)
+    ours: frozenset[int] = frozenset()
 
 
 # ---------------------------------------------------------------------------
@@ -205,9 +237,11 @@ class Action:
 @dataclass(frozen=True, slots=True)
 class CreateBridge(Action):
     mtu: int
+    address: str | None = None  # its MAC (a gateway's or the router MAC); None: the kernel's
 
     def __str__(self) -> str:
-        return f"create bridge {self.device} mtu {self.mtu}"
+        mac = f" address {self.address}" if self.address else ""
+        return f"create bridge {self.device} mtu {self.mtu}{mac}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +296,41 @@ class SetBrport(Action):
 class SetUp(Action):
     def __str__(self) -> str:
         return f"set link {self.device} up"
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress(Action):
+    """An anycast gateway address, marked RTPROT_EVPND (IPv6: nodad)."""
+
+    interface: IPInterface
+
+    def __str__(self) -> str:
+        nodad = " nodad" if self.interface.version == 6 else ""
+        return f"add address {self.interface} dev {self.device} proto {RTPROT_EVPND}{nodad}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelAddress(Action):
+    interface: IPInterface
+    reason: str
+
+    def __str__(self) -> str:
+        return f"delete address {self.interface} dev {self.device} ({self.reason})"
+
+
+FORWARDING_SYSCTL = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+
+
+@dataclass(frozen=True, slots=True)
+class SetForwarding(Action):
+    """`device` is the sysctl's name; `on` False only undoes evpnd's own switch."""
+
+    family: int
+    on: bool
+    reason: str
+
+    def __str__(self) -> str:
+        return f"set {self.device} {int(self.on)} ({self.reason})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,35 +420,90 @@ def static_floods(config: Config) -> list[FloodEntry]:
 # Planning
 
 
-def plan(config: Config, current: Mapping[str, LinkInfo], owned: AbstractSet[str]) -> Plan:
+def l3vni_as_vni(config: Config) -> Vni | None:
+    """The L3VNI's devices, planned like a VNI's: no ARP suppression, default vxlan options
+    but the port."""
+    l3 = config.l3vni
+    if l3 is None:
+        return None
+    return Vni(vni=l3.vni, bridge=l3.bridge_name, vxlan_device=l3.vxlan_name, mtu=l3.mtu,
+               arp_suppression=False, vxlan=VxlanOptions(dstport=l3.dstport))  # fmt: skip
+
+
+def device_vnis(config: Config) -> list[Vni]:
+    """The VNIs whose devices evpnd plans: the config's, then the L3VNI."""
+    l3 = l3vni_as_vni(config)
+    return [*config.vnis, *([l3] if l3 is not None else [])]
+
+
+def forwarding_wanted(config: Config) -> dict[int, str]:
+    """Address families routing needs forwarding for, with the reason."""
+    wanted: dict[int, str] = {}
+    if config.l3vni is not None:
+        wanted[4] = f"L3VNI {config.l3vni.vni}"
+        if any(p.version == 6 for p in advertised_prefixes(config)):
+            wanted[6] = f"L3VNI {config.l3vni.vni}"
+    for vni in config.vnis:
+        for iface in vni.gateway.addresses if vni.gateway is not None else ():
+            wanted.setdefault(iface.version, f"the gateway of VNI {vni.vni}")
+    return wanted
+
+
+def plan(
+    config: Config,
+    current: Mapping[str, LinkInfo],
+    owned: AbstractSet[str],
+    *,
+    host: Forwarding | None = None,
+) -> Plan:
     """Actions that make the kernel match `config`, and the problems that block it.
 
     `current` maps link names to their state; `owned` names the links evpnd
-    created (the only ones it deletes or recreates).
+    created (the only ones it deletes or recreates). With `host` (the daemon's
+    plan of the whole host), gateway addresses and IP forwarding too.
     """
-    wanted = {name for vni in config.vnis for name in (vni.vxlan_name, vni.bridge_name)}
+    vnis = device_vnis(config)
+    wanted = {name for vni in vnis for name in (vni.vxlan_name, vni.bridge_name)}
     leaving = [
         name
         for name in sorted(owned, key=lambda n: (_kind_rank(current.get(n)), n))
         if name in current and name not in wanted and name != config.vtep.device
     ]
-    configured = {vni.vni for vni in config.vnis}
+    configured = {vni.vni for vni in vnis}
     actions: list[Action] = [
         _removal(current[name], current, owned, configured) for name in leaving
     ]
     problems: list[Problem] = []
-    for vni in config.vnis:
-        vni_actions, vni_problems = _VniPlanner(config, vni, current, owned, set(leaving)).run()
+    for vni in vnis:
+        planner = _VniPlanner(config, vni, current, owned, set(leaving), addresses=host is not None)
+        vni_actions, vni_problems = planner.run()
         if vni_problems:
             problems.extend(vni_problems)
         else:
             actions.extend(vni_actions)
+    if host is not None:
+        actions.extend(_forwarding(config, host))
     return Plan(
         actions=actions,
         problems=problems,
         floods=static_floods(config),
         owned=frozenset(owned),
     )
+
+
+def _forwarding(config: Config, host: Forwarding) -> list[Action]:
+    wanted = forwarding_wanted(config)
+    out: list[Action] = []
+    for family, sysctl in FORWARDING_SYSCTL.items():
+        on = host.on.get(family)
+        if on is None:
+            continue  # unknown (IPv6 off in this kernel): nothing to do
+        if family in wanted and not on:
+            out.append(SetForwarding(None, sysctl, family, True, f"routing for {wanted[family]}"))
+        elif family not in wanted and on and family in host.ours:
+            out.append(SetForwarding(None, sysctl, family, False,
+                                     "switched on by evpnd, no longer needed"))  # fmt: skip
+    return out
 
 
 def _kind_rank(link: LinkInfo | None) -> int:
@@ -428,9 +552,12 @@ class _VniPlanner:
         current: Mapping[str, LinkInfo],
         owned: AbstractSet[str],
         leaving: set[str],
+        *,
+        addresses: bool = False,
     ) -> None:
         self.config = config
         self.vni = vni
+        self.manage_addresses = addresses
         self.current = current
         self.owned = owned
         self.leaving = leaving
@@ -457,9 +584,35 @@ class _VniPlanner:
         self._check_port_sharing()
         bridge_fresh = self._bridge(mtu)
         self._vxlan(mtu, bridge_fresh)
+        if self.manage_addresses and not self.vni.adopt_bridge:
+            self._addresses(bridge_fresh)
         if self.problems:
             return [], self.problems
         return [*self.deletes, *self.creates, *self.changes, *self.ups], []
+
+    def _bridge_address(self) -> str | None:
+        """The MAC the bridge must have: its VNI's gateway MAC, or the L3VNI's router MAC."""
+        l3 = self.config.l3vni
+        if l3 is not None and self.vni.vni == l3.vni and self.vni.bridge_name == l3.bridge_name:
+            return l3.router_mac
+        gateway = self.vni.gateway
+        return None if gateway is None else gateway.mac_for(self.vni.vni)
+
+    def _addresses(self, fresh: bool) -> None:
+        name = self.vni.bridge_name
+        gateway = self.vni.gateway
+        wanted = list(gateway.addresses) if gateway is not None else []
+        link = None if fresh else self.current.get(name)
+        have = link.addresses if link is not None else ()
+        present = {a.interface for a in have}
+        for iface in wanted:
+            if iface not in present:
+                self.changes.append(AddAddress(self.vni.vni, name, iface))
+        for address in have:
+            if address.proto == RTPROT_EVPND and address.interface not in wanted:
+                self.changes.append(DelAddress(
+                    self.vni.vni, name, address.interface, "added by evpnd, no longer a gateway"
+                ))  # fmt: skip
 
     def _mtu(self, underlay: LinkInfo) -> int:
         if isinstance(self.vni.mtu, int):
@@ -482,7 +635,7 @@ class _VniPlanner:
         # what is left to catch is a foreign device already on the port.
         mine = self.vni.vxlan
         family = self.config.vtep.address.version
-        ours = {name for v in self.config.vnis for name in (v.vxlan_name, v.bridge_name)}
+        ours = {name for v in device_vnis(self.config) for name in (v.vxlan_name, v.bridge_name)}
         for link in self.current.values():
             o = link.vxlan
             if o is None or not link.up or link.name in ours or link.name in self.leaving:
@@ -529,12 +682,15 @@ class _VniPlanner:
                 return False
             self._recreate(link, _difference("kind", link.kind, "bridge"))
             link = None
+        address = self._bridge_address()
         if link is None:
-            self.creates.append(CreateBridge(self.vni.vni, name, mtu))
+            self.creates.append(CreateBridge(self.vni.vni, name, mtu, address))
             self.ups.append(SetUp(self.vni.vni, name))
             return True
         if link.mtu != mtu:
             self.changes.append(SetLink(self.vni.vni, name, (("mtu", mtu),)))
+        if address is not None and (link.address or "").lower() != address:
+            self.changes.append(SetLink(self.vni.vni, name, (("address", address),)))
         if not link.up:
             self.ups.append(SetUp(self.vni.vni, name))
         return False

@@ -20,17 +20,28 @@ devices get neither mark, so evpnd never deletes them.
 `DeviceRepair` puts back a VNI's bridge or vxlan device that someone
 deleted, within a second or so and without a reload (the reconciler reports
 the deletions it sees in its link events).
+
+The host part of routing between segments is applied here too: the anycast
+gateway addresses (IFA_PROTO RTPROT_EVPND marks them: the kernel keeps it)
+and IP forwarding. Which families of forwarding evpnd switched on is
+recorded in `<state_dir>/forwarding.json`, so that it switches off only
+what it switched on (a host that forwarded before evpnd keeps forwarding).
+Under systemd the unit must let evpnd write the two sysctls
+(contrib/systemd/evpnd.service: ReadWritePaths).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +57,19 @@ from evpnd.dataplane.linkplan import (
     KERNEL_MIN_MTU,
     MUTABLE,
     Action,
+    AddAddress,
+    AddressInfo,
     BrportAttrs,
     CreateBridge,
     CreateVxlan,
+    DelAddress,
     DeleteLink,
+    Forwarding,
     LinkInfo,
     Plan,
     Problem,
     SetBrport,
+    SetForwarding,
     SetLink,
     SetMaster,
     SetUp,
@@ -61,12 +77,18 @@ from evpnd.dataplane.linkplan import (
     alias_vni,
     owner_alias,
 )
+from evpnd.dataplane.netlink.routesocket import RouteSocket, inside_netns
+from evpnd.dataplane.netlink.wire import IFINFOMSG, RTPROT_EVPND, rtattr
 
 log = structlog.get_logger(__name__)
 
 STATE_FILE = "devices.json"
 STATE_VERSION = 1
+FORWARDING_FILE = "forwarding.json"
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+# /proc/sys paths of the forwarding sysctls (per network namespace).
+FORWARDING_PATHS = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
 
 
 # ---------------------------------------------------------------------------
@@ -90,8 +112,25 @@ async def open_iproute(netns: str | None = None) -> AsyncIterator[AsyncIPRoute]:
 async def read_links(ipr: AsyncIPRoute) -> dict[str, LinkInfo]:
     messages = [msg async for msg in await ipr.link("dump")]
     names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in messages}
-    links = (link_from_message(msg, names) for msg in messages)
+    addresses = await read_addresses(ipr)
+    links = (
+        replace(link, addresses=tuple(addresses.get(link.index, ())))
+        for link in (link_from_message(msg, names) for msg in messages)
+    )
     return {link.name: link for link in links}
+
+
+async def read_addresses(ipr: AsyncIPRoute) -> dict[int, list[AddressInfo]]:
+    """Every global address (IPv4 and IPv6) by ifindex, with its IFA_PROTO."""
+    out: dict[int, list[AddressInfo]] = {}
+    async for msg in await ipr.addr("dump"):
+        address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+        if address is None or msg["scope"] != 0:  # link-local and host scope: not ours
+            continue
+        iface = ip_interface(f"{address}/{msg['prefixlen']}")
+        proto = msg.get_attr("IFA_PROTO") or 0
+        out.setdefault(msg["index"], []).append(AddressInfo(iface, proto))
+    return out
 
 
 def link_from_message(msg: Any, names: Mapping[int, str]) -> LinkInfo:
@@ -249,12 +288,61 @@ def owned_devices(
 async def plan_for(
     config: Config, netns: str | None = None, state_dir: Path | str | None = None
 ) -> Plan:
-    """Read the kernel and compute the plan; changes nothing."""
+    """Read the kernel and compute the plan of the whole host; changes nothing."""
     where = Path(state_dir) if state_dir is not None else config.state_dir
     async with open_iproute(netns) as ipr:
         current = await read_links(ipr)
     owned = owned_devices(current, load_records(where), netns)
-    return replace(linkplan.plan(config, current, owned), state_dir=where)
+    host = Forwarding(read_forwarding(netns), load_forwarding(where))
+    return replace(linkplan.plan(config, current, owned, host=host), state_dir=where)
+
+
+# ---------------------------------------------------------------------------
+# IP forwarding
+
+
+def read_forwarding(netns: str | None = None) -> dict[int, bool]:
+    """The forwarding sysctls of `netns` (a family whose file is missing is left out)."""
+    out: dict[int, bool] = {}
+    with inside_netns(netns):
+        for family, path in FORWARDING_PATHS.items():
+            try:
+                with open(path) as f:
+                    out[family] = f.read().strip() not in ("", "0")
+            except OSError:
+                continue
+    return out
+
+
+def write_forwarding(family: int, on: bool, netns: str | None = None) -> None:
+    with inside_netns(netns), open(FORWARDING_PATHS[family], "w") as f:
+        f.write("1\n" if on else "0\n")
+
+
+def forwarding_file(state_dir: Path) -> Path:
+    return Path(state_dir) / FORWARDING_FILE
+
+
+def load_forwarding(state_dir: Path | None) -> frozenset[int]:
+    """The families evpnd switched forwarding on for (and may switch off again)."""
+    if state_dir is None:
+        return frozenset()
+    try:
+        data = json.loads(statefiles.read_private(forwarding_file(state_dir)))
+        return frozenset(int(f) for f in data["switched_on"] if f in (4, 6))
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("forwarding record unreadable", path=str(forwarding_file(state_dir)),
+                    error=str(exc))  # fmt: skip
+        return frozenset()
+
+
+def save_forwarding(state_dir: Path, families: Iterable[int]) -> None:
+    path = forwarding_file(state_dir)
+    statefiles.secure_dir(path.parent)
+    body = {"version": 1, "switched_on": sorted(set(families))}
+    statefiles.write_private(path, json.dumps(body) + "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +397,19 @@ async def apply(
             if action.group in failed:
                 result.skipped.append(action)
                 continue
+            if isinstance(action, SetForwarding):
+                try:
+                    _set_forwarding(action, netns, where)
+                except OSError as exc:
+                    failed.add(action.group)
+                    result.errors.append(ActionError(action, f"{exc}{_forwarding_hint(exc)}"))
+                    log.error("link action failed", action=str(action), error=str(exc))
+                else:
+                    result.applied.append(action)
+                    log.info("link action", action=str(action))
+                continue
             try:
-                await _execute(ipr, action, created, result.warnings)
+                await _execute(ipr, action, created, result.warnings, netns)
             except (NetlinkError, LinkMissing) as exc:
                 failed.add(action.group)
                 result.errors.append(ActionError(action, _describe(exc)))
@@ -341,6 +440,26 @@ def apply_sync(
     plan: Plan, netns: str | None = None, state_dir: Path | str | None = None
 ) -> ApplyResult:
     return asyncio.run(apply(plan, netns, state_dir))
+
+
+def _set_forwarding(action: SetForwarding, netns: str | None, where: Path | None) -> None:
+    write_forwarding(action.family, action.on, netns)
+    if where is None:
+        return
+    ours = set(load_forwarding(where))
+    if action.on:
+        ours.add(action.family)
+    else:
+        ours.discard(action.family)
+    save_forwarding(where, ours)
+
+
+def _forwarding_hint(exc: OSError) -> str:
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (" (under systemd, ProtectKernelTunables=yes makes /proc/sys read-only: "
+                "the unit needs ReadWritePaths= for the forwarding sysctls, see "
+                "contrib/systemd/evpnd.service)")  # fmt: skip
+    return ""
 
 
 def _describe(exc: Exception) -> str:
@@ -383,16 +502,23 @@ async def _index(ipr: AsyncIPRoute, name: str) -> int:
 
 
 async def _execute(
-    ipr: AsyncIPRoute, action: Action, created: dict[str, int | None], warnings: list[str]
+    ipr: AsyncIPRoute,
+    action: Action,
+    created: dict[str, int | None],
+    warnings: list[str],
+    netns: str | None = None,
 ) -> None:
     match action:
-        case CreateBridge(vni=vni, device=name, mtu=mtu):
+        case CreateBridge(vni=vni, device=name, mtu=mtu, address=address):
             # An MTU given at creation is not "set by the user": the bridge
             # would follow its smallest port (a 1500-byte container veth) and
             # the next start would set it back. Only a real change of MTU
             # marks it (BROPT_MTU_SET_BY_USER; setting the same value is a
             # no-op), so the bridge is born at the minimum and then raised.
-            await ipr.link("add", ifname=name, kind="bridge", mtu=KERNEL_MIN_MTU)
+            # A MAC given at creation is "set" (NET_ADDR_SET): the bridge keeps
+            # it when ports come and go (a gateway's or the router MAC).
+            extra = {"address": address} if address else {}
+            await ipr.link("add", ifname=name, kind="bridge", mtu=KERNEL_MIN_MTU, **extra)
             created[name] = vni
             await _mark(ipr, name, vni)
             await ipr.link("set", index=await _index(ipr, name), mtu=mtu)
@@ -420,8 +546,43 @@ async def _execute(
             )
         case SetUp(device=name):
             await ipr.link("set", index=await _index(ipr, name), state="up")
+        case AddAddress(device=name, interface=iface):
+            # nodad: every host holds the anycast address, DAD would fail on each.
+            flags = IFA_F_NODAD if iface.version == 6 else 0
+            await ipr.addr("add", index=await _index(ipr, name), address=str(iface.ip),
+                           prefixlen=iface.network.prefixlen, IFA_PROTO=RTPROT_EVPND,
+                           flags=flags)  # fmt: skip
+        case DelAddress(device=name, interface=iface):
+            index = await _index(ipr, name)
+            if iface.version == 4:
+                # Deleting a primary IPv4 address deletes the secondaries of its subnet
+                # (an admin's 10.100.0.254/24 beside our 10.100.0.1/24) unless they
+                # are promoted: switch that on for the device first.
+                await asyncio.to_thread(promote_secondaries, netns, index)
+            await ipr.addr("del", index=index, address=str(iface.ip),
+                           prefixlen=iface.network.prefixlen)  # fmt: skip
         case _:
             raise TypeError(f"unknown action {action!r}")
+
+
+# RTM_SETLINK with IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF / IPV4_DEVCONF_PROMOTE_SECONDARIES:
+# netlink sets one device's IPv4 setting (no /proc/sys write, which systemd's
+# ProtectKernelTunables would refuse).
+_RTM_SETLINK = 19
+_IFLA_AF_SPEC = 26
+_IFLA_INET_CONF = 1
+_IPV4_DEVCONF_PROMOTE_SECONDARIES = 20
+
+
+def promote_secondaries(netns: str | None, ifindex: int) -> None:
+    conf = rtattr(_IPV4_DEVCONF_PROMOTE_SECONDARIES, struct.pack("=I", 1))
+    spec = rtattr(_IFLA_AF_SPEC, rtattr(socket.AF_INET, rtattr(_IFLA_INET_CONF, conf)))
+    payload = IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0) + spec
+    with RouteSocket(netns) as sock:
+        failures = sock.transact([(_RTM_SETLINK, 0, payload)])
+    if failures:
+        error = failures[0]
+        raise NetlinkError(error.errno, error.message or os.strerror(error.errno))
 
 
 async def _mark(ipr: AsyncIPRoute, name: str, vni: int | None) -> None:
@@ -586,9 +747,10 @@ class DeviceRepair:
 
 
 def wanted_devices(config: Config) -> set[str]:
-    """The devices evpnd creates for the config's VNIs (an adopted bridge is not one)."""
+    """The devices evpnd creates for the config's VNIs and the L3VNI (an adopted bridge is
+    not one)."""
     names: set[str] = set()
-    for vni in config.vnis:
+    for vni in linkplan.device_vnis(config):
         names.add(vni.vxlan_name)
         if not vni.adopt_bridge:
             names.add(vni.bridge_name)
