@@ -827,20 +827,37 @@ class Driver:
         return net
 
     def _put_network(self, record: NetworkRecord) -> None:
-        self.state.networks[record.id] = record
-        self._save()
+        self._change(self.state.networks, record.id, record)
 
     def _drop_network(self, network_id: str) -> None:
-        self.state.networks.pop(network_id, None)
-        self._save()
+        self._change(self.state.networks, network_id, None)
 
     def _put_endpoint(self, record: EndpointRecord) -> None:
-        self.state.endpoints[record.id] = record
-        self._save()
+        self._change(self.state.endpoints, record.id, record)
 
     def _drop_endpoint(self, endpoint_id: str) -> None:
-        self.state.endpoints.pop(endpoint_id, None)
-        self._save()
+        self._change(self.state.endpoints, endpoint_id, None)
+
+    def _change(self, table: dict[str, Any], key: str, record: Any | None) -> None:
+        """Put (None: drop) one record and save. A state that cannot be saved (a full
+        disk) leaves memory as the file still has it and fails the call with a clear
+        error: a refused CreateEndpoint must not hold a place under the caps."""
+        before = table.get(key)
+        if record is None:
+            table.pop(key, None)
+        else:
+            table[key] = record
+        try:
+            self._save()
+        except OSError as exc:
+            if before is None:
+                table.pop(key, None)
+            else:
+                table[key] = before
+            path = self.store.path if self.store is not None else None
+            log.error("docker driver state not saved", path=str(path), error=str(exc))
+            raise DriverError(f"evpnd: could not save the driver's state to {path}: "
+                              f"{exc.strerror or exc}") from exc
 
     def _save(self) -> None:
         if self.store is not None:
