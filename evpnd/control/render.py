@@ -405,6 +405,11 @@ def render_status(data: JSON) -> str:
             ("endpoints", f"{docker['endpoints']} of at most {docker['max_endpoints']} "
                           f"({docker['max_endpoints_per_network']} per network)"),
             ("skipped at recovery", ", ".join(docker["skipped"]) or "-"),
+            ("IPAM", f"{docker.get('ipam_pools', 0)} pools, "
+                     f"{docker.get('ipam_addresses', 0)} addresses in use"),
+            ("address collisions", "; ".join(docker.get("collisions") or []) or "-"),
+            *((("rebuild from dockerd", "pending: dockerd not answering yet"),)
+              if docker.get("rebuild_pending") else ()),
             *((k.replace("_", " "), v) for k, v in docker["counters"].items()),
         ])
     return "\n".join(lines)
@@ -412,11 +417,6 @@ def render_status(data: JSON) -> str:
 
 # ---------------------------------------------------------------- fabric
 
-            ("IPAM", f"{docker.get('ipam_pools', 0)} pools, "
-                     f"{docker.get('ipam_addresses', 0)} addresses in use"),
-            ("address collisions", "; ".join(docker.get("collisions") or []) or "-"),
-            *((("rebuild from dockerd", "pending: dockerd not answering yet"),)
-              if docker.get("rebuild_pending") else ()),
 
 def render_fabric(data: JSON) -> str:
     host = data["host"]
