@@ -87,13 +87,21 @@ from evpnd.dataplane.events import (
 )
 from evpnd.dataplane.learner import LocalLearner
 from evpnd.dataplane.reconciler import Reconciler
-from evpnd.derived import speaker_identity, vni_devices, vni_policies, watched_vnis
+from evpnd.derived import (
+    gateways,
+    l3_devices,
+    l3_policy,
+    speaker_identity,
+    vni_devices,
+    vni_policies,
+    watched_vnis,
+)
 from evpnd.desired import apply_rib_changes, desired_state
 from evpnd.docker.glue import DaemonHooks, DockerGlue, VniConflict
 from evpnd.graceful import Action, Deadline, Flush, GracefulHelper, KeepStale, Sweep
 from evpnd.metrics.looplag import LoopLagMonitor
 from evpnd.model import IPAddress, Route, RouteKey, address_order
-from evpnd.originate import imet_routes, mac_key, mac_route, readvertised
+from evpnd.originate import mac_key, mac_route, readvertised, static_routes
 from evpnd.rib import (
     LIMIT_EXCEEDED,
     PERMANENT,
@@ -187,8 +195,10 @@ class Daemon:
         # peer -> when they come back (time.monotonic()).
         self.held_down: dict[IPAddress, float] = {}
         self.devices = vni_devices(cfg)
+        self.l3 = l3_devices(cfg)  # the L3VNI's devices (README "Routing between segments")
+        self.rib.set_l3_policy(l3_policy(cfg))
         self.reconciler = Reconciler(
-            None, desired_state(self.rib, self.devices), hold_removals=True
+            None, desired_state(self.rib, self.devices, self.l3), hold_removals=True
         )
         self.speaker = self._new_speaker(cfg)
         self.learner = LocalLearner(watched_vnis(cfg))
@@ -252,6 +262,7 @@ class Daemon:
         async with self.docker.serialized():  # Docker calls wait until we run
             await self._rebase(self.docker.effective(self.file_cfg, strict=False))
             await self._apply_devices(self.cfg)
+            self.cfg = await self._with_router_mac(self.cfg)
             await self.reconciler.start()
             await self.learner.start()
             await self.speaker.start()
@@ -359,9 +370,11 @@ class Daemon:
         """Before anything runs: the RIB, devices and learner take `cfg` (the effective one)."""
         self.cfg = cfg
         self.devices = vni_devices(cfg)
-        self._on_rib_changes(self.rib.reconfigure(vni_policies(cfg), self.docker.gateways()))
+        self.l3 = l3_devices(cfg)
+        self._on_rib_changes(self.rib.reconfigure(vni_policies(cfg), gateways(cfg)))
+        self._on_rib_changes(self.rib.set_l3_policy(l3_policy(cfg)))
         self.learner = LocalLearner(watched_vnis(cfg))
-        await self.reconciler.set_desired(desired_state(self.rib, self.devices))
+        await self.reconciler.set_desired(desired_state(self.rib, self.devices, self.l3))
 
     async def _stop_operations(self) -> None:
         await self.control.stop()
@@ -423,6 +436,19 @@ class Daemon:
         result = await links.reconcile(cfg)
         for line in result.lines():
             (log.info if line.startswith("done") else log.warning)("device", change=line)
+
+    async def _with_router_mac(self, cfg: config_mod.Config) -> config_mod.Config:
+        """`cfg` with the L3VNI's router MAC, read from its bridge unless configured: what
+        our routes carry (and what a recreated bridge is given back)."""
+        l3 = cfg.l3vni
+        if l3 is None or l3.router_mac is not None:
+            return cfg
+        mac = await links.bridge_mac(l3.bridge_name)
+        if mac is None:
+            log.warning("no router MAC: the L3VNI bridge is missing; routes go out without "
+                        "the L3VNI", bridge=l3.bridge_name)
+            return cfg
+        return cfg.model_copy(update={"l3vni": l3.model_copy(update={"router_mac": mac})})
 
     # -- local endpoints -> routes --------------------------------------------
 
@@ -689,7 +715,7 @@ class Daemon:
             log.info("vtep next hops agree with its type-3 tunnel again", peer=str(m.peer),
                      rd=m.rd, tunnel=str(m.tunnel))
         self.mqtt.rib_changes(changes)
-        apply_rib_changes(self.reconciler.tracker, changes, self.devices)
+        apply_rib_changes(self.reconciler.tracker, changes, self.devices, self.l3)
         self.reconciler.kick()
 
     # -- duplicate MACs ------------------------------------------------------------
@@ -853,6 +879,7 @@ class Daemon:
         """Make the running daemon follow `new` (the effective config): VNIs, peers, services."""
         old = self.cfg
         await self._apply_devices(new)
+        new = await self._with_router_mac(new)
         removed_vnis = {v.vni for v in old.vnis} - {v.vni for v in new.vnis}
         for vni in sorted(removed_vnis):
             # Withdraw the VNI's own MACs while the old config still names its RD.
@@ -862,12 +889,14 @@ class Daemon:
         self.cfg = new
         self._readvertise(old, new, adverts)
         self.devices = vni_devices(new)
-        self._on_rib_changes(self.rib.reconfigure(vni_policies(new), self.docker.gateways()))
+        self.l3 = l3_devices(new)
+        self._on_rib_changes(self.rib.reconfigure(vni_policies(new), gateways(new)))
+        self._on_rib_changes(self.rib.set_l3_policy(l3_policy(new)))
         self._on_rib_changes(self.rib.set_dad_policy(dad_policy(new), now=time.monotonic()))
         self._on_rib_changes(self.rib.set_route_limits(route_limits(new)))
         self.graceful.set_helper(new.bgp.graceful_restart > 0, self.converge_timeout)
         await self.learner.update_vnis(watched_vnis(new))
-        await self.reconciler.set_desired(desired_state(self.rib, self.devices))
+        await self.reconciler.set_desired(desired_state(self.rib, self.devices, self.l3))
         self._announce_static(new)
         for peer in {p.address for p in old.bgp.peers} - {p.address for p in new.bgp.peers}:
             self.peer_tracker.forget(peer)
@@ -901,8 +930,9 @@ class Daemon:
             self._announce(announce)
 
     def _announce_static(self, cfg: config_mod.Config) -> None:
-        """Routes that follow from the config alone: Type-3s and Docker gateways."""
-        routes: list[Route] = [*imet_routes(cfg), *self.docker.static_routes(cfg)]
+        """Routes that follow from the config alone: Type-3s, anycast gateways (configured
+        and Docker's), Type-5 prefixes."""
+        routes: list[Route] = static_routes(cfg)
         keys = {r.key for r in routes}
         stale = self._static_keys - keys
         if stale:

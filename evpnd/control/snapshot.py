@@ -27,7 +27,7 @@ from evpnd.dataplane.state import ForwardingState
 from evpnd.graceful import PeerGrace
 from evpnd.metrics.source import ReconcilerView  # one view of the reconciler for show and metrics
 from evpnd.model import IPAddress, Route
-from evpnd.originate import imet_routes, mac_route
+from evpnd.originate import mac_route, static_routes
 from evpnd.rib import Rib
 
 # --------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _docker_status(daemon: object) -> Mapping[str, Any] | None:
 
 def out_routes(cfg: Config, rib: Rib) -> list[Route]:
     """Our routes, built from the config and the RIB as the daemon builds them."""
-    routes: list[Route] = list(imet_routes(cfg))
+    routes: list[Route] = static_routes(cfg)  # Type-3s, gateways, Type-5s
     for advert in rib.advertisements():
         try:
             routes.append(mac_route(cfg, advert))

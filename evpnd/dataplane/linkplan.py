@@ -238,10 +238,14 @@ class Action:
 class CreateBridge(Action):
     mtu: int
     address: str | None = None  # its MAC (a gateway's or the router MAC); None: the kernel's
+    # Keep the kernel's MAC for good (the L3VNI bridge without a configured router MAC:
+    # its MAC is the router MAC, which must not follow the ports as they come and go).
+    pin_address: bool = False
 
     def __str__(self) -> str:
         mac = f" address {self.address}" if self.address else ""
-        return f"create bridge {self.device} mtu {self.mtu}{mac}"
+        pinned = " (its MAC kept)" if self.pin_address and not self.address else ""
+        return f"create bridge {self.device} mtu {self.mtu}{mac}{pinned}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,10 +594,14 @@ class _VniPlanner:
             return [], self.problems
         return [*self.deletes, *self.creates, *self.changes, *self.ups], []
 
+    def _is_l3vni(self) -> bool:
+        l3 = self.config.l3vni
+        return l3 is not None and self.vni.vni == l3.vni and self.vni.bridge_name == l3.bridge_name
+
     def _bridge_address(self) -> str | None:
         """The MAC the bridge must have: its VNI's gateway MAC, or the L3VNI's router MAC."""
         l3 = self.config.l3vni
-        if l3 is not None and self.vni.vni == l3.vni and self.vni.bridge_name == l3.bridge_name:
+        if l3 is not None and self._is_l3vni():
             return l3.router_mac
         gateway = self.vni.gateway
         return None if gateway is None else gateway.mac_for(self.vni.vni)
@@ -684,7 +692,8 @@ class _VniPlanner:
             link = None
         address = self._bridge_address()
         if link is None:
-            self.creates.append(CreateBridge(self.vni.vni, name, mtu, address))
+            pin = self._is_l3vni() and address is None
+            self.creates.append(CreateBridge(self.vni.vni, name, mtu, address, pin))
             self.ups.append(SetUp(self.vni.vni, name))
             return True
         if link.mtu != mtu:

@@ -297,6 +297,13 @@ async def plan_for(
     return replace(linkplan.plan(config, current, owned, host=host), state_dir=where)
 
 
+async def bridge_mac(name: str, netns: str | None = None) -> str | None:
+    """The MAC of a link (the L3VNI bridge's is the default router MAC); None if missing."""
+    async with open_iproute(netns) as ipr:
+        link = (await read_links(ipr)).get(name)
+    return None if link is None or not link.address else link.address.lower()
+
+
 # ---------------------------------------------------------------------------
 # IP forwarding
 
@@ -509,7 +516,7 @@ async def _execute(
     netns: str | None = None,
 ) -> None:
     match action:
-        case CreateBridge(vni=vni, device=name, mtu=mtu, address=address):
+        case CreateBridge(vni=vni, device=name, mtu=mtu, address=address, pin_address=pin):
             # An MTU given at creation is not "set by the user": the bridge
             # would follow its smallest port (a 1500-byte container veth) and
             # the next start would set it back. Only a real change of MTU
@@ -521,6 +528,10 @@ async def _execute(
             await ipr.link("add", ifname=name, kind="bridge", mtu=KERNEL_MIN_MTU, **extra)
             created[name] = vni
             await _mark(ipr, name, vni)
+            if pin and not address:
+                # Setting its own MAC makes it "set" too (dev_set_mac_address).
+                mac = (await read_links(ipr))[name].address
+                await ipr.link("set", index=await _index(ipr, name), address=mac)
             await ipr.link("set", index=await _index(ipr, name), mtu=mtu)
         case CreateVxlan(vni=vni, device=name):
             await ipr.link("add", **await _vxlan_request(ipr, action))

@@ -14,9 +14,12 @@ methods during dockerd's calls.
   (MAC-only and MAC+IP Type-2), like an MQTT registration; `endpoint_removed`
   withdraws them. The bridge learning the same MAC later changes nothing (the
   RIB already holds it); the bridge forgetting it does not withdraw it.
-* `gateway=local`: the gateway MAC+IP advertised with the default-gateway
-  community (`static_routes`), and received routes for that MAC never
-  installed (`gateways`: every host owns it).
+* `gateway=local`: the network's VNI carries the gateway as an anycast
+  `gateway:` (`effective`), exactly as a configured VNI's does (README
+  "Routing between segments"): the same MAC and addresses on the bridge of
+  every host, the MAC+IP routes with the default-gateway community, a
+  received route for that MAC never installed, and routing into the L3VNI
+  when there is one.
 * The fabric view (`evpnd.docker.fabric.FabricView`) the driver and the IPAM
   driver ask: other VTEPs' claims on addresses and MACs, from the RIB's
   received Type-2 routes (best path or not), and the VTEPs of a VNI. While
@@ -44,7 +47,8 @@ import structlog
 from evpnd.config import Config, Vni
 from evpnd.docker.driver import EndpointInfo, VniInfo
 from evpnd.docker.fabric import Claim, conflicts, describe
-from evpnd.model import ENCAP_VXLAN, IPAddress, MacIpKey, MacIpRoute, normalize_mac
+from evpnd.l3.settings import AnycastGateway
+from evpnd.model import IPAddress, normalize_mac
 from evpnd.rib import Rib, RibChanges
 
 log = structlog.get_logger(__name__)
@@ -164,35 +168,10 @@ class DockerGlue:
                     raise VniConflict(clash)
                 log.error("docker network left out: the config file claims it", problem=clash)
                 continue
-            vnis.append(vni)
+            vnis.append(_with_gateway(net))
             taken.add(vni.vni)
             devices.update((vni.bridge_name, vni.vxlan_name))
         return file_cfg.model_copy(update={"vnis": vnis})
-
-    def gateways(self) -> set[tuple[int, str]]:
-        """(VNI, MAC) of the gateway=local networks: never installed from a peer."""
-        return {(n.vni.vni, n.gateway.mac) for n in self._networks.values() if n.gateway}
-
-    def static_routes(self, cfg: Config) -> list[MacIpRoute]:
-        """The distributed gateways' MAC+IP routes, with the default-gateway community."""
-        routes = []
-        known = {v.vni for v in cfg.vnis}
-        for net in self.networks():
-            if net.gateway is None or net.vni.vni not in known:
-                continue
-            vni = cfg.vni(net.vni.vni)
-            for iface in (net.gateway.ipv4, net.gateway.ipv6):
-                if iface is None:
-                    continue
-                routes.append(MacIpRoute(
-                    key=MacIpKey(cfg.rd_for(vni), 0, normalize_mac(net.gateway.mac), iface.ip),
-                    nexthop=cfg.vtep.address,
-                    vni=vni.vni,
-                    route_targets=tuple(cfg.export_targets(vni)),
-                    default_gateway=True,
-                    encapsulation=ENCAP_VXLAN,
-                ))  # fmt: skip
-        return routes
 
     def registered(self, vni: int, mac: str, ip: IPAddress | None = None) -> bool:
         """A container's MAC (and IP) that stays advertised whatever the bridge learns."""
@@ -346,6 +325,21 @@ class DockerGlue:
         log.info("local mac (docker)", vni=info.vni, mac=info.mac,
                  ips=[str(ip) for ip in info.ips], endpoint=info.endpoint_id[:12],
                  port=info.port)
+
+
+def _with_gateway(net: VniInfo) -> Vni:
+    """A network's VNI with its `gateway=local` gateway as the VNI's anycast gateway."""
+    gateway = net.gateway
+    if gateway is None:
+        return net.vni
+    addresses = [str(i) for i in (gateway.ipv4, gateway.ipv6) if i is not None]
+    try:
+        anycast = AnycastGateway(addresses=addresses, mac=gateway.mac)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        log.error("docker network gateway left out", network=net.network_id[:12],
+                  error=str(exc))  # fmt: skip
+        return net.vni
+    return net.vni.model_copy(update={"gateway": anycast})
 
 
 def _normalized(info: EndpointInfo) -> EndpointInfo:

@@ -227,14 +227,20 @@ class L3Vni(_Strict):
 # What the rest of evpnd derives from the config (duck-typed `cfg`: evpnd.config.Config)
 
 
-def _auto_target(cfg: Any, number: int) -> str:
-    asn = cfg.asn if cfg.asn <= 65535 else cfg.asn & 0xFFFF
-    return f"{asn}:{number}"
+def _auto_target(cfg: Any, number: int, *, importing: bool = False) -> str:
+    # The one derivation of `auto` (evpnd/rib.py), as for the VNIs: <ASN>:<L3VNI> by
+    # default, as FRR derives an L3VNI's route targets.
+    from evpnd.rib import auto_route_target
+
+    auto = cfg.bgp.auto_route_targets
+    return auto_route_target(cfg.asn, number, auto.format,
+                             any_asn=importing and auto.import_any_asn)  # fmt: skip
 
 
 def import_targets(cfg: Any) -> list[str]:
     l3 = cfg.l3vni
-    return [_auto_target(cfg, l3.vni) if t == "auto" else t for t in l3.route_targets.import_]
+    return [_auto_target(cfg, l3.vni, importing=True) if t == "auto" else t
+            for t in l3.route_targets.import_]  # fmt: skip
 
 
 def export_targets(cfg: Any) -> list[str]:

@@ -8,7 +8,8 @@ the L3VNI:
   a host route, /32 or /128, to that endpoint;
 * a Type-5 IP prefix route with the L3VNI label and a router MAC.
 
-Either is imported when it carries one of the L3VNI's import route targets.
+Either is imported when it carries one of the L3VNI's import route targets
+(`*:NN` matches NN under any ASN, as for the VNIs).
 Each prefix takes one route (no ECMP), by this order: a Type-2 host route
 before a Type-5 route of the same prefix, the highest MAC mobility sequence
 number, the lowest VTEP, then the lowest peer and route key (only so the
@@ -33,6 +34,10 @@ reason is counted (`why_not`):
 * `label`: its L3 label is not our L3VNI (the encapsulated packets would
   arrive on a VNI the other VTEP does not route);
 * `no-router-mac`: it carries no router MAC (RFC 9135 8.1);
+* `bad-router-mac`: its router MAC is no unicast MAC (all zero, multicast,
+  broadcast: `validate.unicast_mac`). The route itself stays usable for
+  layer 2 (some vendors send an all-zero router MAC on routes they do not
+  route), so the decoders keep it and only routing refuses it;
 * `gateway-ip`: a Type-5 route with a gateway IP overlay index (recursive
   resolution, RFC 9136 4.4, is not supported);
 * `esi`: a Type-5 route with a non-zero ESI overlay index;
@@ -55,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
+from evpnd import validate
 from evpnd.model import (
     ENCAP_VXLAN,
     ZERO_ESI,
@@ -72,8 +78,8 @@ L3Cand = tuple[IPAddress, L3Route]  # (peer, route)
 # Lower is better: (Type-2 first, -seq, VTEP, peer, key).
 _Rank = tuple[int, int, tuple[int, int], tuple[int, int], tuple[object, ...]]
 
-LABEL, NO_RMAC, GATEWAY_IP, ESI, FAMILY, LOOP, LOCAL = (
-    "label", "no-router-mac", "gateway-ip", "esi", "family", "loop", "local",
+LABEL, NO_RMAC, BAD_RMAC, GATEWAY_IP, ESI, FAMILY, LOOP, LOCAL = (
+    "label", "no-router-mac", "bad-router-mac", "gateway-ip", "esi", "family", "loop", "local",
 )  # fmt: skip
 
 
@@ -148,13 +154,15 @@ def why_not(
         return None, None  # no L3 label, or an anycast gateway: never a remote endpoint
     if route.encapsulation not in (None, ENCAP_VXLAN):
         return None, None
-    if not policy.import_rts.intersection(route.route_targets):
+    if not _imported(policy.import_rts, route.route_targets):
         return None, None
     label = route.l3vni if isinstance(route, MacIpRoute) else route.vni
     if label != policy.vni:
         return prefix, LABEL
     if route.router_mac is None:
         return prefix, NO_RMAC
+    if not _unicast(route.router_mac):
+        return prefix, BAD_RMAC
     if isinstance(route, PrefixRoute):
         if route.gateway is not None and not route.gateway.is_unspecified:
             return prefix, GATEWAY_IP
@@ -168,6 +176,20 @@ def why_not(
     if prefix in policy.local_prefixes:
         return prefix, LOCAL
     return prefix, None
+
+
+def _imported(import_rts: frozenset[str], targets: tuple[str, ...]) -> bool:
+    """A route target matches, or `*:NN` (NN under any ASN, as the VNIs import)."""
+    return any(rt in import_rts or "*:" + rt[rt.rfind(":") + 1 :] in import_rts
+               for rt in targets)  # fmt: skip
+
+
+def _unicast(mac: str) -> bool:
+    try:
+        validate.unicast_mac(mac)
+    except ValueError:
+        return False
+    return True
 
 
 def _key_order(key: RouteKey) -> tuple[object, ...]:

@@ -125,3 +125,16 @@ async def test_forwarding_on_before_evpnd_stays_on(host: str, tmp_path: Path) ->
     assert (await links.reconcile(config(LAYER2, tmp_path), host)).ok
     assert sysctl(host, "net.ipv4.ip_forward") == "1"
     assert sysctl(host, "net.ipv6.conf.all.forwarding") == "0"
+
+
+async def test_an_l3vni_bridge_without_router_mac_keeps_its_own(host: str, tmp_path: Path) -> None:
+    """Its MAC is the router MAC peers send routed packets to: ports must not move it."""
+    cfg = config("l3vni: {vni: 5000}\n", tmp_path)
+    assert (await links.reconcile(cfg, host)).ok
+    mac = await links.bridge_mac("br5000", host)
+    assert mac is not None and mac == links_of(host)["br5000"]["address"]
+    ip(host, "link", "add", "p0", "address", "00:00:00:00:00:01", "type", "veth",
+       "peer", "name", "p1")  # fmt: skip
+    ip(host, "link", "set", "p0", "master", "br5000")
+    assert links_of(host)["br5000"]["address"] == mac
+    assert (await links.plan_for(cfg, host)).actions == []

@@ -163,6 +163,17 @@ def test_refusals_name_their_reason() -> None:
     assert why_not(POLICY, prefix(NET50, v6), own)[1] == "family"
     no_rmac = PrefixRoute(PrefixKey("x:1", 0, NET50), V2, 5000, route_targets=(RT5000,))
     assert why_not(POLICY, no_rmac, own) == (NET50, "no-router-mac")
+    for bad in ("00:00:00:00:00:00", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff"):
+        assert why_not(POLICY, prefix(NET50, V2, rmac=bad), own)[1] == "bad-router-mac"
+        # ... for routing only: the MAC+IP route is still taken for layer 2.
+        rib = new_rib()
+        changes = rib.announce(P1, host(M1, V2, rmac=bad))
+        assert changes.macs_installed and not changes.prefixes_installed
+        assert rib.l3_refusals() == {"bad-router-mac": 1}
+    # `*:5000` (auto under any ASN) imports the L3VNI's target of another AS.
+    wild = L3Policy(5000, frozenset({"*:5000"}))
+    assert why_not(wild, prefix(NET50, V2, rts=("65001:5000",)), own) == (NET50, None)
+    assert why_not(wild, prefix(NET50, V2, rts=("65001:500",)), own) == (None, None)
     # Not the table's business at all: another RT, one label, a gateway MAC+IP.
     assert why_not(POLICY, prefix(NET50, V2, rts=("65000:1",)), own) == (None, None)
     assert why_not(POLICY, host(M1, V2, l3vni=None), own) == (None, None)
