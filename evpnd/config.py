@@ -182,11 +182,13 @@ class AutoRouteTargets(Strict):
     (the VNI with the VXLAN type bits, FRR's `autort rfc8365-compatible`); either way a
     4-byte ASN contributes its low 16 bits. import_any_asn: `auto` in an import list
     matches the same number under any ASN (`*:NN`), so hosts that each have their own
-    ASN (eBGP to a top-of-rack switch) share VNIs; exports keep our ASN.
+    ASN (eBGP to a top-of-rack switch) share VNIs; exports keep our ASN. On by default:
+    FRR's automatic import target ignores the ASN the same way (bgp_evpn.c,
+    map_vni_to_rt: "to facilitate using VNI as the RT for EBGP peering").
     """
 
     format: Literal["asn-vni", "rfc8365"] = "asn-vni"
-    import_any_asn: bool = False
+    import_any_asn: bool = True
 
 
 class Bgp(Strict):

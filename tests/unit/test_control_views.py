@@ -72,7 +72,7 @@ def test_vni(snap: Snapshot) -> None:
     assert (v100["local_macs"], v100["local_ips"], v100["remote_macs"],
             v100["remote_neighbors"]) == (2, 1, 3, 4)
     assert v100["vteps"] == [str(FRR), str(VTEP4)]
-    assert v100["rd"] == "10.99.0.1:100" and v100["import_rts"] == ["65000:100"]
+    assert v100["rd"] == "10.99.0.1:100" and v100["import_rts"] == ["*:100"]
     assert (v200["flood"], v200["vteps"], v200["arp_suppression"]) == (
         "static", [str(STATIC)], False)
     assert views.vni(snap, vni=200)["vnis"] == [v200]
