@@ -115,24 +115,31 @@ def test_evpnd_host_config_is_valid(path: Path) -> None:
     evpnd_config.load(path)
 
 
+def added_addresses(node: topology.Node) -> set[tuple[str, str]]:
+    """(address, device) of the node's `ip [-6] addr add` exec lines."""
+    found = set()
+    for line in node.exec:
+        words = [w for w in shlex.split(line) if w != "-6"]
+        if words[:3] == ["ip", "addr", "add"] and "dev" in words:
+            found.add((words[3].split("/")[0], words[words.index("dev") + 1]))
+    return found
+
+
 @pytest.mark.parametrize("path", LAB_FILES, ids=ids(LAB_FILES))
 def test_evpnd_hosts_agree_with_their_topology(path: Path) -> None:
     """The VTEP address the config names is the one the exec lines put on vtep.device,
-    and the BGP peer is the route reflector's address on that link."""
+    and each BGP peer is an address another node's exec lines add (a route reflector's
+    or a top-of-rack switch's)."""
     topo = topology.load(path)
-    rr_addresses = {
-        words[3].split("/")[0]
-        for words in map(shlex.split, topo.nodes["rr"].exec)
-        if words[:3] == ["ip", "addr", "add"]
-    }
     for node in topo.nodes.values():
         if node.role is not images.Role.EVPND:
             continue
         cfg_path = node.bound(images.EVPND_CONFIG)
         assert cfg_path is not None
         cfg = evpnd_config.load(cfg_path)
-        assert f"ip addr add {cfg.vtep.address}/24 dev {cfg.vtep.device}" in node.exec
-        assert {str(p.address) for p in cfg.bgp.peers} <= rr_addresses
+        assert (str(cfg.vtep.address), cfg.vtep.device) in added_addresses(node)
+        others = {a for n in topo.nodes.values() if n is not node for a, _ in added_addresses(n)}
+        assert {str(p.address) for p in cfg.bgp.peers} <= others
         assert f"{topo.name}-{node.name}" in str(cfg.state_dir)
         # Every bridge the config creates gets its ports attached by an exec line.
         for vni in cfg.vnis:
