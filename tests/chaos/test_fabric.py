@@ -14,6 +14,8 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
@@ -21,11 +23,13 @@ from ipaddress import IPv4Address
 import pytest
 
 from bench import bgpsend
+from evpnd.control import client
 from tests.chaos import speaker as wire
 from tests.chaos.conftest import size
 from tests.chaos.lab import ADDRESS, BAD, HOSTS, RR, SRC, ChaosLab, Speaker, control
 from tests.chaos.tally import Row, Tally
 from tests.conftest import require_program, require_root
+from tests.unit.test_control_hostile import HOSTILE
 
 pytestmark = pytest.mark.netns
 
@@ -318,3 +322,40 @@ def test_c10_unusable_routes_are_withdrawn_counted_and_never_installed(
     bad.command(f"withdraw {top} {BAD_VTEP}")
     lab.reload("host1", [RR])
     settle(lab, row, "the bad peer gone")
+
+
+# ------------------------------------------------------------------------- F7
+
+
+def test_f7_hostile_control_clients_against_a_running_daemon(lab: ChaosLab, tally: Tally) -> None:
+    """tests/unit/test_control_hostile.py's hostile process (1000 held connections,
+    clients that never read, oversize lines, one-byte-at-a-time writers) against host1's
+    real daemon under route churn: `show status` answers within 2 s throughout."""
+    row = tally.row("F7 control socket abuse")
+    path = lab.socket("host1")
+    answered = 0
+    for n in range(size(1, 3)):
+        with churning(lab, SEED + 70 + n):
+            hostile = subprocess.Popen([sys.executable, "-c", HOSTILE, str(path)],
+                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
+            row.faults += 1
+            try:
+                while hostile.poll() is None:
+                    answer = client.request(path, {"command": "show", "what": "status"}, 2.0)
+                    assert answer["ok"], answer
+                    answered += 1
+                    time.sleep(0.1)
+                assert hostile.stdout is not None
+                assert hostile.stdout.read().split() == ["connects", "non-readers", "oversize",
+                                                         "slow", "done"]  # fmt: skip
+            finally:
+                if hostile.poll() is None:
+                    hostile.kill()
+                hostile.wait()
+        crashed = lab.crashed()
+        row.crashes += len(crashed)
+        assert not crashed, lab.tails()
+        settle(lab, row, "hostile control clients")
+        row.rounds += 1
+    row.notes["status_answers"] = answered
+    assert answered > 10
