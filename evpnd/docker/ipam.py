@@ -207,7 +207,7 @@ def blocks(pool: IPNetwork, subpool: IPNetwork | None = None) -> Blocks:
 def score(vtep: IPAddress, start: IPAddress) -> int:
     """Rendezvous hash of a VTEP and a block (named by its first address); the block's
     owner is the VTEP with the highest score. Stable across hosts, versions and runs."""
-    digest = hashlib.blake2b(f"{vtep}|{start}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(vtep.packed + b"|" + start.packed, digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 

@@ -32,9 +32,10 @@ from evpnd.docker.state import StateStore
 
 log = structlog.get_logger(__name__)
 
-# Seconds between attempts to reach dockerd for a pending rebuild: the first
-# ones soon (dockerd usually starts right after evpnd), then no more often than this.
-REBUILD_RETRY = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Seconds between attempts to reach dockerd for a pending rebuild: soon at first
+# (dockerd usually starts right after evpnd), then every 5 s (a stat() of a socket
+# path while there is none) until it answers.
+REBUILD_RETRY = (1.0, 2.0, 5.0)
 
 
 class DockerPlugin:

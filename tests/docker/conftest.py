@@ -247,6 +247,7 @@ class PluginThread:
                                      dockerd_socket=dockerd_socket or root / "no-dockerd.sock")
         self.host = host
         self.recorder = Recorder()
+        self.fabric: Any = None  # a FabricView the test sets (no daemon: nothing is claimed)
         self.plugin: DockerPlugin | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -261,7 +262,7 @@ class PluginThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         plugin = DockerPlugin(self.settings, host=lambda: self.host, listener=self.recorder,
-                              netns=self.netns)
+                              netns=self.netns, fabric=self.fabric)
         plugin.kernel = FaultyKernel(self.netns, self.settings.state_dir)
         plugin.driver.kernel = plugin.kernel
         self.plugin = plugin

@@ -165,7 +165,7 @@ def test_container_lifecycle_with_restart_of_evpnd(
     now = links()
     assert bridge not in now and vxlan not in now
     assert [e.info.vni.vni for e in plugin.recorder.of("vni_removed")] == [vni]
-    assert state(plugin) == {"version": 1, "networks": [], "endpoints": []}
+    assert state(plugin) == {"version": 1, "networks": [], "endpoints": [], "pools": []}
 
 
 def test_failed_join_is_cleaned_up_by_delete_endpoint(
@@ -268,4 +268,4 @@ def test_a_bad_record_from_an_older_evpnd_does_not_stop_recovery(
         removed = dockerd.run("network", "rm", net, check=False)
     assert removed.returncode == 0, removed.stderr
     assert ours(plugin) == [] and f"br{vni}" not in links()
-    assert state(plugin) == {"version": 1, "networks": [], "endpoints": []}
+    assert state(plugin) == {"version": 1, "networks": [], "endpoints": [], "pools": []}
