@@ -15,8 +15,9 @@ PY := $(VENV)/bin/python
 #   chromium: the fabric view is loaded in a real headless browser (DevTools protocol).
 #   systemd: systemd-analyze verifies contrib/systemd/evpnd.service. debootstrap: a Debian 12
 #   root file system (cached in .cache/) is the base the tests build the evpnd image on.
+#   zsh: the generated zsh completion (`evpnd completion zsh`) is run by a unit test.
 APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
-	docker.io busybox-static prometheus chromium systemd debootstrap
+	docker.io busybox-static prometheus chromium systemd debootstrap zsh
 PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=

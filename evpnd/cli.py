@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "'# yaml-language-server: $schema=evpnd.schema.json'.")
     schema.set_defaults(handler=_config_schema)
 
+    complete = sub.add_parser(
+        "completion", help="print a shell completion script (bash or zsh)",
+        description="Print a completion script generated from this command line's parser. "
+                    "bash: evpnd completion bash > /etc/bash_completion.d/evpnd; zsh: evpnd "
+                    "completion zsh > \"${fpath[1]}/_evpnd\" (then compinit).")
+    complete.add_argument("shell", choices=("bash", "zsh"))
+    complete.set_defaults(handler=_completion)
+
     plan = sub.add_parser("plan", help="print the device changes a config would make (dry run)")
     plan.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     plan.add_argument("--netns", help="plan against this network namespace")
@@ -153,8 +161,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _completion(args: argparse.Namespace) -> int:
+    from evpnd import completion
+
+    script = completion.bash if args.shell == "bash" else completion.zsh
+    print(script(build_parser(), __version__))
+    return 0
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    """`show <FRR words>` -> `show <view> <options>` (evpnd/control/aliases.py); SystemExit 2
+    with the FRR-style commands evpnd knows when the words start like one and fit none."""
+    from evpnd.control import aliases
+    from evpnd.control.cli import VIEW_HELP
+
+    if len(argv) < 2 or argv[0] != "show" or argv[1] in VIEW_HELP or argv[1].startswith("-"):
+        return argv
+    expanded = aliases.expand(argv[1:])
+    if expanded is not None:
+        return [argv[0], *expanded]
+    known = aliases.starting_with(argv[1])
+    if known:
+        typed = " ".join(w for w in argv[1:] if not w.startswith("-"))
+        print(f"evpnd show: no command 'show {typed}'; evpnd knows these FRR-style ones:\n  "
+              + "\n  ".join(aliases.describe(known)), file=sys.stderr)
+        raise SystemExit(2)
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(expand_aliases(list(sys.argv[1:] if argv is None else argv)))
     handler: Handler = args.handler
     return handler(args)

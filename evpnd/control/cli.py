@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from evpnd.control import client, render
+from evpnd.control import aliases, client, render
 from evpnd.control.settings import SOCKET_NAME, ControlConfig
 
 VIEW_HELP = {
@@ -25,6 +27,8 @@ VIEW_HELP = {
     "vteps": "remote VTEPs: flood lists, MACs behind them, peers they come through",
     "status": "version, uptime, ExaBGP pid/restarts, RIB and dataplane counters",
     "fabric": "this host, its peers, the remote VTEPs and their MACs per VNI (--svg: a picture)",
+    "config": "the effective config: the file, every default and the Docker networks' VNIs "
+              "(secrets as ***)",
 }
 WITH_VNI = ("vni", "mac", "neighbors", "routes", "vteps")
 
@@ -38,10 +42,16 @@ def add_subparsers(sub: Any) -> None:
                         help="take the socket path from this config file "
                              "(default: /etc/evpnd/evpnd.yaml if it exists)")
     common.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
-    show = sub.add_parser("show", help="show the running daemon's state")
+    show = sub.add_parser(
+        "show", help="show the running daemon's state",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="FRR's commands work too (evpnd show <FRR words> [options]):\n  "
+               + "\n  ".join(aliases.describe()))
     views = show.add_subparsers(dest="view", required=True, metavar="VIEW")
     for name, text in VIEW_HELP.items():
         view = views.add_parser(name, parents=[common], help=text, description=text)
+        view.add_argument("--watch", type=watch_interval, metavar="SECONDS",
+                          help="ask again every SECONDS and redraw, until Ctrl-C")
         if name in WITH_VNI:
             view.add_argument("--vni", type=int, help="only this VNI")
         if name == "routes":
@@ -166,18 +176,63 @@ def run_clear_duplicate(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     path = socket_path(args)
     request = {name: getattr(args, name, None) for name in ("vni", "type", "direction")}
-    try:
+
+    def text() -> str:
         data = client.show(path, args.view, request, timeout=args.timeout)
+        return json.dumps(data, indent=2) if args.json else render.render(args.view, data)
+
+    if args.watch is not None:
+        if getattr(args, "svg", None):
+            print("evpnd show fabric: --watch and --svg do not go together", file=sys.stderr)
+            return 2
+        return watch(text, args.watch, f"evpnd show {args.view}")
+    try:
+        if getattr(args, "svg", None):
+            return write_svg(args.svg, client.show(path, args.view, request,
+                                                   timeout=args.timeout))
+        print(text())
     except client.ClientError as exc:
         print(f"evpnd show {args.view}: {exc}", file=sys.stderr)
         return exc.exit_code
-    if getattr(args, "svg", None):
-        return write_svg(args.svg, data)
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(render.render(args.view, data))
     return 0
+
+
+def watch_interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= seconds <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("must be between 0.1 and 86400 seconds")
+    return seconds
+
+
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
+
+
+def watch(frame: Callable[[], str], interval: float, title: str, *,
+          out: TextIO | None = None, sleep: Callable[[float], None] = time.sleep,
+          now: Callable[[], float] = time.time, clear: bool | None = None) -> int:
+    """`frame()` every `interval` seconds until Ctrl-C (exit 0), like watch(1): on a terminal
+    each frame replaces the last; otherwise frames follow each other. A daemon that does
+    not answer is said in the frame, and asked again the next time."""
+    out = sys.stdout if out is None else out
+    clear = out.isatty() if clear is None else clear
+    try:
+        while True:
+            try:
+                body = frame()
+            except client.ClientError as exc:
+                body = f"{title}: {exc}"
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now()))
+            out.write(f"{CLEAR if clear else ''}Every {interval:g}s: {title}    {stamp}\n\n"
+                      f"{body}\n{'' if clear else chr(10)}")
+            out.flush()
+            sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `evpnd show ... --watch 1 | head`
+        return 0
 
 
 def write_svg(target: str, data: dict[str, Any]) -> int:

@@ -224,7 +224,8 @@ def render_neighbors(data: JSON) -> str:
 # ---------------------------------------------------------------- routes
 
 _ROUTE_LEGEND = [
-    "Direction: > ours (announced), < received",
+    "Status codes: * valid, > best (ours; received: imported, and the path evpnd uses)",
+    "Dir: out = announced by this host, in = received",
     "EVPN type-1 prefix: [1]:[ESI]:[EthTag]",
     "EVPN type-2 prefix: [2]:[EthTag]:[MAClen]:[MAC]:[IPlen]:[IP]",
     "EVPN type-3 prefix: [3]:[EthTag]:[IPlen]:[OrigIP]",
@@ -259,6 +260,12 @@ def _extended(r: JSON) -> str:
     return " ".join(words)
 
 
+def _status(r: JSON) -> str:
+    """FRR's status column: `*>` valid and best, `* ` valid, two blanks otherwise."""
+    valid = r.get("valid", r["direction"] == "out" or bool(r["imported_vnis"]))
+    return ("*" if valid else " ") + (">" if r.get("best") else " ")
+
+
 def render_routes(data: JSON) -> str:
     lines = [f"BGP routing table: local router ID {data['router_id']}, local AS {data['asn']}",
              *_ROUTE_LEGEND, ""]
@@ -269,9 +276,9 @@ def render_routes(data: JSON) -> str:
         if r["rd"] != rd:
             rd = r["rd"]
             groups.append((len(rows), rd))
-        mark = ">" if r["direction"] == "out" else "<"
-        rows.append((f"{mark} {r['prefix']}", r["nexthop"], r["vni"], r["peer"], _extended(r)))
-    text = table(("  Network", "Next Hop", "VNI", "Peer", "Extended"), rows)
+        rows.append((f"{_status(r)} {r['prefix']}", r["nexthop"], r["direction"], r["vni"],
+                     r["peer"], _extended(r)))
+    text = table(("   Network", "Next Hop", "Dir", "VNI", "Peer", "Extended"), rows)
     lines.append(text[0])
     starts = dict(groups)
     for i, line in enumerate(text[1:]):
@@ -450,6 +457,29 @@ def render_fabric(data: JSON) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- config
+
+
+def render_config(data: JSON) -> str:
+    """The effective config as YAML that `check-config` takes (secrets stay `***`)."""
+    import yaml
+
+    docker = set(data["docker_vnis"])
+    lines = [f"# The effective config of the running evpnd, from {data['source'] or '-'}; "
+             "secrets shown as ***"]
+    if docker:
+        lines.append("# VNIs marked 'from a Docker network' are not in the file: the Docker "
+                     "driver added them")
+    dumped = yaml.safe_dump(data["config"], sort_keys=False, default_flow_style=False,
+                            allow_unicode=True)
+    for line in dumped.splitlines():
+        number = line.removeprefix("- vni: ")
+        if line.startswith("- vni: ") and number.isdigit() and int(number) in docker:
+            line += "  # from a Docker network"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[JSON], str]] = {
     "peers": render_peers,
     "vni": render_vni,
@@ -459,6 +489,7 @@ RENDERERS: dict[str, Callable[[JSON], str]] = {
     "vteps": render_vteps,
     "status": render_status,
     "fabric": render_fabric,
+    "config": render_config,
 }
 
 

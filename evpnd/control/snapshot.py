@@ -127,6 +127,8 @@ class Snapshot:
     learner_counters: Mapping[str, Any] = field(default_factory=dict)
     mqtt: Mapping[str, Any] | None = None  # MqttService status; None without MQTT
     docker: Mapping[str, Any] | None = None  # the network driver's; None when it is off
+    # The VNIs of the config file (`cfg` adds the Docker networks'); None: `cfg` is the file.
+    file_vnis: frozenset[int] | None = None
 
 
 def take_snapshot(
@@ -168,7 +170,13 @@ def take_snapshot(
         learner_counters=_counters(daemon.learner.counters),
         mqtt=_mqtt_status(daemon),
         docker=_docker_status(daemon),
+        file_vnis=_file_vnis(daemon),
     )
+
+
+def _file_vnis(daemon: object) -> frozenset[int] | None:
+    file_cfg = getattr(daemon, "file_cfg", None)
+    return None if file_cfg is None else frozenset(v.vni for v in file_cfg.vnis)
 
 
 def _protection(daemon: DaemonView) -> dict[IPAddress, PeerProtection]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from ipaddress import ip_address
 from operator import attrgetter
 from typing import Any
 
-from evpnd.config import Vni
+from evpnd.config import REDACTED, Vni, is_secret
 from evpnd.control.peers import ESTABLISHED, PeerRecord
 from evpnd.control.snapshot import Snapshot
 from evpnd.model import (
@@ -29,6 +30,9 @@ from evpnd.model import (
 from evpnd.rib import PERMANENT, DuplicateMac, LocalMacView, RemoteMacPath
 
 JSON = dict[str, Any]
+# The version of every `show` answer's layout (its "schema_version" key; docs/show-json.md):
+# raised when a field is renamed, removed or changes meaning, not when one is added.
+SCHEMA_VERSION = 1
 ROUTE_TYPES = (1, 2, 3, 4, 5)
 DIRECTIONS = ("in", "out")
 
@@ -381,6 +385,7 @@ def routes(
             rows.append(route_dict(route, "out", None, (route.vni,)))
     if type is not None:
         rows = [r for r in rows if r["type"] == type]
+    _mark_status(snap, rows)
     rows.sort(key=_route_order)
     by_type: dict[str, int] = {}
     for r in rows:
@@ -392,6 +397,34 @@ def routes(
         "by_type": dict(sorted(by_type.items())),
         "routes": rows,
     }
+
+
+def _mark_status(snap: Snapshot, rows: list[JSON]) -> None:
+    """FRR's status codes on each row: `valid` (ours, or received and imported into a VNI of
+    this host) and `best` (the one path of its RD and prefix evpnd uses: for a MAC the RIB's
+    choice, otherwise the valid path from the lowest peer address, as BGP's last tie-break)."""
+    paths: dict[tuple[str, str], list[JSON]] = {}
+    for r in rows:
+        ours = r["direction"] == "out"
+        r["valid"] = ours or bool(r["imported_vnis"])
+        r["best"] = ours
+        if not ours and r["valid"]:
+            paths.setdefault((r["rd"], r["prefix"]), []).append(r)
+    for candidates in paths.values():
+        chosen = [r for r in candidates if _rib_chose(snap, r)]
+        pick = chosen or candidates
+        min(pick, key=lambda r: address_order(ip_address(r["peer"])))["best"] = True
+
+
+def _rib_chose(snap: Snapshot, r: JSON) -> bool:
+    """A received Type-2 route is the RIB's best path for its MAC in one of its VNIs."""
+    if r["type"] != 2:
+        return False
+    for number in r["imported_vnis"]:
+        path = snap.rib.remote_mac(number, r["mac"])
+        if path is not None and str(path.peer) == r["peer"] and str(path.vtep) == r["nexthop"]:
+            return True
+    return False
 
 
 def _route_order(r: JSON) -> tuple[Any, ...]:
@@ -627,6 +660,29 @@ def fabric(snap: Snapshot) -> JSON:
     }  # fmt: skip
 
 
+# ---------------------------------------------------------------- config
+
+
+def config(snap: Snapshot) -> JSON:
+    """The effective config: the file's settings with every default, plus the VNIs of Docker
+    networks (`docker_vnis`); secrets (md5_password, passwords) shown as `***`."""
+    dumped = snap.cfg.model_dump(mode="json", by_alias=True)
+    docker = [] if snap.file_vnis is None else sorted(
+        v.vni for v in snap.cfg.vnis if v.vni not in snap.file_vnis)
+    return {"source": snap.config_path, "docker_vnis": docker,
+            "config": _without_secrets(dumped)}  # fmt: skip
+
+
+def _without_secrets(value: Any) -> Any:
+    """Every set value under a secret's name (config.is_secret) as `***`; unset stays null."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret(k) and v is not None else _without_secrets(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -702,6 +758,7 @@ VIEWS: dict[str, View] = {
     "vteps": vteps,
     "status": status,
     "fabric": fabric,
+    "config": config,
 }
 # The arguments each view takes, and their types.
 ARGS: dict[str, dict[str, type]] = {
@@ -713,6 +770,7 @@ ARGS: dict[str, dict[str, type]] = {
     "vteps": {"vni": int},
     "status": {},
     "fabric": {},
+    "config": {},
 }
 
 
@@ -733,4 +791,4 @@ def show(snap: Snapshot, what: str, args: Mapping[str, Any] | None = None) -> JS
             wanted = "an integer" if kind is int else "a string"
             raise ViewError(f"argument {name!r} must be {wanted}")
         kwargs[name] = value
-    return view(snap, **kwargs)
+    return {"schema_version": SCHEMA_VERSION, **view(snap, **kwargs)}

@@ -199,4 +199,5 @@ def test_show_checks_names_and_argument_types(snap: Snapshot) -> None:
         views.show(snap, "mac", {"vni": "100"})
     with pytest.raises(ViewError, match="must be an integer"):
         views.show(snap, "mac", {"vni": True})
-    assert views.show(snap, "mac", {"vni": None}) == views.mac(snap)
+    assert views.show(snap, "mac", {"vni": None}) == {"schema_version": views.SCHEMA_VERSION,
+                                                      **views.mac(snap)}

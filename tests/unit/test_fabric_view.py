@@ -80,7 +80,7 @@ def test_fabric_view_counts_macs_per_vtep_and_vni(snap: Snapshot) -> None:
                                "state": "established", "route_limit": None}  # fmt: skip
     assert peers[str(RR2)]["state"] == "down" and peers[str(RR2)]["description"] == "rr2"
     assert data["conflicts"] == [] and data["duplicates"] == []
-    assert views.show(snap, "fabric") == data
+    assert views.show(snap, "fabric") == {"schema_version": views.SCHEMA_VERSION, **data}
 
 
 def test_fabric_view_follows_a_withdrawal() -> None:
