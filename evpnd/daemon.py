@@ -461,21 +461,21 @@ class Daemon:
 
     def _on_local(self, event: LocalEvent) -> RibChanges | None:
         if isinstance(event, LocalMacAdded):
-            log.info("local mac", vni=event.vni, mac=event.mac, port=event.port)
+            log.debug("local mac", vni=event.vni, mac=event.mac, port=event.port)
             changes, advert = self.rib.local_mac_added(event.vni, event.mac, sticky=event.static,
                                                        now=time.monotonic())
             self.mqtt.local_mac(event.vni, event.mac, learned=True, port=event.port,
                                 sticky=event.static, seq=None if advert is None else advert.seq)
             return changes
         if isinstance(event, LocalMacRemoved):
-            log.info("local mac gone", vni=event.vni, mac=event.mac)
+            log.debug("local mac gone", vni=event.vni, mac=event.mac)
             if self.mqtt.registered(event.vni, event.mac) or \
                     self.docker.registered(event.vni, event.mac):
                 return None  # still registered over MQTT or by Docker: stays advertised
             self.mqtt.local_mac(event.vni, event.mac, learned=False, port=event.port)
             return self.rib.local_mac_removed(event.vni, event.mac, now=time.monotonic())
         if isinstance(event, LocalIpLearned):
-            log.info("local ip", vni=event.vni, mac=event.mac, ip=str(event.ip))
+            log.debug("local ip", vni=event.vni, mac=event.mac, ip=str(event.ip))
             changes, _ = self.rib.local_mac_added(event.vni, event.mac, event.ip,
                                                   now=time.monotonic())
             return changes
@@ -623,6 +623,7 @@ class Daemon:
                 self._eor_waiting.add(address)  # start-up is not over until the EoRR
 
     def _on_attached(self, event: SpeakerAttached) -> None:
+        self.mqtt.speaker_attached(dict(event.peers))  # every peer's state is known now
         if not event.adopted:
             return
         # The established sessions sent their routes to the previous daemon:

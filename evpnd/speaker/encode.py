@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from evpnd import validate
@@ -80,12 +81,16 @@ class EncodeError(ValueError):
 # are checked by (evpnd/validate.py), so what validates there encodes here.
 
 
+# A host announces thousands of routes with a handful of RDs and route targets:
+# each distinct string is checked once (a refused one raises every time).
+@lru_cache(maxsize=4096)
 def check_rd(value: str) -> str:
     """RD as `A.B.C.D:N` (type 1), `ASN2:N32` (type 0) or `ASN4:N16` (type 2)."""
     admin_number(value, what="route distinguisher")
     return value
 
 
+@lru_cache(maxsize=4096)
 def check_rt(value: str) -> str:
     admin_number(value, what="route target")
     return value
