@@ -7,8 +7,9 @@ these at start, stop and reload, and hands them what it already logs.
   daemon, a `MetricsSource`); restarted when a reload changes the section.
 * `MqttBridge`: the daemon's events -> `MqttService.publish` (peer up/down,
   local and remote MACs, ExaBGP restarts, errors), the retained per-VNI
-  summaries (at most one per VNI a second), and endpoint registrations from
-  MQTT -> the RIB, advertised like MACs the bridge learned.
+  summaries (at most one per VNI a second) and per-peer session states, and
+  endpoint registrations from MQTT -> the RIB, advertised like MACs the
+  bridge learned.
 
 The control socket needs no glue: `ControlServer.for_daemon` reads the daemon.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -35,6 +37,16 @@ SUMMARY_INTERVAL = 1.0  # seconds: at most one retained summary per VNI this oft
 # longer than SUMMARY_INTERVAL * SUMMARY_SHARE waits that much longer for the next.
 SUMMARY_SHARE = 0.02
 SYNC_TIMEOUT = 10.0  # seconds to wait for MQTT's retained registrations before pruning
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSession:
+    """A peer's session as its retained MQTT topic says it."""
+
+    state: str  # "up" or "down"
+    since: float  # time.time() of the change
+    reason: str | None = None  # why it is down
+    adopted: bool = False  # up since before this daemon (a hand-over): older than `since`
 
 
 class MetricsEndpoint:
@@ -123,6 +135,10 @@ class MqttBridge:
         # (VTEP, peer) of each remote MAC reported
         self._remote: dict[tuple[int, str], tuple[IPAddress, IPAddress]] = {}
         self._peers_up: set[IPAddress] = set()
+        # The retained P/peers/<address> of each peer: (state, since, reason, adopted).
+        # A peer is in it once its state is known (ExaBGP attached, or an event came).
+        self._peer_states: dict[IPAddress, PeerSession] = {}
+        self._attached = False  # an ExaBGP is attached: every configured peer's state is known
         self._dirty: set[int] = set()  # VNIs whose summary may have changed
         self._summaries: dict[int, dict[str, Any]] = {}
 
@@ -137,6 +153,8 @@ class MqttBridge:
         self.service = MqttService(config, known_vnis=lambda: {v.vni for v in self._cfg().vnis})
         await self.service.start()
         self._dirty.update(v.vni for v in self._cfg().vnis)
+        for peer in self._peer_states:  # a new service (reconnect after a reload)
+            self._retain_peer(peer)
         self._tasks = [
             asyncio.create_task(self._registrations(self.service), name="mqtt-registrations"),
             asyncio.create_task(self._summary_loop(), name="mqtt-summaries"),
@@ -184,6 +202,7 @@ class MqttBridge:
             if self.service is not None:
                 self.service.clear_summary(vni)
         self._dirty.update({v.vni for v in new.vnis} - {v.vni for v in old.vnis})
+        self._reconfigure_peers(old, new)
         if old.mqtt == new.mqtt:
             return
         log.info("mqtt settings changed: reconnecting", broker=new.mqtt and new.mqtt.broker)
@@ -275,6 +294,8 @@ class MqttBridge:
             self.service.publish(event)
 
     def peer_state(self, peer: IPAddress, state: str, reason: str | None) -> None:
+        if state in ("up", "down"):
+            self._session(peer, state, reason)
         if self.service is None:
             return
         from evpnd.mqtt import codec
@@ -287,14 +308,35 @@ class MqttBridge:
             self._peers_up.discard(peer)
             self.publish(codec.peer_down(peer, reason=reason))
 
+    def speaker_attached(self, states: Mapping[str, str]) -> None:
+        """ExaBGP's relay attached (`states`: each peer's session state, as a previous daemon
+        left them; empty for a new ExaBGP): from now on every configured peer's state is
+        known, so each one not known yet gets its retained topic."""
+        from ipaddress import ip_address
+
+        self._attached = True
+        known = {ip_address(p): s for p, s in states.items()}
+        for peer in self._cfg().bgp.peers:
+            if peer.address not in self._peer_states:
+                up = known.get(peer.address) == "up"
+                self._session(peer.address, "up" if up else "down",
+                              None if up else "not established", adopted=up)
+
     def peers_adopted(self, up: Iterable[str]) -> None:
         """Sessions a previous daemon handed over: already up, no event."""
         from ipaddress import ip_address
 
-        self._peers_up.update(ip_address(p) for p in up)
+        for text in up:
+            peer = ip_address(text)
+            self._peers_up.add(peer)
+            if self._peer_states.get(peer, PeerSession("down", 0.0)).state != "up":
+                self._session(peer, "up", None, adopted=True)
 
     def speaker_restarted(self, restarts: int, reason: str) -> None:
+        for peer in [p for p, s in self._peer_states.items() if s.state == "up"]:
+            self._session(peer, "down", reason)
         if self.service is None:
+            self._peers_up.clear()
             return
         from evpnd.mqtt import codec
 
@@ -302,6 +344,47 @@ class MqttBridge:
             self.publish(codec.peer_down(peer, reason=reason))
         self._peers_up.clear()
         self.publish(codec.exabgp_restarted(restarts=restarts, reason=reason))
+
+    # ------------------------------------------------------------ peer states (retained)
+
+    def peer_sessions(self) -> dict[IPAddress, PeerSession]:
+        """The state each peer's retained topic says."""
+        return dict(self._peer_states)
+
+    def _session(self, peer: IPAddress, state: str, reason: str | None, *,
+                 adopted: bool = False) -> None:
+        current = self._peer_states.get(peer)
+        if current is not None and current.state == state:
+            return  # the same state again (a repeated down): `since` stays the change's
+        self._peer_states[peer] = PeerSession(state, time.time(), reason, adopted)
+        self._retain_peer(peer)
+
+    def _retain_peer(self, peer: IPAddress) -> None:
+        session = self._peer_states[peer]
+        if self.service is None:
+            return
+        from datetime import UTC, datetime
+
+        cfg_peer = next((p for p in self._cfg().bgp.peers if p.address == peer), None)
+        self.service.retain_peer_state(
+            peer, session.state, datetime.fromtimestamp(session.since, UTC),
+            asn=None if cfg_peer is None else cfg_peer.remote_asn,
+            description=None if cfg_peer is None else cfg_peer.description,
+            reason=session.reason, adopted=session.adopted,
+        )  # fmt: skip
+
+    def _reconfigure_peers(self, old: Config, new: Config) -> None:
+        """A peer that left the config loses its retained topic; a new one is down until
+        its session comes up (the daemon has started it by now)."""
+        before = {p.address for p in old.bgp.peers}
+        after = {p.address for p in new.bgp.peers}
+        for peer in before - after:
+            if self._peer_states.pop(peer, None) is not None and self.service is not None:
+                self.service.clear_peer_state(peer)
+        if self._attached:  # else the attach to come says each peer's state
+            for peer in sorted(after - before, key=str):
+                if peer not in self._peer_states:
+                    self._session(peer, "down", "not established")
 
     def local_mac(self, vni: int, mac: str, *, learned: bool, port: str | None = None,
                   sticky: bool = False, seq: int | None = None) -> None:

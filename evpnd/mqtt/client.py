@@ -7,9 +7,11 @@
   while the broker is down events are dropped and counted (`dropped`).
   Events are not stored for later: an outage loses the events that happened
   during it, and events still queued when the connection breaks are dropped
-  too. State is not lost that way: per-VNI summaries (`retain_summary`, one
-  per VNI, never in the event queue) are retained and the latest one of each
-  VNI is re-published at every (re)connect, as is the `online` status.
+  too. State is not lost that way: per-VNI summaries (`retain_summary`) and
+  per-peer session states (`retain_peer_state`), one message per topic and
+  never in the event queue, are retained, and the latest one of each topic
+  is re-published at every (re)connect, as is the `online` status. A late
+  subscriber to `P/peers/+` learns every peer's state from the broker.
 * In: `registrations()` yields `EndpointRegistered` / `EndpointUnregistered`
   from `P/endpoints/<vni>/<mac>`, de-duplicated and resynced at each
   reconnect (see `evpnd.mqtt.registry`). An invalid message is counted
@@ -23,8 +25,10 @@
   (bad password, TLS failure) is just another failure: retried, reported in
   `status().last_error`. `status()` is the snapshot for `show status` and
   metrics.
-* `P/status` is retained: `online` on connect, `offline` on stop and as the
-  MQTT will (the broker publishes it when the connection dies).
+* `P/status` is retained: `online` on connect (with its time), `offline` with
+  reason `stopped` on stop, and as the MQTT will `offline` with reason
+  `connection-lost` and no time (the will is handed over at connect: a time in
+  it would be the connect's, stale by the time the broker publishes it).
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Container, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
 import structlog
 
+from evpnd.model import IPAddress
 from evpnd.mqtt import codec
 from evpnd.mqtt.codec import Event, Registration, RegistrationError
 from evpnd.mqtt.registry import EndpointRegistry
@@ -158,8 +164,9 @@ class MqttService:
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._events: deque[tuple[str, bytes]] = deque()
-        self._summaries: dict[int, bytes | None] = {}  # None: clear it on the broker
-        self._summaries_dirty: dict[int, None] = {}  # ordered set
+        # Retained state by topic (summaries, peer states); None: clear it on the broker.
+        self._retained: dict[str, bytes | None] = {}
+        self._retained_dirty: dict[str, None] = {}  # ordered set of topics to (re)send
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._up = asyncio.Event()
@@ -243,14 +250,28 @@ class MqttService:
         except (TypeError, ValueError):
             log.exception("mqtt summary is not JSON", vni=vni)
             return False
-        self._summaries[vni] = payload
-        self._mark_summary(vni)
+        self._retain(codec.summary_topic(self._prefix, vni), payload)
         return True
 
     def clear_summary(self, vni: int) -> None:
         """Remove the retained summary of a VNI (it left the config)."""
-        self._summaries[vni] = None
-        self._mark_summary(vni)
+        self._retain(codec.summary_topic(self._prefix, vni), None)
+
+    def retain_peer_state(self, peer: IPAddress | str, state: str, since: datetime,
+                          **fields: Any) -> bool:
+        """Set the retained `P/peers/<address>` (codec.peer_state_payload's fields); like a
+        summary, only the latest per peer is kept, sent now and after every reconnect."""
+        try:
+            payload = codec.peer_state_payload(peer, state, since, **fields)
+        except (TypeError, ValueError):
+            log.exception("mqtt peer state is not JSON", peer=str(peer))
+            return False
+        self._retain(codec.peer_topic(self._prefix, peer), payload)
+        return True
+
+    def clear_peer_state(self, peer: IPAddress | str) -> None:
+        """Remove the retained state of a peer (it left the config)."""
+        self._retain(codec.peer_topic(self._prefix, peer), None)
 
     def pending(self) -> int:
         """Registration changes passed on and not yet taken by registrations()."""
@@ -295,8 +316,9 @@ class MqttService:
         if self._state != CONNECTED:
             self._dropped_in_outage += count
 
-    def _mark_summary(self, vni: int) -> None:
-        self._summaries_dirty[vni] = None
+    def _retain(self, topic: str, payload: bytes | None) -> None:
+        self._retained[topic] = payload
+        self._retained_dirty[topic] = None
         self._wakeup.set()
 
     def _set_state(self, state: str) -> None:
@@ -312,7 +334,7 @@ class MqttService:
         cfg = self.config
         will = aiomqtt.Will(
             codec.status_topic(self._prefix),
-            codec.status_payload("offline", cfg.client_id),
+            codec.will_payload(cfg.client_id),
             qos=cfg.qos,
             retain=True,
         )
@@ -403,8 +425,8 @@ class MqttService:
                              retain=True)
         self.counters.published += 1
         await client.publish(sync_topic, token.encode(), qos=cfg.qos)
-        for vni in self._summaries:
-            self._summaries_dirty[vni] = None
+        for topic in self._retained:
+            self._retained_dirty[topic] = None
         self._wakeup.set()
 
         reader = asyncio.create_task(self._read(client, sync_topic, token), name="mqtt-read")
@@ -430,7 +452,8 @@ class MqttService:
             self._set_state(STOPPED)
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await client.publish(codec.status_topic(self._prefix),
-                                     codec.status_payload("offline", cfg.client_id),
+                                     codec.status_payload("offline", cfg.client_id,
+                                                          reason="stopped"),
                                      qos=cfg.qos, retain=True, timeout=self.stop_timeout / 4)
                 self.counters.published += 1
             return
@@ -509,22 +532,22 @@ class MqttService:
             self._wakeup.clear()
 
     async def _flush(self, client: aiomqtt.Client) -> None:
-        """Send the changed summaries, then the queued events, one at a time."""
+        """Send the changed retained state (summaries, peer states), then the queued
+        events, one at a time."""
         qos = self.config.qos
-        while self._summaries_dirty or self._events:
-            while self._summaries_dirty:
-                vni = next(iter(self._summaries_dirty))
-                del self._summaries_dirty[vni]
-                payload = self._summaries.get(vni)
+        while self._retained_dirty or self._events:
+            while self._retained_dirty:
+                topic = next(iter(self._retained_dirty))
+                del self._retained_dirty[topic]
+                payload = self._retained.get(topic)
                 try:
-                    await client.publish(codec.summary_topic(self._prefix, vni),
-                                         payload or b"", qos=qos, retain=True)
+                    await client.publish(topic, payload or b"", qos=qos, retain=True)
                 except BaseException:
-                    self._summaries_dirty[vni] = None  # state: sent again after reconnect
+                    self._retained_dirty[topic] = None  # state: sent again after reconnect
                     raise
                 self.counters.published += 1
-                if payload is None and vni in self._summaries and self._summaries[vni] is None:
-                    del self._summaries[vni]
+                if payload is None and topic in self._retained and self._retained[topic] is None:
+                    del self._retained[topic]  # cleared on the broker: nothing to re-send
             if self._events:
                 await self._send_events(client)
 

@@ -4,6 +4,7 @@ Topics under the configured prefix `P` (default `evpnd/<hostname>`):
 
     P/events/<event>           JSON events, not retained (`P/events/error` = errors)
     P/summary/<vni>            retained per-VNI summary (empty payload = VNI gone)
+    P/peers/<address>          retained per-peer BGP session state (empty = peer gone)
     P/status                   retained {"state": "online"|"offline"} (offline = will)
     P/endpoints/<vni>/<mac>    registrations from orchestrators (evpnd subscribes)
 
@@ -53,6 +54,7 @@ SHOWN_MAX = 200  # characters of a bad payload repeated in the error event
 
 EVENTS = "events"
 SUMMARY = "summary"
+PEERS = "peers"
 STATUS = "status"
 ENDPOINTS = "endpoints"
 ERROR_EVENT = "error"
@@ -91,6 +93,11 @@ def summary_topic(prefix: str, vni: int) -> str:
 
 def status_topic(prefix: str) -> str:
     return f"{prefix}/{STATUS}"
+
+
+def peer_topic(prefix: str, peer: IPAddress | str) -> str:
+    """`P/peers/<address>`: the address as Python prints it (IPv6 compressed, lower case)."""
+    return f"{prefix}/{PEERS}/{peer}"
 
 
 def endpoints_filter(prefix: str) -> str:
@@ -257,8 +264,38 @@ def summary_payload(vni: int, summary: Mapping[str, Any], now: datetime | None =
     return encode_json({**summary, "vni": vni, "time": timestamp(now)})
 
 
-def status_payload(state: str, client_id: str, now: datetime | None = None) -> bytes:
-    return encode_json({"state": state, "client_id": client_id, "time": timestamp(now)})
+def status_payload(state: str, client_id: str, now: datetime | None = None, *,
+                   reason: str | None = None) -> bytes:
+    """`online` at connect, `offline` with reason `stopped` at a clean stop: each with the
+    time it was published."""
+    data: dict[str, Any] = {"state": state, "client_id": client_id, "time": timestamp(now)}
+    if reason is not None:
+        data["reason"] = reason
+    return encode_json(data)
+
+
+def will_payload(client_id: str) -> bytes:
+    """The MQTT will: `offline`, published by the broker when the connection dies. It has
+    no time: the will is handed over at connect, and any time in it would be that
+    connect's, not the moment evpnd went away (the broker's own receive time is)."""
+    return encode_json({"state": "offline", "client_id": client_id,
+                        "reason": "connection-lost"})
+
+
+# Session states of the retained per-peer topic.
+SESSION_UP = "up"
+SESSION_DOWN = "down"
+
+
+def peer_state_payload(peer: IPAddress | str, state: str, since: datetime, *,
+                       asn: int | None = None, description: str | None = None,
+                       reason: str | None = None, adopted: bool = False) -> bytes:
+    """The retained `P/peers/<address>`: the session's state and `since` when (the change's
+    own time, kept when the state is re-published at a reconnect). `adopted`: taken over
+    established from a previous evpnd, so the session is older than `since`."""
+    return encode_json({"peer": str(peer), "state": state, "since": timestamp(since),
+                        "asn": asn, "description": description, "reason": reason,
+                        "adopted": adopted})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------

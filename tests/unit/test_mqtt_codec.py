@@ -124,6 +124,25 @@ def test_summary_and_status_payloads() -> None:
         codec.summary_payload(100, {"bad": object()})
     assert json.loads(codec.status_payload("online", "evpnd-h1", now=NOW)) == {
         "state": "online", "client_id": "evpnd-h1", "time": "2026-11-22T10:00:00.123Z"}
+    assert json.loads(codec.status_payload("offline", "evpnd-h1", now=NOW,
+                                           reason="stopped")) == {
+        "state": "offline", "client_id": "evpnd-h1", "time": "2026-11-22T10:00:00.123Z",
+        "reason": "stopped"}
+
+
+def test_the_will_carries_no_time() -> None:
+    # Handed to the broker at connect: a time in it would be the connect's, not the death's.
+    assert json.loads(codec.will_payload("evpnd-h1")) == {
+        "state": "offline", "client_id": "evpnd-h1", "reason": "connection-lost"}
+
+
+def test_peer_state_topic_and_payload() -> None:
+    assert codec.peer_topic(P, ip_address("192.0.2.9")) == "evpnd/host1/peers/192.0.2.9"
+    assert codec.peer_topic(P, ip_address("2001:DB8::9")) == "evpnd/host1/peers/2001:db8::9"
+    assert json.loads(codec.peer_state_payload(
+        ip_address("192.0.2.9"), codec.SESSION_UP, NOW, asn=65000, description="rr1")) == {
+        "peer": "192.0.2.9", "state": "up", "since": "2026-11-22T10:00:00.123Z", "asn": 65000,
+        "description": "rr1", "reason": None, "adopted": False}
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "a+", "#", "x\0"])

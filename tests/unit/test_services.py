@@ -6,6 +6,8 @@ import asyncio
 from ipaddress import IPv4Address
 from typing import Any
 
+import pytest
+
 from evpnd import config
 from evpnd.mqtt.codec import EndpointRegistered, EndpointUnregistered
 from evpnd.rib import Rib, RibChanges, VniPolicy
@@ -26,6 +28,7 @@ class FakeService:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.summaries: dict[int, dict[str, Any] | None] = {}
+        self.peer_states: dict[str, dict[str, Any] | None] = {}
         self.synced = asyncio.Event()
 
     def publish(self, event: Any) -> bool:
@@ -38,6 +41,13 @@ class FakeService:
 
     def clear_summary(self, vni: int) -> None:
         self.summaries[vni] = None
+
+    def retain_peer_state(self, peer: Any, state: str, since: Any, **fields: Any) -> bool:
+        self.peer_states[str(peer)] = {"state": state, "since": since, **fields}
+        return True
+
+    def clear_peer_state(self, peer: Any) -> None:
+        self.peer_states[str(peer)] = None
 
     def pending(self) -> int:
         return 0
@@ -127,6 +137,67 @@ def test_peer_events_once_per_change_and_down_on_exabgp_restart() -> None:
     assert service.events[0]["asn"] == 65000
     glue.peers_adopted([str(P1)])  # taken over: already up, no event
     assert len(service.events) == 5
+
+
+def test_retained_peer_states_follow_the_sessions() -> None:
+    glue, _, service, _ = bridge()
+    glue.peer_state(P1, "connected", None)
+    assert service.peer_states == {}  # unknown until ExaBGP is attached
+    glue.speaker_attached({})  # a new ExaBGP: every configured peer is down
+    assert {p: s and (s["state"], s["reason"]) for p, s in service.peer_states.items()} == {
+        str(P1): ("down", "not established")}
+    down_since = service.peer_states[str(P1)]["since"]
+    glue.peer_state(P1, "up", None)
+    up = service.peer_states[str(P1)]
+    assert (up["state"], up["asn"], up["reason"], up["adopted"]) == ("up", 65000, None, False)
+    assert up["since"] >= down_since
+    glue.peer_state(P1, "up", None)  # the same state: nothing re-published, `since` stays
+    assert service.peer_states[str(P1)] is up
+    glue.speaker_restarted(1, "exabgp exited")
+    assert (service.peer_states[str(P1)]["state"],
+            service.peer_states[str(P1)]["reason"]) == ("down", "exabgp exited")
+    glue.speaker_attached({})  # the restarted ExaBGP: P1 is known down already
+    assert service.peer_states[str(P1)]["reason"] == "exabgp exited"
+
+
+def test_a_handed_over_session_is_up_and_adopted() -> None:
+    glue, _, service, _ = bridge()
+    glue.speaker_attached({str(P1): "up"})
+    glue.peers_adopted([str(P1)])
+    assert (service.peer_states[str(P1)]["state"], service.peer_states[str(P1)]["adopted"]) == (
+        "up", True)
+    assert names(service) == []  # no peer_up event for a session that was up already
+
+
+async def test_a_reload_clears_a_removed_peer_and_adds_a_new_one_down() -> None:
+    glue, _, service, _ = bridge()
+    glue.speaker_attached({})
+    new = CFG.model_copy(update={"bgp": config.Bgp(peers=[
+        config.Peer(address=IPv4Address("10.255.0.2"), remote_asn=65001)])})
+    await glue.reconfigure(CFG, new)
+    assert service.peer_states[str(P1)] is None  # cleared on the broker
+    assert service.peer_states["10.255.0.2"]["state"] == "down"
+    assert str(P1) not in {str(p) for p in glue.peer_sessions()}
+
+
+async def test_a_new_service_gets_every_known_peer_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    glue, _, _, _ = bridge()
+    glue.service = None
+    glue.speaker_attached({})  # before MQTT started (or while a reload reconnects it)
+    glue.peer_state(P1, "up", None)
+
+    class Started(FakeService):
+        async def start(self) -> None:
+            pass
+
+    started = Started()
+    monkeypatch.setattr("evpnd.mqtt.client.MqttService", lambda *args, **kwargs: started)
+    await glue.start()
+    for task in glue._tasks:
+        task.cancel()
+    assert started.peer_states[str(P1)]["state"] == "up"
 
 
 def test_without_mqtt_nothing_is_published() -> None:
