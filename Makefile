@@ -16,8 +16,10 @@ PY := $(VENV)/bin/python
 #   systemd: systemd-analyze verifies contrib/systemd/evpnd.service. debootstrap: a Debian 12
 #   root file system (cached in .cache/) is the base the tests build the evpnd image on.
 #   zsh: the generated zsh completion (`evpnd completion zsh`) is run by a unit test.
+#   dnsmasq-base and nftables: the evpn-dhcp lab's gateway host serves DHCP and masquerades
+#   the overlay (docs/dhcp-nat.md); busybox-static's udhcpc is its client.
 APT_PACKAGES := iproute2 iputils-ping frr gobgpd python3-venv python3-pip mosquitto openssl \
-	docker.io busybox-static prometheus chromium systemd debootstrap zsh
+	docker.io busybox-static prometheus chromium systemd debootstrap zsh dnsmasq-base nftables
 PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=
