@@ -316,8 +316,10 @@ def test_show_commands_print_frr_like_tables(fabric: None) -> None:
     assert "Number of VNIs: 1" in show("host2", "vni", as_json=False).stdout
     assert "Number of remote VTEPs: 1" in show("host2", "vteps", as_json=False).stdout
     routes = show("host2", "routes", as_json=False).stdout
-    assert f"< [3]:[0]:[32]:[{VTEP['host1']}]" in routes
-    assert f"> [3]:[0]:[32]:[{VTEP['host2']}]" in routes
+    # FRR's status codes (*> valid and best), then the prefix, next hop and direction.
+    rows = {r[1]: r for r in (x.split() for x in routes.splitlines()) if r[:1] == ["*>"]}
+    assert rows[f"[3]:[0]:[32]:[{VTEP['host1']}]"][2:4] == [VTEP["host1"], "in"]
+    assert rows[f"[3]:[0]:[32]:[{VTEP['host2']}]"][2:4] == [VTEP["host2"], "out"]
     assert "Displayed" in routes.splitlines()[-1]
     neigh = show("host2", "neighbors", as_json=False).stdout
     assert ENDPOINT["host1"][1] in neigh and "ARP/ND suppression on" in neigh
