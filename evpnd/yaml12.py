@@ -109,13 +109,16 @@ def read(text: str) -> Document:
     lines: dict[Path, int] = {}
     duplicates: list[DuplicateKey] = []
     if node is not None:
-        _walk(node, (), lines, duplicates)
+        _walk(node, (), lines, duplicates, set())
     return Document(data, lines, tuple(duplicates))
 
 
 def _walk(node: yaml.Node, path: Path, lines: dict[Path, int],
-          duplicates: list[DuplicateKey]) -> None:
+          duplicates: list[DuplicateKey], walked: set[int]) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in walked:
+        return  # an alias (*name) of a node walked already: nested aliases would cost 2^n
+    walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[tuple[str, str], int] = {}
         for key, value in node.value:
@@ -127,8 +130,8 @@ def _walk(node: yaml.Node, path: Path, lines: dict[Path, int],
                     continue  # the first one's lines stay in the map
                 seen[identity] = line
             child = (*path, key.value)
-            _walk(value, child, lines, duplicates)
+            _walk(value, child, lines, duplicates, walked)
             lines[child] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, duplicates)
+            _walk(item, (*path, index), lines, duplicates, walked)

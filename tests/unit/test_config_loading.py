@@ -316,3 +316,13 @@ def test_config_schema_accepts_the_example_and_refuses_mistakes() -> None:
              "vnis": [{"vni": 16_777_216, "flood": "sometimes"}]}
     found = {tuple(e.absolute_path) for e in validator.iter_errors(wrong)}
     assert {("asn",), (), ("vnis", 0, "vni"), ("vnis", 0, "flood")} <= found
+
+
+def test_nested_aliases_are_walked_once() -> None:
+    # Each level names the previous one ten times: walking through every alias would visit
+    # 10**5 paths here (and 10**n for n levels); each node is walked once instead.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 5)]
+    document = yaml12.read("\n".join(levels) + "\n")
+    assert document.lines[("a4",)] == 5 and document.duplicates == ()
+    assert len(document.lines) == 1 + 5 * 11  # the root, and each level with its 10 items
