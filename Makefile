@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 # `make bench BENCH_ARGS=--smoke` runs the suite at tiny sizes (what CI's smoke test does).
 BENCH_ARGS ?=
 
-.PHONY: demo test bench chaos lint deps venv clean
+.PHONY: demo demo-irb test bench chaos lint deps venv clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -44,6 +44,10 @@ venv: deps $(VENV)/.installed
 
 demo: venv
 	$(PY) -m evpnd.demo
+
+# Routing between segments on the evpn-irb lab (README "Routing between segments").
+demo-irb: venv
+	$(PY) -m evpnd.demo_irb
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ VIEW_HELP = {
     "neighbors": "IP -> MAC bindings per VNI (ARP/ND suppression)",
     "routes": "EVPN routes received (in) and announced (out)",
     "vteps": "remote VTEPs: flood lists, MACs behind them, peers they come through",
+    "ip": "ip routes: the routes evpnd installed into the L3VNI, with their origin",
     "status": "version, uptime, ExaBGP pid/restarts, RIB and dataplane counters",
     "fabric": "this host, its peers, the remote VTEPs and their MACs per VNI (--svg: a picture)",
     "config": "the effective config: the file, every default and the Docker networks' VNIs "
@@ -54,6 +55,9 @@ def add_subparsers(sub: Any) -> None:
                           help="ask again every SECONDS and redraw, until Ctrl-C")
         if name in WITH_VNI:
             view.add_argument("--vni", type=int, help="only this VNI")
+        if name == "ip":
+            view.add_argument("table", nargs="?", default="routes", choices=("routes",),
+                              help="routes (`evpnd show ip routes`)")
         if name == "routes":
             view.add_argument("--type", type=int, choices=(1, 2, 3, 4, 5),
                               help="only this route type")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from evpnd.control import l3views
+
 JSON = dict[str, Any]
 GAP = "  "
 
@@ -146,6 +148,7 @@ def render_vni(data: JSON) -> str:
     lines = table(("VNI", "Bridge", "VxLAN IF", "MTU", "Flood", "# Local MACs",
                    "# Remote MACs", "# ARPs", "Remote VTEPs"), rows)
     lines.append(f"Number of VNIs: {len(data['vnis'])}")
+    lines += l3views.render_l3vni(data.get("l3vni"))
     return "\n".join(lines)
 
 
@@ -487,6 +490,7 @@ RENDERERS: dict[str, Callable[[JSON], str]] = {
     "neighbors": render_neighbors,
     "routes": render_routes,
     "vteps": render_vteps,
+    "ip": l3views.render_ip_routes,
     "status": render_status,
     "fabric": render_fabric,
     "config": render_config,

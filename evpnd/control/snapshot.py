@@ -121,6 +121,7 @@ class Snapshot:
     converged_at: float | None = None
     holding: bool = False
     dataplane_conflicts: int = 0
+    route_conflicts: frozenset[Any] = frozenset()  # wanted routes an admin's route holds
     daemon_counters: Mapping[str, Any] = field(default_factory=dict)
     decoder_counters: Mapping[str, Any] = field(default_factory=dict)
     dataplane_counters: Mapping[str, Any] = field(default_factory=dict)
@@ -164,6 +165,7 @@ def take_snapshot(
         converged_at=daemon.stats.converged_at,
         holding=bool(recon.holding),
         dataplane_conflicts=recon.conflicts,
+        route_conflicts=getattr(recon, "route_conflicts", frozenset()),
         daemon_counters={k: v for k, v in stats.items() if k not in ("started", "converged_at")},
         decoder_counters=_counters(daemon.decoder.stats),
         dataplane_counters=_counters(recon.stats),

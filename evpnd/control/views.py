@@ -15,6 +15,7 @@ from operator import attrgetter
 from typing import Any
 
 from evpnd.config import REDACTED, Vni, is_secret
+from evpnd.control import l3views
 from evpnd.control.peers import ESTABLISHED, PeerRecord
 from evpnd.control.snapshot import Snapshot
 from evpnd.model import (
@@ -199,9 +200,10 @@ def vni(snap: Snapshot, vni: int | None = None) -> JSON:
                 "remote_macs": len(rib.remote_macs(v.vni)),
                 "remote_neighbors": len(rib.remote_neighs(v.vni)),
                 "vteps": flood,
+                "gateway": l3views.gateway(v),
             }
         )
-    return {"vnis": rows}
+    return {"vnis": rows, "l3vni": l3views.l3vni(snap)}
 
 
 # ---------------------------------------------------------------- mac
@@ -756,6 +758,7 @@ VIEWS: dict[str, View] = {
     "neighbors": neighbors,
     "routes": routes,
     "vteps": vteps,
+    "ip": l3views.ip_routes,  # `show ip routes`
     "status": status,
     "fabric": fabric,
     "config": config,
@@ -768,6 +771,7 @@ ARGS: dict[str, dict[str, type]] = {
     "neighbors": {"vni": int},
     "routes": {"type": int, "direction": str, "vni": int},
     "vteps": {"vni": int},
+    "ip": {},
     "status": {},
     "fabric": {},
     "config": {},

@@ -159,6 +159,11 @@ class Reconciler:
         return self._pending_changes().count()
 
     @property
+    def route_conflicts(self) -> frozenset[IPNetwork]:
+        """Wanted route prefixes an admin's route of the same prefix and metric holds."""
+        return frozenset(self.tracker.routes.wanted.keys() & self._foreign_routes.keys())
+
+    @property
     def conflicts(self) -> int:
         """Desired entries whose key an admin's static entry holds."""
         d = self.tracker.desired

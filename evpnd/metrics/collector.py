@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 import evpnd
 from evpnd.dataplane.state import ForwardingState
 from evpnd.desired import VniDevices
+from evpnd.metrics import l3 as l3metrics
 from evpnd.metrics.source import MetricsSource
 from evpnd.rib import RibCounts
 
@@ -45,7 +46,8 @@ ROUTE_ACTIONS = ("announce", "withdraw")
 MAC_MOVES = ("remote-to-local", "local-to-remote", "remote-to-remote")
 LIMIT_LEVELS = ("ok", "warning", "exceeded")  # evpnd.rib LIMIT_*
 LIMIT_EVENTS = ("warning", "exceeded")
-WRITE_OPS = ("mac_put", "mac_del", "flood_add", "flood_del", "neigh_put", "neigh_del")
+WRITE_OPS = ("mac_put", "mac_del", "flood_add", "flood_del", "neigh_put", "neigh_del",
+             "route_put", "route_del")
 LOCAL_EVENTS = ("mac_added", "mac_removed", "ip_learned", "ip_removed", "resynced")
 UNKNOWN_VNI = "unknown"
 ESTABLISHED = "established"  # evpnd.control.peers.ESTABLISHED
@@ -90,9 +92,12 @@ def _gauge(
 
 
 def entries_per_vni(
-    state: ForwardingState, devices: Mapping[int, VniDevices]
+    state: ForwardingState, devices: Mapping[int, VniDevices],
+    skip: Iterable[str] = (),
 ) -> dict[str, dict[str, int]]:
-    """{"mac"|"flood"|"neigh": {vni label: entries}}, every configured VNI present."""
+    """{"mac"|"flood"|"neigh": {vni label: entries}}, every configured VNI present;
+    the devices in `skip` (the L3VNI's: evpnd/metrics/l3.py counts them) left out."""
+    left_out = set(skip)
     vni_of: dict[str, str] = {}
     for vni, dev in devices.items():
         vni_of[dev.vxlan_device] = vni_of[dev.bridge] = str(vni)
@@ -104,6 +109,8 @@ def entries_per_vni(
     ):
         per = dict.fromkeys((str(v) for v in devices), 0)
         for device, n in Counter(names).items():
+            if device in left_out:
+                continue
             label = vni_of.get(device, UNKNOWN_VNI)
             per[label] = per.get(label, 0) + n
         out[kind] = per
@@ -134,6 +141,7 @@ class EvpndCollector(Collector):
             self._evpn,
             self._local,
             self._dataplane,
+            self._l3,
             self._loop,
             self._mqtt,
             self._docker,
@@ -521,15 +529,21 @@ class EvpndCollector(Collector):
             0 if repair is None else repair.counters.repairs,
         )
 
+    def _l3(self) -> Iterator[Metric]:
+        # Routing between segments (evpnd/metrics/l3.py).
+        yield from l3metrics.collect(self.source)
+
     def _dataplane(self) -> Iterator[Metric]:
         src = self.source
         rec = src.reconciler
         stats = rec.stats
         # Desired and installed are separate families, not one with a `state`
         # label: a sum over all labels of one family must mean something.
+        l3 = l3metrics.l3_devices(src) or ()
         for state, table, meaning in (
-            ("desired", entries_per_vni(rec.desired, src.devices), "what the routes ask for"),
-            ("installed", entries_per_vni(rec.installed, src.devices), "what the kernel holds"),
+            ("desired", entries_per_vni(rec.desired, src.devices, l3), "what the routes ask for"),
+            ("installed", entries_per_vni(rec.installed, src.devices, l3),
+             "what the kernel holds"),
         ):
             for kind, name, doc in (
                 ("mac", "evpnd_fdb_entries", "Remote MACs in vxlan FDBs"),

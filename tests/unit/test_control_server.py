@@ -142,10 +142,10 @@ async def test_bad_requests_get_errors_and_the_server_lives_on(
         "request is not valid JSON",
         "request must be a JSON object",
         "unknown command 'format-disk'; one of: show, reload, clear, ping",
-        "'show' needs 'what': one of peers, vni, mac, neighbors, routes, vteps, status, fabric, "
-        "config",
-        "unknown view 'bgp'; one of: peers, vni, mac, neighbors, routes, vteps, status, fabric, "
-        "config",
+        "'show' needs 'what': one of peers, vni, mac, neighbors, routes, vteps, ip, status, "
+        "fabric, config",
+        "unknown view 'bgp'; one of: peers, vni, mac, neighbors, routes, vteps, ip, status, "
+        "fabric, config",
         "'args' must be a JSON object",
         "VNI 999 is not configured",
         "this daemon does not take reload requests",
