@@ -218,6 +218,8 @@ class Daemon:
         # A VNI device someone deletes comes back without a reload.
         self.device_repair = links.DeviceRepair(lambda: self.cfg, lock=self._reload_lock)
         self.reconciler.on_devices_gone = self.device_repair.devices_gone
+        # ... and a gateway address or forwarding someone took away (routing between segments).
+        self.reconciler.on_host_changed = self.device_repair.host_changed
         # Operations: `evpnd show`, metrics, MQTT (started in run(), after the lock).
         self.peer_tracker = PeerTracker()
         self.control = ControlServer.for_daemon(self, reload=self.reload,

@@ -19,7 +19,8 @@ devices get neither mark, so evpnd never deletes them.
 
 `DeviceRepair` puts back a VNI's bridge or vxlan device that someone
 deleted, within a second or so and without a reload (the reconciler reports
-the deletions it sees in its link events).
+the deletions it sees in its link events), and likewise a gateway address
+someone deleted or IP forwarding someone switched off (`host_changed`).
 
 The host part of routing between segments is applied here too: the anycast
 gateway addresses (IFA_PROTO RTPROT_EVPND marks them: the kernel keeps it)
@@ -724,6 +725,21 @@ class DeviceRepair:
                 self._repair(), name="device-repair"
             )
 
+    def host_changed(self, why: str) -> None:
+        """Someone changed what routing between segments set up on the host (a gateway
+        address deleted, forwarding switched off): the same reconcile puts it back."""
+        if self._stopped:
+            return
+        cfg = self.config()
+        if cfg.l3vni is None and not any(v.gateway is not None for v in cfg.vnis):
+            return
+        log.warning("routing settings changed by someone else: putting them back", why=why)
+        self._missing.add(HOST_SETTINGS)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._repair(), name="device-repair"
+            )
+
     async def stop(self) -> None:
         self._stopped = True
         task, self._task = self._task, None
@@ -755,6 +771,10 @@ class DeviceRepair:
             else:
                 self.counters.repairs += 1
                 wait = self.delay
+
+
+# Stands for the gateway addresses and forwarding among the devices to repair.
+HOST_SETTINGS = "(gateway addresses, forwarding)"
 
 
 def wanted_devices(config: Config) -> set[str]:

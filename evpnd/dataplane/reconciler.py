@@ -50,22 +50,31 @@ from evpnd.dataplane.netlink.routesocket import RouteSocket, dump_links, groups_
 from evpnd.dataplane.netlink.wire import (
     AF_BRIDGE,
     IFF_UP,
+    NETCONFA_IFINDEX_ALL,
+    RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELNEIGH,
     RTM_DELROUTE,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
+    RTM_NEWNETCONF,
     RTM_NEWROUTE,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV4_NETCONF,
     RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV6_NETCONF,
     RTNLGRP_IPV6_ROUTE,
     RTNLGRP_LINK,
     RTNLGRP_NEIGH,
     RTPROT_EVPND,
     MalformedMessage,
+    addr_proto,
     decode_link,
     decode_neigh,
     decode_route,
     iter_messages,
+    netconf_forwarding,
     reconciler_skips,
 )
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, RouteEntry
@@ -140,6 +149,9 @@ class Reconciler:
         self._started = False
         # Told the names of the links that were deleted (links.DeviceRepair).
         self.on_devices_gone: Callable[[set[str]], None] | None = None
+        # Told when one of evpnd's addresses (proto 238: anycast gateways) is deleted
+        # or IP forwarding is switched off (links.DeviceRepair.host_changed).
+        self.on_host_changed: Callable[[str], None] | None = None
 
     # -- views ------------------------------------------------------------
 
@@ -188,7 +200,9 @@ class Reconciler:
                 self._monitor = RouteSocket(
                     self.netns,
                     groups=groups_mask(
-                        RTNLGRP_NEIGH, RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE
+                        RTNLGRP_NEIGH, RTNLGRP_LINK, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE,
+                        RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_NETCONF,
+                        RTNLGRP_IPV6_NETCONF,
                     ),
                     rcvbuf=MONITOR_RCVBUF,
                 )
@@ -515,11 +529,36 @@ class Reconciler:
                 self._route_deleted(item)
             elif not item.owned:
                 self._foreign_added(item.entry)
+        self._host_events(events)
         if new_device or went_up:
             # A (re)created device, or one up again, has nothing of ours yet: what
             # the kernel refused for want of it is worth trying again.
             self.tracker.retry_parked()
         return False
+
+    def _host_events(self, events: list[_Event]) -> None:
+        """An address of ours deleted, forwarding switched off: the listener decides."""
+        if self.on_host_changed is None:
+            return
+        why: list[str] = []
+        for mtype, data, start, end in events:
+            try:
+                if mtype == RTM_DELADDR:
+                    family, ifindex, proto = addr_proto(data, start, end)
+                    if proto == RTPROT_EVPND:
+                        name = self._links.names.get(ifindex, str(ifindex))
+                        why.append(f"an address of ours deleted from {name}")
+                elif mtype == RTM_NEWNETCONF:
+                    family, ifindex, forwarding = netconf_forwarding(data, start, end)
+                    if ifindex == NETCONFA_IFINDEX_ALL and forwarding == 0:
+                        why.append(f"forwarding switched off (family {family})")
+            except MalformedMessage:
+                continue
+        if why:
+            try:
+                self.on_host_changed("; ".join(dict.fromkeys(why)))
+            except Exception:  # the listener's bug must not stop event handling
+                log.exception("host change listener failed")
 
     def _devices_gone(self, names: set[str]) -> None:
         if self.on_devices_gone is not None:

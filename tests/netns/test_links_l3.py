@@ -5,6 +5,7 @@ Checked with iproute2 and /proc, not with the code under test."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from evpnd import netns
 from evpnd.config import Config, parse
 from evpnd.dataplane import links
+from evpnd.dataplane.reconciler import Reconciler
+from evpnd.dataplane.state import ForwardingState
 from evpnd.l3.settings import anycast_mac
 
 pytestmark = pytest.mark.netns
@@ -138,3 +141,31 @@ async def test_an_l3vni_bridge_without_router_mac_keeps_its_own(host: str, tmp_p
     ip(host, "link", "set", "p0", "master", "br5000")
     assert links_of(host)["br5000"]["address"] == mac
     assert (await links.plan_for(cfg, host)).actions == []
+
+
+async def test_a_deleted_gateway_address_and_forwarding_switched_off_come_back(
+    host: str, tmp_path: Path
+) -> None:
+    """The daemon's wiring: the reconciler's events tell DeviceRepair, which reconciles."""
+    cfg = config(IRB, tmp_path)
+    assert (await links.reconcile(cfg, host)).ok
+    repair = links.DeviceRepair(lambda: cfg, netns=host, state_dir=tmp_path / "state",
+                                delay=0.05)  # fmt: skip
+    async with Reconciler(host, ForwardingState()) as rec:
+        rec.on_devices_gone = repair.devices_gone
+        rec.on_host_changed = repair.host_changed
+        ip(host, "addr", "del", "10.100.0.1/24", "dev", "br100")
+        netns.run(host, ["sysctl", "-w", "net.ipv4.ip_forward=0"])
+        deadline = asyncio.get_running_loop().time() + 10
+        while not ("10.100.0.1/24" in addresses(host, "br100")
+                   and sysctl(host, "net.ipv4.ip_forward") == "1"):  # fmt: skip
+            assert asyncio.get_running_loop().time() < deadline, "not put back in 10 s"
+            await asyncio.sleep(0.05)
+        assert repair.counters.repairs >= 1
+        # An admin's own address going away is the admin's business.
+        ip(host, "addr", "add", "10.100.0.254/24", "dev", "br100")
+        runs = repair.counters.repairs
+        ip(host, "addr", "del", "10.100.0.254/24", "dev", "br100")
+        await asyncio.sleep(0.5)
+        assert repair.counters.repairs == runs
+    await repair.stop()

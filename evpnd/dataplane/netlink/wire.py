@@ -44,6 +44,8 @@ NLA_TYPE_MASK = 0x3FFF
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
@@ -52,8 +54,13 @@ RTM_DELNEIGH = 29
 RTM_GETNEIGH = 30
 RTNLGRP_LINK = 1
 RTNLGRP_NEIGH = 3
+RTNLGRP_IPV4_IFADDR = 5
 RTNLGRP_IPV4_ROUTE = 7
+RTNLGRP_IPV6_IFADDR = 9
 RTNLGRP_IPV6_ROUTE = 11
+RTNLGRP_IPV4_NETCONF = 24
+RTNLGRP_IPV6_NETCONF = 25
+RTM_NEWNETCONF = 80
 RTMGRP_LINK = 0x1
 RTMGRP_NEIGH = 0x4
 AF_UNSPEC = 0
@@ -108,6 +115,14 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 0x4
+# <linux/if_addr.h>, <linux/netconf.h>
+IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, ifindex
+IFA_PROTO = 11
+NETCONFA_IFINDEX = 1
+NETCONFA_FORWARDING = 2
+NETCONFA_IFINDEX_ALL = -1
+_S32 = struct.Struct("=i")
+
 # The metric of evpnd's routes (FRR's for BGP routes): a route of the same prefix
 # with a lower metric (an admin's static route has 0) wins over ours.
 ROUTE_METRIC = 20
@@ -322,6 +337,33 @@ def decode_route(mtype: int, data: bytes, start: int, end: int) -> RouteMsg | No
             table = _u32(data, a, b)
     return RouteMsg(mtype == RTM_DELROUTE, family, dst_len, table, protocol, rtype, flags,
                     dst, gateway, oif, priority)  # fmt: skip
+
+
+def addr_proto(data: bytes, start: int, end: int) -> tuple[int, int, int]:
+    """(family, ifindex, IFA_PROTO or 0) of an RTM_NEWADDR / RTM_DELADDR."""
+    if end - start < IFADDRMSG.size:
+        raise MalformedMessage(f"ifaddrmsg of {end - start} bytes")
+    family, _plen, _flags, _scope, ifindex = IFADDRMSG.unpack_from(data, start)
+    proto = 0
+    for atype, a, b in iter_attrs(data, start + IFADDRMSG.size, end):
+        if atype == IFA_PROTO and b - a >= 1:
+            proto = data[a]
+    return family, ifindex, proto
+
+
+def netconf_forwarding(data: bytes, start: int, end: int) -> tuple[int, int, int | None]:
+    """(family, ifindex, forwarding or None) of an RTM_NEWNETCONF; ifindex
+    NETCONFA_IFINDEX_ALL is the `all` setting (`net.ipv4.ip_forward`)."""
+    if end - start < 4:
+        raise MalformedMessage(f"netconfmsg of {end - start} bytes")
+    family = data[start]
+    ifindex, forwarding = 0, None
+    for atype, a, b in iter_attrs(data, start + 4, end):
+        if atype == NETCONFA_IFINDEX and b - a == 4:
+            ifindex = _S32.unpack_from(data, a)[0]
+        elif atype == NETCONFA_FORWARDING and b - a == 4:
+            forwarding = _S32.unpack_from(data, a)[0]
+    return family, ifindex, forwarding
 
 
 def decode_link(mtype: int, data: bytes, start: int, end: int) -> LinkMsg:
