@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import IPv4Address, ip_network
 
-from evpnd import config
+from evpnd import cli, config
 from evpnd.control import render, views
-from evpnd.control.snapshot import Snapshot
+from evpnd.control.snapshot import Snapshot, out_routes
 from evpnd.dataplane.state import ForwardingState, RouteEntry
 from evpnd.derived import l3_devices, l3_policy, vni_devices, vni_policies
 from evpnd.desired import desired_state
@@ -99,3 +99,23 @@ def test_without_an_l3vni_there_is_nothing_to_show() -> None:
     data = views.show(empty, "ip")
     assert (data["l3vni"], data["count"], data["routes"]) == (None, 0, [])
     assert render.render("ip", data) == "No L3VNI configured: evpnd installs no routes."
+
+
+def test_show_routes_type_5_lists_ours_and_theirs() -> None:
+    snap = snapshot()
+    snap = replace(snap, out_routes=tuple(out_routes(snap.cfg, snap.rib)))
+    data = views.show(snap, "routes", {"type": 5})
+    rows = {(r["direction"], r["prefix"]): r for r in data["routes"]}
+    ours = rows[("out", "[5]:[0]:[24]:[203.0.113.0]")]
+    assert (ours["rd"], ours["vni"], ours["router_mac"]) == \
+        ("10.99.0.1:5000", 5000, "02:00:00:00:01:fe")  # fmt: skip
+    assert ("out", "[5]:[0]:[24]:[192.168.100.0]") in rows  # connected: the gateway subnet
+    theirs = rows[("in", "[5]:[0]:[24]:[10.50.0.0]")]
+    assert theirs["imported_vnis"] == [5000]
+    assert rows[("in", "[5]:[0]:[24]:[10.99.0.0]")]["imported_vnis"] == []  # the loop
+
+
+def test_the_cli_takes_show_ip_routes() -> None:
+    args = cli.build_parser().parse_args(["show", "ip", "routes", "--json"])
+    assert (args.view, args.table, args.json) == ("ip", "routes", True)
+    assert cli.build_parser().parse_args(["show", "ip"]).table == "routes"
