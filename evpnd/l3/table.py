@@ -58,7 +58,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from typing import Any
 
 from evpnd import validate
 from evpnd.model import (
@@ -178,12 +180,14 @@ def why_not(
     return prefix, None
 
 
+@lru_cache(maxsize=4096)
 def _imported(import_rts: frozenset[str], targets: tuple[str, ...]) -> bool:
     """A route target matches, or `*:NN` (NN under any ASN, as the VNIs import)."""
     return any(rt in import_rts or "*:" + rt[rt.rfind(":") + 1 :] in import_rts
                for rt in targets)  # fmt: skip
 
 
+@lru_cache(maxsize=4096)
 def _unicast(mac: str) -> bool:
     try:
         validate.unicast_mac(mac)
@@ -207,6 +211,34 @@ def _rank(peer: IPAddress, route: L3Route) -> _Rank:
 Judge = Callable[[IPAddress, MacIpRoute], bool]
 
 
+@dataclass(slots=True)
+class _Via:
+    """What the published prefixes of one VTEP need: counts per router MAC and family."""
+
+    routes: int = 0
+    rmacs: dict[str, int] = field(default_factory=dict)
+    families: dict[int, int] = field(default_factory=dict)
+
+    def add(self, prefix: RemotePrefix) -> None:
+        self.routes += 1
+        self.rmacs[prefix.router_mac] = self.rmacs.get(prefix.router_mac, 0) + 1
+        family = prefix.prefix.version
+        self.families[family] = self.families.get(family, 0) + 1
+
+    def drop(self, prefix: RemotePrefix) -> None:
+        self.routes -= 1
+        _decrement(self.rmacs, prefix.router_mac)
+        _decrement(self.families, prefix.prefix.version)
+
+
+def _decrement(counts: dict[Any, int], key: object) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class L3Table:
     """Candidates per prefix, the published winners and next hops.
 
@@ -221,7 +253,9 @@ class L3Table:
         self._cands: dict[IPNetwork, tuple[L3Cand, ...]] = {}
         self._by_mac: dict[str, dict[IPNetwork, int]] = {}  # MAC -> host prefixes (refcount)
         self._best: dict[IPNetwork, RemotePrefix] = {}
-        self._via: dict[IPAddress, dict[IPNetwork, RemotePrefix]] = {}  # VTEP -> its prefixes
+        # Per VTEP, the published prefixes' router MACs and address families, counted: a
+        # VTEP's next hop comes from these without a pass over its prefixes.
+        self._via: dict[IPAddress, _Via] = {}
         self._nexthops: dict[IPAddress, L3NextHop] = {}
         self._rmac_owner: dict[str, IPAddress] = {}
         self._blocked: dict[str, set[IPAddress]] = {}  # router MAC -> VTEPs waiting for it
@@ -257,6 +291,8 @@ class L3Table:
         touched[prefix] = None
 
     def unindex(self, touched: dict[IPNetwork, None], peer: IPAddress, route: Route) -> None:
+        if not self._cands:
+            return  # the common case without an L3VNI: nothing to look up per route
         prefix = route_prefix(route)
         if prefix is None:
             return
@@ -302,15 +338,18 @@ class L3Table:
             if old is not None:
                 del self._best[prefix]
                 via = self._via[old.vtep]
-                del via[prefix]
-                if not via:
+                via.drop(old)
+                if not via.routes:
                     del self._via[old.vtep]
                 vteps[old.vtep] = None
                 if new is None:
                     changes.prefixes_removed.append(old)
             if new is not None:
                 self._best[prefix] = new
-                self._via.setdefault(new.vtep, {})[prefix] = new
+                via = self._via.get(new.vtep)
+                if via is None:
+                    via = self._via[new.vtep] = _Via()
+                via.add(new)
                 vteps[new.vtep] = None
                 changes.prefixes_installed.append(new)
         self._nexthops_for(vteps, changes)
@@ -334,11 +373,9 @@ class L3Table:
 
     def _wanted_nexthop(self, vtep: IPAddress) -> L3NextHop | None:
         via = self._via.get(vtep)
-        if not via:
+        if via is None or not via.routes:
             return None
-        rmac = min(p.router_mac for p in via.values())
-        families = tuple(sorted({p.prefix.version for p in via.values()}))
-        return L3NextHop(vtep, rmac, families)
+        return L3NextHop(vtep, min(via.rmacs), tuple(sorted(via.families)))
 
     def _nexthops_for(self, vteps: dict[IPAddress, None], changes: L3Changes) -> None:
         before: dict[IPAddress, L3NextHop | None] = {}

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ ENDPOINTS = {
 }
 EVPND_ENDPOINTS = [e for e, (_, _, node) in ENDPOINTS.items() if node.startswith("host")]
 MOVER = ("mv", "10.100.0.50", "02:00:00:00:05:00")
+# IPv6: two of the endpoints carry an address too, the gateways one per VNI
+V6 = {"h1e1": "2001:db8:100::11", "h2e2": "2001:db8:200::22"}
+V6_GATEWAY = {100: "2001:db8:100::1", 200: "2001:db8:200::1"}
 OUTSIDE = "198.51.100.1"
 
 
@@ -278,6 +282,34 @@ def test_a_ping_between_vnis_is_routed_symmetrically(irb: None, src: str, dst: s
         assert packet.ttl == 63  # decremented once, by the source host
     # Nothing of it crossed in an L2 VNI.
     assert not [p for p in capture.packets if p.vni in (100, 200) and p.dst == address]
+
+
+def test_an_ipv6_ping_between_vnis_is_routed_through_the_l3vni(irb: None) -> None:
+    """IPv6 over an IPv4 underlay, as FRR does it: /128 host routes via the VTEP's
+    IPv4-mapped address (`::ffff:10.0.2.2`), whose neighbour is the router MAC."""
+    for endpoint in V6:  # each speaks once (its gateway's ND)
+        run(endpoint, ["ping", "-6", "-c", "1", "-W", "1", V6_GATEWAY[ENDPOINTS[endpoint][1]]])
+    target = V6["h2e2"]
+
+    def host_route() -> dict[str, Any] | None:
+        out = run("host1", ["ip", "-j", "-6", "route", "show", f"{target}/128"]).stdout
+        found = [r for r in json.loads(out or "[]") if r.get("protocol") == "238"]
+        return found[0] if found else None
+
+    route = wait_for(f"host1's route to {target}", host_route)
+    mapped = ip_address(f"::ffff:{VTEP['host2']}")
+    assert ip_address(route["gateway"]) == mapped
+    assert route["dev"] == "br5000" and "onlink" in route["flags"]
+    out = run("host1", ["ip", "-j", "-6", "neigh", "show", "dev", "br5000"]).stdout
+    lladdrs = {ip_address(n["dst"]): n["lladdr"] for n in json.loads(out or "[]")}
+    assert lladdrs[mapped] == router_mac("host2")
+    with Capture(ns("host1"), "eth1") as capture:
+        result = run("h1e1", ["ping", "-6", "-c", "3", "-W", "1", "-i", "0.2", target])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ttls(result) == {62}, result.stdout  # the hop limit: routed by both hosts
+    routed = [p for p in capture.packets if p.vni == 5000 and p.ethertype == 0x86DD]
+    assert len(routed) >= 6, capture.packets  # three each way, in the L3VNI
+    assert {p.inner_dst_mac for p in routed} == {router_mac("host1"), router_mac("host2")}
 
 
 @pytest.mark.parametrize(("src", "dst"), [("h1e1", "h3e1"), ("h3e1", "h2e2"), ("h3e1", "h1e2")])
