@@ -175,9 +175,10 @@ class Watch:
             match = LOSS_RE.search(out)
             assert match, out
             lost[pair] = int(match[1]) - int(match[2])
-        return self._events(), lost
+        return self.events(), lost
 
-    def _events(self) -> dict[str, list[str]]:
+    def events(self) -> dict[str, list[str]]:
+        """Every FDB event each host's monitor printed (the monitors end here)."""
         for process in self.monitors.values():
             process.kill()
         return {h: m.communicate(timeout=10)[0].splitlines() for h, m in self.monitors.items()}
@@ -309,3 +310,54 @@ def test_both_reflectors_frozen_without_graceful_restart_remove_every_entry(
     wait_converged("thawed")
     print(f"\nboth reflectors frozen without graceful restart: every remote entry removed "
           f"{removed:.1f}s later (hold time {HOLD_TIME} s)")
+
+
+def test_a_lost_reflector_takes_exactly_what_it_alone_carried(
+    fabric: topology.Topology,
+) -> None:
+    """rr2 shuts its session to host3 down, so host3's routes reach host1 and host2
+    through rr1 alone. rr1 freezes (graceful restart is off since the last test):
+    host1 and host2 remove host3's entries and keep every other; host3, left with
+    no session at all, removes everything remote."""
+    vtysh("rr2", "configure terminal", "router bgp 65000",
+          f"neighbor {VTEP['host3']} shutdown")  # fmt: skip
+
+    def host3_via(host: str) -> set[str]:
+        return {r["peer"] for r in show(host, "routes")["routes"]
+                if r["direction"] == "in" and r["rd"].startswith(f"{VTEP['host3']}:")}
+
+    for host in ("host1", "host2"):
+        wait_for(f"{host} to hold host3's routes from rr1 alone",
+                 lambda h=host: host3_via(h) == {RRS["rr1"]})  # fmt: skip
+    before = tables()
+    gone = {mac for h, v, _, mac in ENDPOINTS.values() if h == "host3"}
+    kept = {h: {v: ({m: d for m, d in macs.items() if m not in gone},
+                    [f for f in fl if f != VTEP["host3"]])
+                for v, (macs, fl) in vnis.items()}
+            for h, vnis in before.items() if h != "host3"}  # fmt: skip
+    (rr1_bgpd,) = [pid for name, pid in FrrOutage(FABRIC, fabric, "rr1").daemons().items()
+                   if name == "bgpd"]  # fmt: skip
+    watch = Watch()
+    try:
+        os.kill(rr1_bgpd, signal.SIGSTOP)
+        wait_for("host1 and host2 to remove what rr1 alone brought", lambda: {
+            h: t for h, t in tables().items() if h != "host3"} == kept, HOLD_TIME + 15)
+        wait_for("host3 to remove everything remote", lambda: all(
+            remote_macs("host3", v) == {} and floods("host3", v) == [] for v in VNIS["host3"]))
+        time.sleep(2)
+        assert {h: t for h, t in tables().items() if h != "host3"} == kept
+        events = watch.events()
+    finally:
+        os.kill(rr1_bgpd, signal.SIGCONT)
+        watch.kill()
+        vtysh("rr2", "configure terminal", "router bgp 65000",
+              f"no neighbor {VTEP['host3']} shutdown")  # fmt: skip
+    # On host1 and host2 the only FDB events: host3's MACs (on the vxlan port and
+    # their bridge-side entries) and the flood entry towards host3, all deletions.
+    for host in ("host1", "host2"):
+        assert events[host] and all(
+            line.startswith("Deleted")
+            and (VTEP["host3"] in line or any(mac in line for mac in gone))
+            for line in events[host]), events[host]  # fmt: skip
+    wait_both_reflectors("rr1 thawed, rr2 with host3 again")
+    wait_converged("rr1 thawed, rr2 with host3 again")
