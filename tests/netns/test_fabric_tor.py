@@ -232,6 +232,46 @@ def test_kernel_state_on_every_vtep(fabric: None) -> None:
             assert evpnd_neighbours(host, vni) == expected_neighbours(host, vni), (host, vni)
 
 
+def vtysh(node: str, *commands: str) -> None:
+    out = run(node, ["vtysh", *(w for c in commands for w in ("-c", c))])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def mismatches(host: str) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    return {(m["peer"], m["rd"], m["tunnel"], tuple(m["nexthops"]))
+            for m in show(host, "vteps")["nexthop_mismatches"]}  # fmt: skip
+
+
+def test_a_tor_that_rewrites_next_hops_is_reported(fabric: None) -> None:
+    """tor2 turns to next-hop-self: its Type-2 routes point at tor2 while their
+    Type-3 PMSI tunnels still name the VTEPs. Every host reports it (log, show
+    vteps); tor1's paths keep the FDB right. Undone, the reports clear."""
+    af = ("configure terminal", "router bgp 65100", "address-family l2vpn evpn")
+    vtysh("tor2", *af, "no neighbor HOSTS attribute-unchanged next-hop",
+          "neighbor HOSTS next-hop-self")  # fmt: skip
+    vtysh("tor2", "clear bgp l2vpn evpn * soft out")
+    try:
+        expected = {("10.2.1.1", f"{VTEP[n]}:{v}", VTEP[n], ("10.2.1.1",))
+                    for n in ("host2", "host3") for v in VNIS[n]}  # fmt: skip
+        found = wait_for("host1 to report tor2's rewritten next hops",
+                         lambda: (m := mismatches("host1")) >= expected and m)  # fmt: skip
+        # vtep4 (FRR) has its own RD numbering: one more, from tor2 too
+        assert {(m[0], m[2]) for m in found - expected} == {("10.2.1.1", VTEP["vtep4"])}
+        log = FABRIC.log_tail("host1", lines=400)
+        assert "vtep next hops differ from its type-3 tunnel" in log
+        # The best path per MAC is tor1's (the lower next hop): the FDB is unchanged.
+        for vni in VNIS["host1"]:
+            assert remote_macs("host1", vni) == expected_remote("host1", vni)
+    finally:
+        vtysh("tor2", *af, "no neighbor HOSTS next-hop-self",
+              "neighbor HOSTS attribute-unchanged next-hop")  # fmt: skip
+        vtysh("tor2", "clear bgp l2vpn evpn * soft out")
+    for host in HOSTS:
+        wait_for(f"{host}'s reports to clear", lambda h=host: not mismatches(h))
+    assert "vtep next hops agree with its type-3 tunnel again" in FABRIC.log_tail(
+        "host1", lines=400)
+
+
 def writes(host: str) -> int:
     return int(show(host, "status")["dataplane"]["writes"])
 
