@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
 
 from evpnd import validate
@@ -428,7 +428,3 @@ class L3Table:
     def rmac_conflicts(self) -> dict[str, tuple[IPAddress, ...]]:
         """Router MAC -> the VTEPs waiting for it (another VTEP holds it)."""
         return {mac: tuple(sorted(v, key=address_order)) for mac, v in self._blocked.items() if v}
-
-
-def network_order(prefix: IPv4Network | IPv6Network) -> tuple[int, int, int]:
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
