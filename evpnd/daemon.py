@@ -210,6 +210,10 @@ class Daemon:
         # Peers asked for a route refresh after the relay dropped some of their
         # UPDATEs: until its EoRR, an End-of-RIB of theirs ends an incomplete table.
         self._refresh_due: set[IPAddress] = set()
+        # Peers asked for a route refresh whose BoRR has not come yet: an EoRR before
+        # it ends an earlier refresh (one a killed daemon asked for, whose BoRR and
+        # routes the relay dropped while no daemon was attached), not ours.
+        self._refresh_asked: set[IPAddress] = set()
         self._local_routes: dict[RouteKey, Route] = {}
         self._static_keys: set[RouteKey] = set()  # Type-3s and gateways: from the config
         self._tasks: list[asyncio.Task[None]] = []  # services: run for the daemon's life
@@ -562,6 +566,7 @@ class Daemon:
             elif message.state == "down":
                 self.stats.peer_downs += 1
                 self._refresh_due.discard(message.peer)  # it sends its full table when back
+                self._refresh_asked.discard(message.peer)
                 # ExaBGP sends no withdrawals for a lost session: its routes go now,
                 # or (graceful restart) stay, stale, until the peer is back.
                 self._on_grace(self.graceful.session_down(
@@ -585,8 +590,13 @@ class Daemon:
         elif isinstance(message, RouteRefresh):
             if message.is_evpn and message.subtype == "begin":
                 # RFC 7313: what the peer does not re-send before EoRR is gone.
+                self._refresh_asked.discard(message.peer)
                 self.rib.mark_stale(message.peer)
             elif message.is_evpn and message.subtype == "end":
+                if message.peer in self._refresh_asked:
+                    log.info("end of an earlier route refresh: waiting for ours",
+                             peer=str(message.peer))
+                    return
                 self._refresh_due.discard(message.peer)
                 self._table_complete(message.peer, "route refresh")
         elif isinstance(message, Notification):
@@ -621,6 +631,7 @@ class Daemon:
             self.speaker.refresh(peer)
             address = ip_address(peer)
             self._refresh_due.add(address)
+            self._refresh_asked.add(address)
             if self.reconciler.holding:
                 self._eor_waiting.add(address)  # start-up is not over until the EoRR
 
@@ -639,6 +650,7 @@ class Daemon:
         self.graceful.adopted([ip_address(p) for p in up])
         for peer in up:
             self.speaker.refresh(peer)
+            self._refresh_asked.add(ip_address(peer))
 
     def _on_speaker_restart(self, reason: str) -> None:
         self.stats.speaker_restarts += 1

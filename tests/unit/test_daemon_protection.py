@@ -29,6 +29,7 @@ from evpnd.speaker.messages import (
     ReceiveOverflow,
     RouteRefresh,
     RouteUpdate,
+    SpeakerAttached,
     SpeakerRestarted,
 )
 from tests.conftest import SAMPLES
@@ -298,6 +299,26 @@ async def test_an_end_of_rib_after_dropped_updates_does_not_end_start_up(
     daemon._eor_waiting = {RR}
     daemon._on_received([UP, update(MACS[0]), ReceiveOverflow((str(RR),), 3, 300), EOR])
     assert daemon.speaker.counters.refreshes == 1
+    assert daemon.stats.converged_at is None and daemon.reconciler.holding
+    daemon._on_received([RouteRefresh(RR, "l2vpn", "evpn", "begin"), update(*MACS[:3]),
+                         RouteRefresh(RR, "l2vpn", "evpn", "end")])  # fmt: skip
+    assert daemon.stats.converged_at is not None
+    assert wanted(daemon) == set(MACS[:3])
+
+
+async def test_the_end_of_an_earlier_refresh_does_not_end_the_one_asked_for(
+    timers: Timers,
+) -> None:
+    """A daemon killed during the route refresh it asked for: the relay drops the BoRR
+    and the first routes while no daemon is attached, the next daemon asks again and
+    then receives the rest of the earlier refresh, EoRR included. That EoRR ends
+    nothing: only one after a BoRR does (found by the chaos suite, C2: every remote
+    entry was removed at start-up and written again)."""
+    daemon = daemon_for()
+    daemon._eor_waiting = {RR}
+    daemon._on_received([SpeakerAttached(True, ((str(RR), "up"),))])
+    assert daemon.speaker.counters.refreshes == 1
+    daemon._on_received([update(MACS[5]), RouteRefresh(RR, "l2vpn", "evpn", "end")])
     assert daemon.stats.converged_at is None and daemon.reconciler.holding
     daemon._on_received([RouteRefresh(RR, "l2vpn", "evpn", "begin"), update(*MACS[:3]),
                          RouteRefresh(RR, "l2vpn", "evpn", "end")])  # fmt: skip
