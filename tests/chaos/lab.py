@@ -234,9 +234,14 @@ class ChaosLab(topo.Lab):
                 if e.get("ifname") == PORT and "permanent" not in e.get("state", "")}
 
     def kernel(self, host: str) -> oracle.HostTables:
-        fdb = self.sh(host, "bridge", "-j", "fdb", "show", "dev", f"vxlan{VNI}")
-        neigh = self.sh(host, "ip", "-j", "neigh", "show", "dev", f"br{VNI}")
-        return oracle.host_tables(json.loads(fdb or "[]"), json.loads(neigh or "[]"))
+        """The host's tables; a device that is not there (deleted, not yet back) holds
+        nothing."""
+        ns = self.ns(host)
+        fdb = netns.run(ns, ["bridge", "-j", "fdb", "show", "dev", f"vxlan{VNI}"], check=False)
+        neigh = netns.run(ns, ["ip", "-j", "neigh", "show", "dev", f"br{VNI}"], check=False)
+        return oracle.host_tables(json.loads(fdb.stdout or "[]") if fdb.returncode == 0 else [],
+                                  json.loads(neigh.stdout or "[]") if neigh.returncode == 0
+                                  else [])  # fmt: skip
 
     def differences(self, host: str, view: oracle.FrrView | None = None) -> oracle.Differences:
         return oracle.compare(view or self.frr_view(), ADDRESS[host], self.kernel(host))
