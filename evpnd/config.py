@@ -35,6 +35,7 @@ from evpnd.metrics.settings import MetricsConfig
 from evpnd.model import IPAddress
 from evpnd.mqtt.settings import MqttConfig
 from evpnd.rib import auto_route_target
+from evpnd.targets import RouteTargets
 
 IFNAMSIZ = validate.IFNAMSIZ  # the kernel's limit on interface names, without the NUL
 VNI_MAX = validate.VNI_MAX
@@ -297,45 +298,6 @@ class VxlanOptions(Strict):
 
 
 RouteTarget = str  # "ASN:NN" or "A.B.C.D:NN"; "auto" = <asn>:<vni>
-
-
-def _check_route_target(value: str) -> str:
-    # The encoder's own rule (evpnd/validate.py): ASCII digits, ranges, whole string.
-    if value == "auto":
-        return value
-    try:
-        return validate.route_target(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or 'auto' for ASN:VNI)") from None
-
-
-def _check_import_route_target(value: str) -> str:
-    # Imports also take `*:NN`: NN under any ASN or address.
-    if value == "auto":
-        return value
-    try:
-        return validate.import_route_target(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or '*:NN' for any ASN, or 'auto' for ASN:VNI)") from None
-
-
-# One route target; checked one by one, so an error names the bad item, not the list.
-RouteTargetItem = Annotated[str, AfterValidator(_check_route_target)]
-ImportRouteTargetItem = Annotated[str, AfterValidator(_check_import_route_target)]
-
-
-class RouteTargets(Strict):
-    import_: list[ImportRouteTargetItem] = Field(default_factory=lambda: ["auto"], alias="import")
-    export: list[RouteTargetItem] = Field(default_factory=lambda: ["auto"])
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("import_", "export")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one route target (use 'auto' for ASN:VNI)")
-        return value
 
 
 FloodMode = Literal["evpn", "multicast", "static"]

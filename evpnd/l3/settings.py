@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evpnd import validate
+from evpnd.targets import RouteTargets
 
 IPInterface = IPv4Interface | IPv6Interface
 IPNetwork = IPv4Network | IPv6Network
@@ -105,31 +106,6 @@ class AnycastGateway(_Strict):
         return tuple(dict.fromkeys(iface.network for iface in self.addresses))
 
 
-class L3RouteTargets(_Strict):
-    """The route targets of the routing table: `auto` is <asn>:<L3VNI>, as FRR derives it."""
-
-    import_: list[str] = Field(default_factory=lambda: ["auto"], alias="import")
-    export: list[str] = Field(default_factory=lambda: ["auto"])
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("import_", "export")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one route target (use 'auto' for ASN:L3VNI)")
-        out = []
-        for target in value:
-            if target == "auto":
-                out.append(target)
-                continue
-            try:
-                out.append(validate.route_target(target))
-            except ValueError as exc:
-                raise ValueError(f"{exc} (or 'auto' for ASN:L3VNI)") from None
-        return out
-
-
 class L3Vni(_Strict):
     """The L3VNI: routed traffic between hosts crosses it (symmetric IRB, RFC 9135)."""
 
@@ -140,7 +116,7 @@ class L3Vni(_Strict):
     # community); None: the L3VNI bridge's own MAC, read from the kernel.
     router_mac: str | None = None
     rd: str = "auto"  # auto: <router_id>:<L3VNI> (a free index when the L3VNI > 65535)
-    route_targets: L3RouteTargets = Field(default_factory=L3RouteTargets)
+    route_targets: RouteTargets = Field(default_factory=RouteTargets)
     # Type-5 routes we announce: prefixes, and `connected` for every gateway subnet.
     advertise: list[str] = Field(default_factory=lambda: [CONNECTED])
     mtu: int | Literal["auto"] = "auto"
