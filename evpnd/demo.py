@@ -5,24 +5,21 @@ reflector, three hosts running evpnd, endpoints on VNI 100 and 200), waits
 until every host has installed the others' MACs, shows the routes as FRR,
 as evpnd (`evpnd show`) and as the kernel see them, pings between endpoints
 on different hosts, shows the ARP suppression entries evpnd installed from
-MAC+IP routes, and takes
-the lab down again (`--keep` leaves it up and prints how to tear it down).
+MAC+IP routes, and takes the lab down again (`--keep` leaves it up and prints how to tear it down).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 from evpnd import lab
+from evpnd.demo_lab import DemoLab, section
 
-REPO = Path(__file__).resolve().parent.parent
-TOPOLOGY = REPO / "containerlab" / "evpn-rr.clab.yml"
-LAB = "evpn-rr"
+DEMO = DemoLab("evpn-rr")
+LAB = DEMO.name
+node, evpnd_show = DEMO.node, DEMO.evpnd_show
 
 # (endpoint node, address, host) per VNI, as the topology file defines them.
 ENDPOINTS = {
@@ -32,17 +29,6 @@ ENDPOINTS = {
     200: [("h1e3", "10.200.0.13", "host1"), ("h2e3", "10.200.0.23", "host2")],
 }
 HOSTS_OF_VNI = {100: ["host1", "host2", "host3"], 200: ["host1", "host2"]}
-
-
-def node(name: str, *argv: str) -> str:
-    result = lab.run_in_node(name, list(argv), lab=LAB)
-    return (result.stdout + result.stderr).rstrip()
-
-
-def evpnd_show(host: str, *view: str) -> str:
-    """`evpnd show VIEW` inside the host, against its daemon's control socket."""
-    config = REPO / "containerlab" / "configs" / LAB / host / "evpnd.yaml"
-    return node(host, sys.executable, "-m", "evpnd", "show", *view, "-c", str(config))
 
 
 def remote_macs(host: str, vni: int) -> set[str]:
@@ -96,10 +82,6 @@ def wait_macip(host: str, vni: int, timeout: float = 30) -> bool:
     return False
 
 
-def section(title: str) -> None:
-    print(f"\n=== {title}")
-
-
 def pings() -> tuple[int, int]:
     ok = total = 0
     for vni, endpoints in ENDPOINTS.items():
@@ -118,59 +100,42 @@ def pings() -> tuple[int, int]:
     return ok, total
 
 
+def steps() -> tuple[int, int]:
+    section("waiting for every host to install the other hosts' MACs")
+    print(f"  converged in {wait_converged():.1f}s")
+
+    section("FRR route reflector: show bgp l2vpn evpn")
+    print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn"))
+    section("FRR route reflector: show bgp l2vpn evpn summary")
+    print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn summary"))
+
+    for view in (["peers"], ["vni"], ["routes"], ["mac", "--vni", "100"]):
+        section(f"host1: evpnd's own view (evpnd show {' '.join(view)})")
+        print(evpnd_show("host1", *view))
+
+    for host in ("host1", "host2", "host3"):
+        section(f"{host}: what evpnd programmed (bridge fdb show dev vxlan100)")
+        print(node(host, "bridge", "fdb", "show", "dev", "vxlan100"))
+    section("host1: VNI 200 (only host1 and host2 carry it)")
+    print(node("host1", "bridge", "fdb", "show", "dev", "vxlan200"))
+
+    section("pings between endpoints on different hosts")
+    ok, total = pings()
+    print(f"\n  {ok}/{total} cross-host pings succeeded")
+
+    section("MAC+IP: endpoints ping their host's bridge (10.100.0.25N); host1's "
+            "ARP suppression entries (ip neigh show dev br100)")
+    if not wait_macip("host1", 100):
+        print("  host1 did not install every remote MAC+IP within 30s")
+        ok = 0
+    print(node("host1", "ip", "neigh", "show", "dev", "br100"))
+    print("  (extern_learn ... proto 238: written by evpnd from MAC+IP routes; host1's\n"
+          "   bridge answers ARP for these endpoints itself, neigh_suppress on vxlan100)")
+    return ok, total
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("the demo needs root (it creates network namespaces)", file=sys.stderr)
-        return 1
-    if any(s.lab == LAB for s in lab.running_labs()):
-        print(f"lab {LAB} was already up: taking it down first")
-        lab.down(TOPOLOGY)
-    section(f"evpnd lab up {TOPOLOGY.relative_to(REPO)}")
-    report = lab.up(TOPOLOGY)
-    print(report.render())
-    ok = total = 0
-    try:
-        section("waiting for every host to install the other hosts' MACs")
-        print(f"  converged in {wait_converged():.1f}s")
-
-        section("FRR route reflector: show bgp l2vpn evpn")
-        print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn"))
-        section("FRR route reflector: show bgp l2vpn evpn summary")
-        print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn summary"))
-
-        for view in (["peers"], ["vni"], ["routes"], ["mac", "--vni", "100"]):
-            section(f"host1: evpnd's own view (evpnd show {' '.join(view)})")
-            print(evpnd_show("host1", *view))
-
-        for host in ("host1", "host2", "host3"):
-            section(f"{host}: what evpnd programmed (bridge fdb show dev vxlan100)")
-            print(node(host, "bridge", "fdb", "show", "dev", "vxlan100"))
-        section("host1: VNI 200 (only host1 and host2 carry it)")
-        print(node("host1", "bridge", "fdb", "show", "dev", "vxlan200"))
-
-        section("pings between endpoints on different hosts")
-        ok, total = pings()
-        print(f"\n  {ok}/{total} cross-host pings succeeded")
-
-        section("MAC+IP: endpoints ping their host's bridge (10.100.0.25N); host1's "
-                "ARP suppression entries (ip neigh show dev br100)")
-        if not wait_macip("host1", 100):
-            print("  host1 did not install every remote MAC+IP within 30s")
-            ok = 0
-        print(node("host1", "ip", "neigh", "show", "dev", "br100"))
-        print("  (extern_learn ... proto 238: written by evpnd from MAC+IP routes; host1's\n"
-              "   bridge answers ARP for these endpoints itself, neigh_suppress on vxlan100)")
-    finally:
-        if args.keep:
-            print(f"\nthe lab is still up; take it down with: "
-                  f"evpnd lab down {TOPOLOGY.relative_to(REPO)}")
-        else:
-            section("evpnd lab down")
-            print(lab.down(TOPOLOGY).render())
-    return 0 if ok == total and total > 0 else 1
+    return DEMO.run(argv, __doc__.splitlines()[0], steps)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,16 @@ the lab down again (`--keep` leaves it up and prints how to take it down).
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
 import time
-from pathlib import Path
 
 from evpnd import lab
+from evpnd.demo_lab import DemoLab, section
 
-REPO = Path(__file__).resolve().parent.parent
-TOPOLOGY = REPO / "containerlab" / "evpn-irb.clab.yml"
-LAB = "evpn-irb"
+DEMO = DemoLab("evpn-irb")
+LAB = DEMO.name
+node, evpnd_show = DEMO.node, DEMO.evpnd_show
 # endpoint -> (address, VNI, host), as the topology file defines them
 ENDPOINTS = {
     "h1e1": ("10.100.0.11", 100, "host1"),
@@ -37,20 +35,6 @@ GATEWAY = {100: "10.100.0.1", 200: "10.200.0.1", 300: "10.30.0.1"}
 OUTSIDE = "198.51.100.1"
 PINGS = [("h1e1", "h2e2"), ("h2e2", "h1e1"), ("h1e2", "h2e1"), ("h1e1", "h3e1"),
          ("h3e1", "h2e2"), ("h1e1", OUTSIDE), ("h2e2", OUTSIDE), ("h3e1", OUTSIDE)]  # fmt: skip
-
-
-def node(name: str, *argv: str) -> str:
-    result = lab.run_in_node(name, list(argv), lab=LAB)
-    return (result.stdout + result.stderr).rstrip()
-
-
-def evpnd_show(host: str, *view: str) -> str:
-    config = REPO / "containerlab" / "configs" / LAB / host / "evpnd.yaml"
-    return node(host, sys.executable, "-m", "evpnd", "show", *view, "-c", str(config))
-
-
-def section(title: str) -> None:
-    print(f"\n=== {title}")
 
 
 def host_routes(host: str) -> set[str]:
@@ -88,48 +72,32 @@ def pings() -> tuple[int, int]:
     return ok, len(PINGS)
 
 
+def steps() -> tuple[int, int]:
+    section("every endpoint speaks once; waiting until the hosts route to each other")
+    print(f"  routed after {wait_routed():.1f}s")
+
+    section("host1: the L3VNI and the gateways (evpnd show vni)")
+    print(evpnd_show("host1", "vni"))
+    section("host1: the routes evpnd installed (evpnd show ip routes)")
+    print(evpnd_show("host1", "ip", "routes"))
+    section("host1: the kernel (ip route; ip neigh show dev br5000; "
+            "bridge fdb show dev vxlan5000)")
+    print(node("host1", "ip", "route"))
+    print(node("host1", "ip", "neigh", "show", "dev", "br5000"))
+    print(node("host1", "bridge", "fdb", "show", "dev", "vxlan5000"))
+    section("vtep3 (FRR): evpnd's host routes and Type-5 subnets (ip route)")
+    print(node("vtep3", "ip", "route"))
+    section("route reflector: Type-5 routes (show bgp l2vpn evpn route type prefix)")
+    print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn route type prefix"))
+
+    section("routed pings: between VNIs, to and from FRR's VTEP, to the outside")
+    ok, total = pings()
+    print(f"\n  {ok}/{total} routed pings succeeded (ttl 62: routed by two hosts)")
+    return ok, total
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("the demo needs root (it creates network namespaces)", file=sys.stderr)
-        return 1
-    if any(s.lab == LAB for s in lab.running_labs()):
-        print(f"lab {LAB} was already up: taking it down first")
-        lab.down(TOPOLOGY)
-    section(f"evpnd lab up {TOPOLOGY.relative_to(REPO)}")
-    print(lab.up(TOPOLOGY).render())
-    ok, total = 0, len(PINGS)
-    try:
-        section("every endpoint speaks once; waiting until the hosts route to each other")
-        print(f"  routed after {wait_routed():.1f}s")
-
-        section("host1: the L3VNI and the gateways (evpnd show vni)")
-        print(evpnd_show("host1", "vni"))
-        section("host1: the routes evpnd installed (evpnd show ip routes)")
-        print(evpnd_show("host1", "ip", "routes"))
-        section("host1: the kernel (ip route; ip neigh show dev br5000; "
-                "bridge fdb show dev vxlan5000)")
-        print(node("host1", "ip", "route"))
-        print(node("host1", "ip", "neigh", "show", "dev", "br5000"))
-        print(node("host1", "bridge", "fdb", "show", "dev", "vxlan5000"))
-        section("vtep3 (FRR): evpnd's host routes and Type-5 subnets (ip route)")
-        print(node("vtep3", "ip", "route"))
-        section("route reflector: Type-5 routes (show bgp l2vpn evpn route type prefix)")
-        print(node("rr", "vtysh", "-c", "show bgp l2vpn evpn route type prefix"))
-
-        section("routed pings: between VNIs, to and from FRR's VTEP, to the outside")
-        ok, total = pings()
-        print(f"\n  {ok}/{total} routed pings succeeded (ttl 62: routed by two hosts)")
-    finally:
-        if args.keep:
-            print(f"\nthe lab is still up; take it down with: "
-                  f"evpnd lab down {TOPOLOGY.relative_to(REPO)}")
-        else:
-            section("evpnd lab down")
-            print(lab.down(TOPOLOGY).render())
-    return 0 if ok == total else 1
+    return DEMO.run(argv, __doc__.splitlines()[0], steps)
 
 
 if __name__ == "__main__":
