@@ -24,18 +24,17 @@ from typing import Any
 
 import pytest
 
-from evpnd.dataplane.netlink.routesocket import inside_netns
 from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from tests.netns.evpn_rr import ENDPOINTS, FABRIC, HOSTS, LAB, LAB_FILE, VNIS, VTEP
 from tests.netns.fabric import FRR_LAB_NEEDS, T, running_lab
 from tests.netns.fabric import wait_for as poll
+from tests.netns.frames import FrameCapture
 
 pytestmark = pytest.mark.netns
 
 CONVERGE = 60.0
 ETH_P_ARP = 0x0806
 ARP_REQUEST = 1
-PACKET_OUTGOING = 4
 
 
 def bridge_ip(host: str, vni: int) -> str:
@@ -126,45 +125,19 @@ def macip_key(ip: str, mac: str) -> str:
     return f"[2]:[0]:[48]:[{mac}]:[32]:[{ip}]"
 
 
-class ArpCapture:
-    """ARP frames arriving at an endpoint's eth1: an AF_PACKET socket opened in its namespace."""
+class ArpCapture(FrameCapture):
+    """ARP frames arriving at an endpoint's eth1."""
 
     def __init__(self, node: str) -> None:
-        self.node = node
-        with inside_netns(f"clab-{LAB}-{node}"):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        self.sock.bind(("eth1", ETH_P_ARP))
-        self.sock.settimeout(0.1)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def drain(self) -> None:
-        self.sock.settimeout(0)
-        try:
-            while True:
-                self.sock.recv(2048)
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.settimeout(0.1)
+        super().__init__(f"clab-{LAB}-{node}", ETH_P_ARP)
 
     def requests(self, linger: float = 1.0) -> list[tuple[str, str]]:
         """(sender IP, target IP) of every ARP request received so far (and for `linger` s)."""
-        found: list[tuple[str, str]] = []
-        end = time.monotonic() + linger
-        while True:
-            try:
-                frame, addr = self.sock.recvfrom(2048)
-            except (TimeoutError, BlockingIOError):
-                if time.monotonic() >= end:
-                    return found
-                continue
-            if addr[2] == PACKET_OUTGOING or len(frame) < 42:
-                continue
-            (op,) = struct.unpack("!H", frame[20:22])
-            if op == ARP_REQUEST:
-                found.append((socket.inet_ntoa(frame[28:32]), socket.inet_ntoa(frame[38:42])))
+        return [
+            (socket.inet_ntoa(frame[28:32]), socket.inet_ntoa(frame[38:42]))
+            for frame in self.incoming(linger)
+            if len(frame) >= 42 and struct.unpack("!H", frame[20:22])[0] == ARP_REQUEST
+        ]
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ neighbours its bridge answers for (ARP and ND suppression).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from evpnd.dataplane.netlink.routesocket import inside_netns
 from evpnd.dataplane.netlink.wire import RTPROT_EVPND
 from tests.conftest import REPO, require_program
 from tests.netns.fabric import FRR_LAB_NEEDS, Fabric, T, running_lab
 from tests.netns.fabric import wait_for as poll
+from tests.netns.frames import FrameCapture
 
 pytestmark = pytest.mark.netns
 
@@ -48,7 +47,6 @@ CONVERGE = 60.0
 ETH_P_IPV6 = 0x86DD
 ICMPV6 = 58
 NEIGHBOR_SOLICITATION = 135
-PACKET_OUTGOING = 4
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
@@ -191,44 +189,20 @@ def addresses(node: str) -> set[str]:
     return {a["local"] for link in out for a in link.get("addr_info", [])}
 
 
-class NsCapture:
-    """Neighbour solicitations arriving at an endpoint's eth1 (AF_PACKET, its namespace)."""
+class NsCapture(FrameCapture):
+    """Neighbour solicitations arriving at an endpoint's eth1."""
 
     def __init__(self, node: str) -> None:
-        with inside_netns(f"clab-{LAB}-{node}"):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
-        self.sock.bind(("eth1", ETH_P_IPV6))
-        self.sock.settimeout(0.1)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def drain(self) -> None:
-        self.sock.settimeout(0)
-        try:
-            while True:
-                self.sock.recv(2048)
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.settimeout(0.1)
+        super().__init__(f"clab-{LAB}-{node}", ETH_P_IPV6)
 
     def solicited(self, linger: float = 1.0) -> list[tuple[str, str]]:
         """(source, target) of every NS received so far (and for `linger` seconds)."""
-        found: list[tuple[str, str]] = []
-        end = time.monotonic() + linger
-        while True:
-            try:
-                frame, addr = self.sock.recvfrom(2048)
-            except (TimeoutError, BlockingIOError):
-                if time.monotonic() >= end:
-                    return found
-                continue
-            # Ethernet 14, IPv6 40 (next header at 20), ICMPv6 type at 54, NS target at 62.
-            if addr[2] == PACKET_OUTGOING or len(frame) < 78 or frame[20] != ICMPV6:
-                continue
-            if frame[54] == NEIGHBOR_SOLICITATION:
-                found.append((str(IPv6Address(frame[22:38])), str(IPv6Address(frame[62:78]))))
+        # Ethernet 14, IPv6 40 (next header at 20), ICMPv6 type at 54, NS target at 62.
+        return [
+            (str(IPv6Address(frame[22:38])), str(IPv6Address(frame[62:78])))
+            for frame in self.incoming(linger)
+            if len(frame) >= 78 and frame[20] == ICMPV6 and frame[54] == NEIGHBOR_SOLICITATION
+        ]
 
 
 def test_nd_for_a_remote_endpoint_is_answered_by_the_local_bridge(fabric: None) -> None:
