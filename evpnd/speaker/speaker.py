@@ -360,6 +360,10 @@ class Speaker:
             if batch[0] is _EOF:
                 return
             yield batch  # type: ignore[misc]
+            # get_batch() returns without suspending while lines are queued: without
+            # this, a full queue (up to bgp.receive_buffer) would be drained batch
+            # after batch with no turn for timers, the control socket or the relay.
+            await asyncio.sleep(0)
 
     async def stop(self) -> None:
         """Terminate ExaBGP (SIGTERM, SIGKILL after stop_timeout) and close everything."""

@@ -105,6 +105,6 @@ async def settle(rec: Reconciler, ns: str, macs: dict, timeout: float = 120) -> 
         owned = (await asyncio.to_thread(dump, ns)).owned.macs
         stale = sum(1 for k, v in owned.items() if macs.get(k) != v)
         missing = sum(1 for k, v in macs.items() if owned.get(k) != v)
-        if (stale, missing) == (0, 0) and not rec.pending or loop.time() > deadline:
+        if ((stale, missing) == (0, 0) and not rec.pending) or loop.time() > deadline:
             return stale, missing
         await asyncio.sleep(0.5)
