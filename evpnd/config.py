@@ -103,7 +103,7 @@ class Vtep(Strict):
 
 
 # Routes one peer may make us hold by default (README "Route limits" says why).
-DEFAULT_MAX_ROUTES = 100_000
+DEFAULT_MAX_ROUTES = 500_000
 
 
 class Peer(Strict):

@@ -334,7 +334,7 @@ def test_dad_and_route_limit_defaults() -> None:
         True, 5, 180, False)  # FRR's: dup-addr-detection max-moves 5 time 180, no freeze
     peer = cfg.bgp.peers[0]
     assert (peer.max_routes, peer.max_routes_warning, peer.max_routes_action,
-            peer.max_routes_restart) == (100_000, 75, "teardown", 300)  # fmt: skip
+            peer.max_routes_restart) == (500_000, 75, "teardown", 300)  # fmt: skip
     assert config.parse(BASE + "dad: {freeze: permanent}").dad.freeze == "permanent"
     assert config.parse(BASE + "dad: {freeze: 600}").dad.freeze == 600
 
