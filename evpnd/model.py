@@ -164,7 +164,7 @@ class PrefixRoute:
 @dataclass(slots=True, unsafe_hash=True)
 class EadRoute:
     """Type-1 Ethernet A-D route (multihoming): held, counted and shown, not acted on
-    (no aliasing, no mass withdrawal: README "Multihomed VTEPs")."""
+    (no aliasing, no mass withdrawal: docs/interop.md, multihoming)."""
 
     key: EadKey
     nexthop: IPAddress
