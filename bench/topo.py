@@ -180,9 +180,8 @@ class Lab:
         self.addresses: dict[str, str] = {}
         atexit.register(self.close)
         # A SIGTERM (timeout, CI) must unwind through close() too, not just vanish.
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            netns.unwind_on_sigterm()
 
     def ns(self, node: str) -> str:
         return self.prefix + node

@@ -9,10 +9,34 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from pyroute2 import netns as _netns
+
+
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM unwind the calling process like Ctrl-C, so that `with` blocks, atexit
+    and pytest's fixture teardown remove the namespaces and processes it started (the
+    default action kills it on the spot and leaves them behind).
+
+    KeyboardInterrupt, not SystemExit: pytest reports a SystemExit as one failed test
+    and goes on, and the benchmarks catch it per run. A forked child inherits the
+    handler (pyroute2 forks one to open a socket in a namespace and ends it with
+    SIGTERM); it must end there, not unwind into a second copy of its parent."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    owner = os.getpid()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def unique_name(prefix: str = "evt") -> str:

@@ -19,6 +19,12 @@ SHARED = REPO.parent / "shared"
 SAMPLES = REPO / "tests" / "data" / "exabgp-samples"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A test run stopped with SIGTERM (CI's limit, a developer's kill) removes its
+    # namespaces and the processes in them: fixtures unwind as after Ctrl-C.
+    netns.unwind_on_sigterm()
+
+
 def require(condition: bool, reason: str) -> None:
     """Integration prerequisites: a hard failure in CI, a visible skip elsewhere."""
     if condition:

@@ -23,9 +23,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench import topo
 from bench.topo import ASN, VNI, BenchError, Lines, program
@@ -35,7 +34,6 @@ from tests.chaos import oracle
 RR, HOSTS, SRC, BAD = "rr", ("host1", "host2"), "src", "bad"
 ADDRESS = {RR: "192.0.2.1", "host1": "192.0.2.11", "host2": "192.0.2.12", SRC: "192.0.2.20",
            BAD: "192.0.2.30"}
-L = TypeVar("L")
 PORT = "lp0"  # a port on each host's br100 that local MACs are put behind
 
 
@@ -62,24 +60,9 @@ def control(socket_path: Path, request: dict[str, Any], timeout: float = 10) -> 
     return json.loads(data)
 
 
-def keep_sigterm(make: Callable[[], L]) -> L:
-    """A bench.topo.Lab, made with SIGTERM's handler left as it was.
-
-    bench.topo.Lab makes SIGTERM raise SystemExit, so that a killed benchmark
-    unwinds through its clean-up. In a test run that handler outlives the lab
-    and every forked child inherits it: pyroute2 forks a child to open a socket
-    in a namespace and ends it with SIGTERM, and that child would then carry on
-    as a second copy of the test run. The fixtures clean up here instead."""
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        return make()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class ChaosLab(topo.Lab):
     def __init__(self, dad: str = "{}") -> None:
-        keep_sigterm(lambda: super(ChaosLab, self).__init__("chaos"))
+        super().__init__("chaos")
         self.dad = dad
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
         self.exits: list[str] = []  # evpnd exits the lab did not ask for

@@ -31,7 +31,7 @@ import pytest
 from bench.topo import ASN, VNI, Lab, Lines, vmhwm_kib
 from evpnd import netns
 from tests.chaos.conftest import FULL, size
-from tests.chaos.lab import control, keep_sigterm
+from tests.chaos.lab import control
 from tests.chaos.tally import Tally
 from tests.conftest import require_root
 
@@ -109,7 +109,7 @@ class StatusPoller:
 def test_c3_a_peer_far_past_its_limit_then_churning(tally: Tally) -> None:
     require_root()
     row = tally.row("C3 route flood")
-    with keep_sigterm(lambda: Lab("chaos-flood")) as lab:
+    with Lab("chaos-flood") as lab:
         lab.node("src", SRC)
         lab.node("host", HOST)
         state = lab.dir / "evpnd-host"
