@@ -345,12 +345,7 @@ class Vni(Strict):
     @field_validator("rd")
     @classmethod
     def _rd(cls, value: str) -> str:
-        if value == "auto":
-            return value
-        try:
-            return validate.route_distinguisher(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (or 'auto' for <router_id>:<VNI>)") from None
+        return validate.route_distinguisher_setting(value, "<router_id>:<VNI>")
 
     @field_validator("vni", mode="before")
     @classmethod

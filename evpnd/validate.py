@@ -141,6 +141,17 @@ def route_distinguisher(text: str) -> str:
     return f"{admin}:{number}"
 
 
+def route_distinguisher_setting(text: str, auto: str) -> str:
+    """A config `rd:`: `auto` as it is, else a route distinguisher; `auto` says in the
+    error what `auto` stands for (`<router_id>:<VNI>`)."""
+    if text == "auto":
+        return text
+    try:
+        return route_distinguisher(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 'auto' for {auto})") from None
+
+
 # ---------------------------------------------------------------------------
 # MAC addresses
 

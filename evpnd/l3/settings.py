@@ -142,12 +142,7 @@ class L3Vni(_Strict):
     @field_validator("rd")
     @classmethod
     def _rd(cls, value: str) -> str:
-        if value == "auto":
-            return value
-        try:
-            return validate.route_distinguisher(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (or 'auto' for <router_id>:<L3VNI>)") from None
+        return validate.route_distinguisher_setting(value, "<router_id>:<L3VNI>")
 
     @field_validator("advertise")
     @classmethod

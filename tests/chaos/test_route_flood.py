@@ -2,7 +2,7 @@
 
 bench.bgpsend (the benchmark's prebuilt-UPDATE source) peers directly with one
 evpnd host whose `max_routes` for it is a tenth of what it sends (CI: 20,000
-routes against a limit of 2,000; `make chaos`: 1,000,000 against the default
+routes against a limit of 2,000; `make chaos`: 1,000,000 against a limit of
 100,000), with `max_routes_action: warning`, so the session stays up and every
 route keeps arriving: the worst case for memory. The source then withdraws
 everything and announces it again, several times. Meanwhile:
