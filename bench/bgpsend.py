@@ -179,6 +179,24 @@ def eor() -> bytes:
     return unreach(b"")
 
 
+def read_message(sock: socket.socket) -> tuple[int, bytes]:
+    """The next BGP message on a stream socket: (type, body after the header)."""
+    header = recv_exact(sock, 19)
+    length, kind = struct.unpack("!HB", header[16:])
+    return kind, recv_exact(sock, length - 19)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            raise ConnectionError("peer closed")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -197,20 +215,8 @@ class Session:
         with self.lock:
             self.sock.sendall(data)
 
-    def recv_exact(self, size: int) -> bytes:
-        chunks = []
-        while size:
-            chunk = self.sock.recv(size)
-            if not chunk:
-                raise ConnectionError("peer closed")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
-
     def read(self) -> tuple[int, bytes]:
-        header = self.recv_exact(19)
-        length, kind = struct.unpack("!HB", header[16:])
-        return kind, self.recv_exact(length - 19)
+        return read_message(self.sock)
 
     def run(self) -> None:
         try:

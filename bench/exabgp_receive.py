@@ -273,21 +273,9 @@ class Peering:
                 self.exabgp.kill()
                 self.exabgp.wait()
 
-    def _read_exact(self, size: int) -> bytes:
-        assert self.sock is not None
-        chunks = []
-        while size:
-            chunk = self.sock.recv(size)
-            if not chunk:
-                raise ConnectionError("ExaBGP closed the session")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
-
     def _read_message(self) -> tuple[int, bytes]:
-        header = self._read_exact(19)
-        length, kind = struct.unpack("!HB", header[16:])
-        return kind, self._read_exact(length - 19)
+        assert self.sock is not None
+        return bgpsend.read_message(self.sock)
 
     def _read_loop(self) -> None:
         try:

@@ -103,23 +103,11 @@ class Session:
         with self.lock:
             self.sock.sendall(data)
 
-    def _exact(self, size: int) -> bytes:
-        parts = []
-        while size:
-            chunk = self.sock.recv(size)
-            if not chunk:
-                raise ConnectionError("peer closed")
-            parts.append(chunk)
-            size -= len(chunk)
-        return b"".join(parts)
-
     def run(self) -> None:
         try:
             self.send(bgpsend.open_message(ASN, self.speaker.router_id, self.speaker.hold))
             while True:
-                header = self._exact(19)
-                length, kind = struct.unpack("!HB", header[16:])
-                body = self._exact(length - 19)
+                kind, body = bgpsend.read_message(self.sock)
                 if kind == OPEN:
                     self.send(bgpsend.message(KEEPALIVE, b""))
                 elif kind == KEEPALIVE and not self.up:
