@@ -106,6 +106,12 @@ class Fabric:
             return []
         return json.loads(out.stdout)
 
+    def show(self, node: str, view: str, config: str = "/etc/evpnd/evpnd.yaml") -> dict[str, Any]:
+        """`evpnd show VIEW --json` of the evpnd in the node."""
+        out = self.run(node, ["evpnd", "show", view, "--json", "-c", config], timeout=30)
+        assert out.returncode == 0, f"evpnd show {view} on {node}: {out.stderr}"
+        return json.loads(out.stdout)
+
     def ping(self, src: str, address: str, count: int = 2) -> subprocess.CompletedProcess[str]:
         return self.run(src, ["ping", "-c", str(count), "-W", "1", "-i", "0.2", address])
 

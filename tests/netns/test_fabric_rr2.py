@@ -69,9 +69,7 @@ def run(node: str, argv: list[str], timeout: float = 30) -> subprocess.Completed
 
 
 def show(host: str, view: str) -> dict[str, Any]:
-    out = run(host, ["evpnd", "show", view, "--json", "-c", CONFIG])
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return FABRIC.show(host, view, CONFIG)
 
 
 def sessions(host: str) -> dict[str, dict[str, Any]]:
