@@ -179,6 +179,15 @@ def eor() -> bytes:
     return unreach(b"")
 
 
+def keepalive_interval(own_hold: int, open_body: bytes) -> float:
+    """Seconds between KEEPALIVEs: a third of the session's hold time, the smaller of
+    ours and the one in the peer's OPEN (RFC 4271 section 4.2); 0 when that is 0 (none
+    sent). A third of only our own would let a peer with a shorter hold time expire
+    the session whenever no UPDATE flows."""
+    hold = min(own_hold, struct.unpack("!H", open_body[3:5])[0])
+    return hold / 3
+
+
 def read_message(sock: socket.socket) -> tuple[int, bytes]:
     """The next BGP message on a stream socket: (type, body after the header)."""
     header = recv_exact(sock, 19)
@@ -210,6 +219,8 @@ class Session:
         self.up = threading.Event()
         self.closed = False
         self.enhanced_refresh = False
+        self.keepalive_every = sender.hold / 3  # until the peer's OPEN says otherwise
+        self.last_keepalive = 0.0
 
     def send(self, data: bytes) -> None:
         with self.lock:
@@ -225,6 +236,7 @@ class Session:
             if kind != OPEN:
                 raise ConnectionError(f"expected OPEN, got {kind}")
             self.enhanced_refresh = b"\x46\x00" in body[10:]
+            self.keepalive_every = keepalive_interval(self.sender.hold, body)
             self.send(message(KEEPALIVE, b""))
             while True:
                 kind, body = self.read()
@@ -259,9 +271,12 @@ class Session:
         except OSError:
             pass
 
-    def keepalive(self) -> None:
-        with contextlib.suppress(OSError):
-            self.send(message(KEEPALIVE, b""))
+    def keepalive(self, now: float) -> None:
+        """A KEEPALIVE if one is due."""
+        if self.keepalive_every and now - self.last_keepalive >= self.keepalive_every:
+            self.last_keepalive = now
+            with contextlib.suppress(OSError):
+                self.send(message(KEEPALIVE, b""))
 
 
 class Sender:
@@ -304,11 +319,11 @@ class Sender:
 
     def keepalives(self) -> None:
         while True:
-            time.sleep(max(1, self.hold // 3))
+            time.sleep(0.5)
             with self.lock:
                 sessions = list(self.sessions.values())
             for session in sessions:
-                session.keepalive()
+                session.keepalive(time.monotonic())
 
     def blast(self, stream: bytes, name: str) -> None:
         with self.lock:

@@ -127,3 +127,13 @@ def test_the_largest_k_fills_but_never_overflows_a_message() -> None:
     assert max(sizes) <= bgpsend.MAX_MESSAGE < max(sizes) + bgpsend.TYPE2_SIZE
     with pytest.raises(ValueError):
         bgpsend.encode(10, 1, 65000, 100, limit + 1)
+
+
+def test_keepalives_follow_the_shorter_hold_time_of_the_session() -> None:
+    # The chaos lab's rr holds 9 s and the sources offer 30: a keepalive every 10 s let
+    # rr expire the session whenever no UPDATE flowed (every route withdrawn, then back).
+    peer_open = bgpsend.open_message(65000, IPv4Address("192.0.2.1"), 9)[19:]
+    assert bgpsend.keepalive_interval(30, peer_open) == 3.0
+    assert bgpsend.keepalive_interval(6, peer_open) == 2.0
+    no_keepalives = bgpsend.open_message(65000, IPv4Address("192.0.2.1"), 0)[19:]
+    assert bgpsend.keepalive_interval(30, no_keepalives) == 0.0
