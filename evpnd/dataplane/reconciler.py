@@ -137,7 +137,9 @@ class Reconciler:
         self._writer: DataplaneWriter | None = None
         self._dumper: RouteSocket | None = None
         self._monitor: RouteSocket | None = None
-        # ifindex <-> name, shared with the writer; only touched under the lock.
+        # ifindex <-> name as this reconciler last saw it (its dumps, then its events,
+        # in order); only touched under the lock. The writer keeps its own: see
+        # _open_writer.
         self._links = LinkIndex()
         self._classify = Classifier(self._links)
         self._lock = asyncio.Lock()
@@ -191,9 +193,7 @@ class Reconciler:
     async def start(self) -> WriteResult:
         """Open the sockets, dump, diff and write the difference; then watch for deletions."""
         try:
-            self._writer = DataplaneWriter(self.netns, links=self._links)
-            if self._chunk_size:
-                self._writer.chunk_size = self._chunk_size
+            self._writer = self._open_writer()
             self._dumper = RouteSocket(self.netns)
             if self._want_monitor:
                 # Subscribe before dumping so nothing between the two is missed.
@@ -252,6 +252,22 @@ class Reconciler:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _open_writer(self) -> DataplaneWriter:
+        """The writer, with a link index of its own.
+
+        The writer re-reads the links whenever a write names a device it does not
+        know or the kernel answers ENODEV: under route churn that is the moment a
+        device has just been deleted or re-created. Had it refreshed the index the
+        events are judged against, the reconciler would then read the device's
+        RTM_DELLINK or RTM_NEWLINK against a newer state: a deletion missed by a
+        resync (the device never re-created), a re-created device taken for a known
+        one (the entries refused meanwhile never written again). Found by chaos C7:
+        `ip link del vxlan100` under churn, 5000 remote MACs gone for good."""
+        writer = DataplaneWriter(self.netns)
+        if self._chunk_size:
+            writer.chunk_size = self._chunk_size
+        return writer
 
     # -- what is wanted ---------------------------------------------------
 
@@ -359,7 +375,8 @@ class Reconciler:
         self._need_resync = False
         tables = await asyncio.to_thread(dump_tables, self._dumper)
         gone = set(self._links.names.values()) - set(tables.links.names.values())
-        self._links.reset(tables.links)  # the writer's index too
+        self._links.reset(tables.links)
+        self._writer.links.reset(self._links)  # one link dump serves both
         if gone:
             self._devices_gone(gone)  # deleted while we were not listening
         # Flood remotes this run appended to an entry it did not create are

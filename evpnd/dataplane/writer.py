@@ -184,9 +184,10 @@ def bridge_fdb_request(put: bool, ifindex: int, mac: bytes) -> Request:
 class DataplaneWriter:
     """Writes Changes into the kernel of one network namespace (None: the current one).
 
-    `links`: the ifindex cache to resolve device names with, shared with its
-    owner (the reconciler keeps it current from its dumps and events); the
-    writer refreshes it from its own link dump when a name is missing.
+    `links`: the ifindex cache to resolve device names with (its own by
+    default); the writer refreshes it from a link dump when a name is missing
+    or the kernel answers ENODEV. The reconciler gives it none: an index it
+    judges link events against must not move ahead of those events.
     """
 
     def __init__(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 from evpnd import netns
 from evpnd.config import parse
 from evpnd.dataplane import links
+from evpnd.dataplane import reconciler as reconciler_mod
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, RemoteMac
 from evpnd.derived import vni_devices, vni_policies
@@ -59,6 +61,12 @@ def floods(ns: str, dev: str = "vxlan100") -> set[str]:
 def remote_macs(ns: str, dev: str = "vxlan100") -> set[str]:
     out = netns.run(ns, ["bridge", "-j", "fdb", "show", "dev", dev], check=False).stdout
     return {e["mac"] for e in json.loads(out or "[]")
+            if e["mac"] != "00:00:00:00:00:00" and "dst" in e}  # fmt: skip
+
+
+def fdb(ns: str, dev: str = "vxlan100") -> set[tuple[str, str]]:
+    out = netns.run(ns, ["bridge", "-j", "fdb", "show", "dev", dev], check=False).stdout
+    return {(e["mac"], e["dst"]) for e in json.loads(out or "[]")
             if e["mac"] != "00:00:00:00:00:00" and "dst" in e}  # fmt: skip
 
 
@@ -149,3 +157,97 @@ def test_the_daemon_recreates_a_deleted_vxlan_device(ns: str, tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_deleted_vxlan_device_comes_back_with_thousands_of_entries_under_churn(
+    ns: str, tmp_path: Path
+) -> None:
+    # Found at chaos scale (C7: ~5000 remote MACs, ~1000 route changes/s): the
+    # device came back, the entries never did.
+    underlay(ns)
+    cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
+    state_dir = tmp_path / "state"
+    assert (await links.reconcile(cfg, ns, state_dir)).ok
+    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)),
+                                              vni_devices(cfg)))  # fmt: skip
+    repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
+    reconciler.on_devices_gone = repair.devices_gone
+    vteps = [ip_address("192.0.2.21"), ip_address("192.0.2.22")]
+
+    def mac(n: int) -> RemoteMac:
+        return RemoteMac("vxlan100", f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}", vteps[n % 2])
+
+    await reconciler.start()
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        # Other routes keep changing (the 3000 stay as they are): MACs move between
+        # the VTEPs, a write cycle after each few, as the daemon kicks one per batch.
+        n = 0
+        while not stop.is_set():
+            for _ in range(5):
+                n += 1
+                moved = mac(3000 + n % 200)
+                reconciler.tracker.want(replace(moved, vtep=vteps[(n // 200) % 2]))
+            reconciler.kick()
+            await asyncio.sleep(0.001)
+
+    try:
+        await reconciler.update(put=[mac(n) for n in range(3000)])
+        assert len(remote_macs(ns)) == 3000
+        churner = asyncio.create_task(churn())
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.3)
+                netns.run(ns, ["ip", "link", "del", "vxlan100"])
+                await until(lambda: master(ns, "vxlan100") == "br100", "vxlan100 in br100")
+                await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await churner
+        wanted = reconciler.desired.macs
+        await until(lambda: remote_macs(ns) == {m.mac for m in wanted.values()},
+                    "every remote MAC", timeout=30)  # fmt: skip
+        assert fdb(ns) == {(m.mac, str(m.vtep)) for m in wanted.values()}
+    finally:
+        await repair.stop()
+        await reconciler.stop()
+
+
+async def test_a_deletion_lost_in_an_overrun_still_brings_the_device_back(
+    ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chaos C7 at 5000 MACs: vxlan100 never came back, nor its entries. A route
+    # change written right after the deletion, before the reconciler read it, made
+    # the writer re-read the links (the kernel said ENODEV) into the index it shared
+    # with the reconciler; the deletion event then lost (a monitor overrun), the
+    # resync compared the dump with that index and found no device gone.
+    monkeypatch.setattr(reconciler_mod, "MONITOR_RCVBUF", 4096)  # every burst overruns
+    underlay(ns)
+    cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
+    state_dir = tmp_path / "state"
+    assert (await links.reconcile(cfg, ns, state_dir)).ok
+    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)),
+                                              vni_devices(cfg)))  # fmt: skip
+    repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
+    reconciler.on_devices_gone = repair.devices_gone
+    vtep = ip_address("192.0.2.21")
+    macs = [RemoteMac("vxlan100", f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}", vtep)
+            for n in range(2000)]  # fmt: skip
+    await reconciler.start()
+    try:
+        await reconciler.update(put=macs)
+        assert len(remote_macs(ns)) == 2000
+        overruns = reconciler.stats.overruns
+        netns.run(ns, ["ip", "link", "del", "vxlan100"])
+        # No await between the deletion and this write: the reconciler has read
+        # nothing of the deletion when it writes.
+        await reconciler.update(put=[RemoteMac("vxlan100", "02:00:00:00:ff:ff", vtep)])
+        await until(lambda: master(ns, "vxlan100") == "br100", "vxlan100 back in br100")
+        await until(lambda: len(remote_macs(ns)) == 2001, "every remote MAC back")
+        assert fdb(ns) == {(m.mac, str(m.vtep)) for m in reconciler.desired.macs.values()}
+        assert floods(ns) == PEERS
+        assert reconciler.stats.overruns > overruns  # the deletion was not read as an event
+    finally:
+        await repair.stop()
+        await reconciler.stop()

@@ -1,4 +1,5 @@
-"""Reconciler bookkeeping without a kernel: what a write result does to the stats."""
+"""Reconciler bookkeeping without a kernel: what a write result does to the stats, and
+what link events do to the entries the kernel refused."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from collections import Counter
 from dataclasses import asdict
 from ipaddress import IPv4Address
 
+from evpnd.dataplane.netlink.wire import (
+    AF_UNSPEC,
+    IFF_UP,
+    IFLA_IFNAME,
+    RTM_NEWLINK,
+    LinkMsg,
+    iter_messages,
+)
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
 from evpnd.dataplane.tracker import Changes
 from evpnd.dataplane.writer import EntryError, WriteResult
+from tests.unit.netlink_msgs import ifinfomsg, nla, nlmsg
 
 VTEP = IPv4Address("10.0.0.2")
 MAC_A = RemoteMac("vxlan100", "02:00:00:00:00:0a", VTEP)
@@ -44,3 +54,26 @@ def test_writes_and_refusals_are_counted_by_op_and_errno() -> None:
     assert rec.stats.errors_by_kind["flood_add:9999"] == 1
     # Counters stay JSON-friendly for `show` (string or int keys only).
     json.dumps(asdict(rec.stats))
+
+
+def test_a_device_the_writer_found_first_is_still_new_to_the_reconciler() -> None:
+    # Chaos C7: vxlan100 deleted and re-created under route churn. A write naming
+    # vxlan100 before the reconciler had read the RTM_NEWLINK made the writer re-read
+    # the links; sharing its index, the reconciler then took the event for a known
+    # device and never wrote again the entries refused while it was gone.
+    rec = Reconciler(monitor=False)  # never started: its writer alone, nothing written
+    rec._writer = rec._open_writer()
+    try:
+        rec.tracker.want(MAC_A)
+        refused = EntryError("mac_put", MAC_A, errno.ENODEV, "unknown device 'vxlan100'")
+        rec._record(Changes(macs_put=[MAC_A]), WriteResult(errors=[refused]))
+        assert rec.pending == 0  # parked until the device is back
+        back = LinkMsg(False, AF_UNSPEC, 4242, "vxlan100", None, "vxlan", IFF_UP)
+        rec._writer.links.put(back)  # what the writer's own re-read found
+        data = nlmsg(RTM_NEWLINK, ifinfomsg(AF_UNSPEC, 4242, IFF_UP,
+                                            nla(IFLA_IFNAME, b"vxlan100\0")))  # fmt: skip
+        events = [(mtype, data, start, end) for mtype, *_, start, end in iter_messages(data)]
+        assert rec._interpret(events) is False
+        assert rec.pending == 1
+    finally:
+        rec._writer.close()
