@@ -4,15 +4,18 @@
 
 The UPDATEs are bench.bgpsend's (N Type-2 MAC routes over 40 VTEPs plus their
 Type-3s, K NLRIs per UPDATE), framed as ExaBGP's raw receive hook frames
-them (rawreceive.py: up to 1000 UPDATEs per line), and fed through what
-`Daemon._on_received` does with a batch: WireDecoder, Rib.apply_updates,
+them (rawreceive.scan: up to MAX_FRAME_BODIES UPDATEs or MAX_FRAME_BYTES of
+text per line), batched as the speaker batches them (its ReceiveQueue, within
+BATCH_LINES and BATCH_BYTES), and each batch fed through what
+`Daemon._on_received` does with it: WireDecoder, Rib.apply_updates,
 desired.apply_rib_changes onto a ForwardingTracker, then `pending()` (what
 the writer would be handed). `--json` feeds ExaBGP's JSON lines for the same
 UPDATEs through decode.Decoder instead (the fallback path; ExaBGP's own
 parser makes them, which takes a while before the clock starts).
 
 Prints the time of each tenth of the routes, so a cost that grows with the
-table shows as later tenths getting slower, the total, and the withdrawal.
+table shows as later tenths getting slower, the total, the withdrawal, and
+the longest batch: how long the daemon's event loop goes without a turn.
 No namespace, no root: pure CPU, what the daemon does per route between
 ExaBGP and the netlink writer.
 """
@@ -20,7 +23,7 @@ ExaBGP and the netlink writer.
 from __future__ import annotations
 
 import argparse
-import binascii
+import asyncio
 import cProfile
 import sys
 import time
@@ -35,12 +38,13 @@ from evpnd.desired import VniDevices, apply_rib_changes
 from evpnd.rib import ReceivedUpdate, Rib, VniPolicy
 from evpnd.speaker.decode import Decoder
 from evpnd.speaker.messages import RouteUpdate
+from evpnd.speaker.rawreceive import frame_line, scan
+from evpnd.speaker.speaker import BATCH_BYTES, BATCH_LINES, ReceiveQueue
 from evpnd.speaker.wire import FRAME_VERB, WireDecoder
 
 PEER = "192.0.2.10"
 VNI, ASN = 100, 65000
-FRAME_BODIES = 1000  # rawreceive.py's bound per line
-BATCH_LINES = 1024  # the speaker's batch bound (speaker.py)
+MAX_MESSAGE = 4096  # no extended messages
 
 
 def bodies(stream: bytes) -> list[bytes]:
@@ -52,18 +56,33 @@ def bodies(stream: bytes) -> list[bytes]:
     return out
 
 
-def frames(updates: list[bytes]) -> list[bytes]:
-    return [
-        b" ".join([FRAME_VERB, PEER.encode(), *(binascii.b2a_base64(b, newline=False)
-                                              for b in updates[i : i + FRAME_BODIES])])
-        for i in range(0, len(updates), FRAME_BODIES)
-    ]
+def frames(stream: bytes) -> list[bytes]:
+    """The stream's UPDATEs as the raw receive hook writes them, line by line."""
+    lines, pos = [], 0
+    while pos < len(stream):
+        spans, pos = scan(stream, pos, len(stream), MAX_MESSAGE)
+        lines.append(frame_line(PEER, stream, spans))
+    return lines
 
 
-def json_lines(updates: list[bytes]) -> list[bytes]:
+def batches(lines: list[bytes]) -> list[list[bytes]]:
+    """The lines as the speaker hands them to the daemon when all are ready at once."""
+    async def drain() -> list[list[bytes]]:
+        queue = ReceiveQueue(limit=sum(map(len, lines)) + 1)
+        for line in lines:
+            await queue.put_line(line)
+        out = []
+        while len(queue):
+            out.append(await queue.get_batch(BATCH_LINES, BATCH_BYTES))
+        return out  # type: ignore[return-value]
+
+    return asyncio.run(drain())
+
+
+def json_lines(stream: bytes) -> list[bytes]:
     from tests.data import exabgp_reference  # ExaBGP's parser and JSON encoder
 
-    return [exabgp_reference.json_line(body).encode() for body in updates]
+    return [exabgp_reference.json_line(body).encode() for body in bodies(stream)]
 
 
 class Pipeline:
@@ -89,18 +108,22 @@ class Pipeline:
 
 
 def run(pipeline: Pipeline, lines: list[bytes], routes: int, label: str) -> float:
-    per_batch = max(1, min(BATCH_LINES, len(lines) // 10 or 1))
+    work = batches(lines)
+    tenth = max(1, len(work) // 10)
+    longest = 0.0
     start = chunk = time.perf_counter()
-    for index in range(0, len(lines), per_batch):
-        pipeline.batch(lines[index : index + per_batch])
+    for index, batch in enumerate(work, 1):
+        began = time.perf_counter()
+        pipeline.batch(batch)
         now = time.perf_counter()
-        if now - chunk > 0 and len(lines) >= 10 and (index // per_batch) % 1 == 0:
-            print(f"  {label} lines {index + per_batch:>6}/{len(lines)}: {now - chunk:.3f} s",
-                  flush=True)
-        chunk = now
+        longest = max(longest, now - began)
+        if index % tenth == 0 or index == len(work):
+            print(f"  {label} batches {index:>6}/{len(work)}: {now - chunk:.3f} s", flush=True)
+            chunk = now
     total = time.perf_counter() - start
     print(f"{label}: {total:.2f} s for {routes} routes ({routes / total:,.0f}/s, "
-          f"{total / routes * 1e6:.1f} us/route)", flush=True)
+          f"{total / routes * 1e6:.1f} us/route); {len(work)} batches, the longest "
+          f"{longest * 1000:.0f} ms", flush=True)
     return total
 
 
@@ -113,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     announce, withdraw = bgpsend.encode(args.count, 40, ASN, VNI, args.per_update)
     make = json_lines if args.json else frames
-    add_lines, del_lines = make(bodies(announce)), make(bodies(withdraw))
+    add_lines, del_lines = make(announce), make(withdraw)
     pipeline = Pipeline()
     path = "json" if args.json else "raw"
     print(f"{path} path, N={args.count}, {args.per_update} NLRI(s) per UPDATE, "

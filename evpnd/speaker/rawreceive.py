@@ -59,9 +59,14 @@ CONFIG_KEYWORD = "raw-evpn"  # in a neighbor's `api { receive { ... } }`
 API_KEY = "receive-raw-evpn"  # what ParseAPI.flatten makes of it: the processes
 
 # A frame line carries at most this many bodies or this much text; one line is
-# one reactor turn, so this also bounds how long a peer keeps the reactor.
+# one reactor turn, so this also bounds how long a peer keeps the reactor. The
+# daemon takes a line whole (speaker.BATCH_BYTES bounds a batch, but a batch
+# holds at least one line), so the text bound is also the most the daemon
+# decodes and applies without a turn of its event loop: 256 KiB is ~5.5k Type-2
+# routes (1 MiB, ~22k, kept it 0.3 s and more under a flood); ExaBGP's own cost
+# per line (a reactor turn, a write) stays small beside that many UPDATEs.
 MAX_FRAME_BODIES = 1000
-MAX_FRAME_BYTES = 1 << 20
+MAX_FRAME_BYTES = 256 * 1024
 RECV_SIZE = 1 << 20
 # Read again only when less than this is buffered: the buffer stays bounded
 # (a few MiB) however fast a peer sends.

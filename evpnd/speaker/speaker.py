@@ -60,11 +60,17 @@ from evpnd.speaker.supervisor import RelayConnection, RelaySession, SpeakerError
 
 log = structlog.get_logger(__name__)
 
-# One received batch holds at most this many lines, or lines totalling this
-# many bytes (a raw frame line carries up to ~1000 UPDATEs): the daemon
-# computes once per batch, and the event loop gets a turn between batches.
+# One received batch holds at most this many lines, or lines totalling at most
+# this many bytes (one line alone may be longer): the daemon computes once per
+# batch, and the event loop gets a turn between batches, so the bytes bound is
+# the bound on how long the loop is kept. Bytes bound routes: an EVPN NLRI is
+# 19 bytes or more (a Type-2 MAC route 35), 26 in base64 (47), so 256 KiB of
+# frame text is at most ~10k routes (~5.5k Type-2s: ~45 ms of decoding and RIB
+# work on an idle core; JSON lines carry far fewer). 2 MiB batches (~66k routes
+# in three frame lines) kept the loop up to 1 s under chaos C3's flood; with
+# 256 KiB the throughput is the same (bench/pipeline.py).
 BATCH_LINES = 1024
-BATCH_BYTES = 2 * 1024 * 1024
+BATCH_BYTES = 256 * 1024
 _EOF = object()
 
 Received = bytes | SpeakerEvent  # an ExaBGP line (JSON or a raw frame), or an event
@@ -128,22 +134,25 @@ class ReceiveQueue:
         self._room.set()
 
     async def get_batch(self, max_lines: int, max_bytes: int) -> list[object]:
-        """At least one item (waits for it), then whatever is ready, within the bounds."""
+        """At least one item (waits for it), then whatever is ready, within the bounds:
+        at most max_lines items and max_bytes of lines, unless one line alone is longer."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         items = self._items
         batch: list[object] = []
         size = 0
-        while items and len(batch) < max_lines and size < max_bytes:
-            if items[0] is _EOF:
+        while items and len(batch) < max_lines:
+            item = items[0]
+            if item is _EOF:
                 if not batch:
                     batch.append(_EOF)  # left in place: every iterator ends
                 break
-            item = items.popleft()
             if isinstance(item, bytes):
+                if batch and size + len(item) > max_bytes:
+                    break  # the next batch's first line
                 size += len(item)
-            batch.append(item)
+            batch.append(items.popleft())
         self.size -= size
         if self.size < self.limit:
             self._room.set()
@@ -352,7 +361,8 @@ class Speaker:
         """What ExaBGP said and what happened to it, in order, until stop().
 
         Each batch is everything already received, up to BATCH_LINES lines or
-        BATCH_BYTES: the daemon drains a burst of UPDATEs as one change set.
+        BATCH_BYTES: the daemon drains a burst of UPDATEs as one change set, and
+        the event loop gets a turn between two batches.
         """
         queue = self._received
         while True:
