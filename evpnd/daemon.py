@@ -137,6 +137,7 @@ from evpnd.statefiles import open_private, secure_dir
 log = structlog.get_logger(__name__)
 
 FLUSH_TIMEOUT = 2.0  # seconds a Docker Join waits for ExaBGP to take the container's routes
+SWEEP_PART = 5000  # stale routes removed per event-loop turn (about as many as a batch)
 CEASE_MAX_PREFIXES = 1  # RFC 4486: Cease subcode "Maximum Number of Prefixes Reached"
 
 
@@ -613,14 +614,35 @@ class Daemon:
             log.info("exabgp reported shutdown")
 
     def _table_complete(self, peer: IPAddress, why: str) -> None:
-        swept = self.rib.stale_count(peer)
         self._on_grace(self.graceful.end_of_rib(peer))
-        self._on_rib_changes(self.rib.sweep_stale(peer, now=time.monotonic()))
+        swept = self._sweep_stale(peer)
         if swept:
             log.info("stale routes not re-sent removed", peer=str(peer), routes=swept, why=why)
         self._eor_waiting.discard(peer)
         if not self._eor_waiting and self.reconciler.holding:
             self._converged(f"{why} from every peer")
+
+    def _sweep_stale(self, peer: IPAddress) -> int:
+        """Remove the peer's routes it did not send again; how many. A large sweep (a
+        refresh of 100k routes of which most went) goes in parts with the event loop's
+        turn between them, as a received batch does, rather than in one long stretch."""
+        routes = self.rib.stale_count(peer)
+        self._on_rib_changes(self.rib.sweep_stale(peer, now=time.monotonic(),
+                                                  limit=SWEEP_PART))  # fmt: skip
+        mark = self.rib.stale_mark(peer)
+        if mark is not None:
+            self._one_shot(self._sweep_rest(peer, mark), "stale sweep")
+        return routes
+
+    async def _sweep_rest(self, peer: IPAddress, mark: int) -> None:
+        # Ends when nothing of this mark is left, or a newer refresh, restart or session
+        # loss has taken over the peer's stale routes (its own end sweeps them).
+        while True:
+            await asyncio.sleep(0)
+            if self.rib.stale_mark(peer) != mark:
+                return
+            self._on_rib_changes(self.rib.sweep_stale(peer, now=time.monotonic(),
+                                                      limit=SWEEP_PART))  # fmt: skip
 
     def _on_receive_overflow(self, event: ReceiveOverflow) -> None:
         # The relay dropped UPDATEs while we were behind: the peers re-send their
@@ -676,8 +698,7 @@ class Daemon:
             elif isinstance(action, Flush):
                 self._on_rib_changes(self.rib.peer_down(action.peer, now=time.monotonic()))
             elif isinstance(action, Sweep):
-                routes = self.rib.stale_count(action.peer)
-                self._on_rib_changes(self.rib.sweep_stale(action.peer, now=time.monotonic()))
+                routes = self._sweep_stale(action.peer)
                 if routes:
                     log.info("stale routes removed", peer=str(action.peer), routes=routes,
                              why=action.reason)

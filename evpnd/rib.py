@@ -495,6 +495,10 @@ class Rib:
         self._set_policies(policies)
         self._adj: dict[IPAddress, dict[RouteKey, Route]] = {}
         self._stale: dict[IPAddress, set[RouteKey]] = {}
+        # Which mark_stale() the stale set of a peer comes from: a sweep done in parts
+        # stops when a newer refresh or restart has marked the peer again.
+        self._stale_marks = 0
+        self._stale_mark: dict[IPAddress, int] = {}
         # Candidates per MAC and per IP: (peer, route) pairs. A tuple, not a
         # dict: nearly every MAC has one or two, and 100k small dicts cost
         # twice the memory.
@@ -586,18 +590,32 @@ class Rib:
         """
         keys = set(self._adj.get(peer, {}))
         self._stale[peer] = keys
+        self._stale_marks += 1
+        self._stale_mark[peer] = self._stale_marks
         return len(keys)
 
     def stale_count(self, peer: IPAddress) -> int:
         return len(self._stale.get(peer, ()))
 
-    def sweep_stale(self, peer: IPAddress, *, now: float | None = None) -> RibChanges:
-        """Remove the peer's routes still marked stale (not re-sent since `mark_stale`)."""
+    def stale_mark(self, peer: IPAddress) -> int | None:
+        """Which mark_stale() the peer's stale routes come from (None: none are stale)."""
+        return self._stale_mark.get(peer) if peer in self._stale else None
+
+    def sweep_stale(
+        self, peer: IPAddress, *, now: float | None = None, limit: int | None = None
+    ) -> RibChanges:
+        """Remove the peer's routes still marked stale (not re-sent since `mark_stale`):
+        all of them, or at most `limit` (the caller sweeps the rest in later calls)."""
         self._tick(now)
         tx = _Tx()
-        stale = self._stale.pop(peer, set())
-        self.stats.stale_swept += len(stale)
-        for key in stale:
+        stale = self._stale.get(peer, set())
+        if limit is None or len(stale) <= limit:
+            keys: set[RouteKey] | list[RouteKey] = stale
+            self._stale.pop(peer, None)
+        else:
+            keys = [stale.pop() for _ in range(limit)]
+        self.stats.stale_swept += len(keys)
+        for key in keys:
             self._withdraw(tx, peer, key)
         tx.peers[peer] = None
         return self._commit(tx)

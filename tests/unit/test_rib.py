@@ -1110,6 +1110,27 @@ def test_marking_stale_again_supersedes_the_first_mark() -> None:
     assert rib.stats.stale_swept == 2
 
 
+def test_a_sweep_in_parts_removes_at_most_its_limit_and_keeps_its_mark() -> None:
+    # The daemon sweeps a large refresh's leftovers in parts, the event loop's turn
+    # between them; a newer mark (refresh, restart) ends the older sweep.
+    rib = new_rib()
+    macs = [f"02:00:00:00:10:{i:02x}" for i in range(10)]
+    rib.apply_update(P1, [mac_route(m, V2) for m in macs], [])
+    assert rib.stale_mark(P1) is None
+    rib.mark_stale(P1)
+    first = rib.stale_mark(P1)
+    rib.announce(P1, mac_route(macs[0], V2))  # re-sent: not stale any more
+    part = rib.sweep_stale(P1, limit=4)
+    assert len(part.macs_removed) == 4 and (100, macs[0]) not in part.macs_removed
+    assert rib.stale_count(P1) == 5 and rib.stale_mark(P1) == first
+    rib.mark_stale(P1)  # a newer refresh: its own end sweeps
+    assert rib.stale_mark(P1) != first and rib.stale_count(P1) == 6
+    rest = rib.sweep_stale(P1, limit=100)
+    assert len(rest.macs_removed) == 6
+    assert rib.stale_mark(P1) is None and rib.stale_count(P1) == 0
+    assert not rib.routes() and rib.stats.stale_swept == 10
+
+
 # ------------------------------------------------- one VTEP, two addresses; multihoming
 
 
