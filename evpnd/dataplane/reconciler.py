@@ -347,6 +347,12 @@ class Reconciler:
             result = await asyncio.to_thread(self._writer.apply, changes)
             self._record(changes, result)
             total.merge(result)
+            if result.errors:
+                # A refused put is parked, a refused delete stays pending: writing again
+                # now would send the same refused deletes over and over, holding the lock
+                # the event handler needs (seen: 16 million ENODEV in a minute while the
+                # deletion of the device itself waited). The next kick or resync retries.
+                break
         return total
 
     def _record(self, changes: Changes, result: WriteResult) -> None:

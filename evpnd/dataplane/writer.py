@@ -99,7 +99,8 @@ Op = Literal[
 _BRIDGE_OPS = ("bridge_put", "bridge_del")
 Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
 _U32 = struct.Struct("=I")
-_GONE = (errno.ENOENT, errno.ESRCH)
+# A delete that finds its entry gone, or its device (which takes its entries along).
+_GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)
 
 # One struct per message shape: ndmsg, then attributes (header, value, padding).
 _NDMSG = "=BBHiHBB"
@@ -332,6 +333,8 @@ class DataplaneWriter:
             if index == -1:
                 index = indexes[device] = self._ifindex(device, refreshed)
             if index is None:
+                if op.endswith("_del"):
+                    continue  # its device is gone, and the entry with it: nothing to do
                 result.errors.append(
                     EntryError(op, entry, errno.ENODEV, f"unknown device {device!r}")
                 )

@@ -65,6 +65,7 @@ class ChaosLab(topo.Lab):
         super().__init__("chaos")
         self.dad = dad
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}  # each host's running evpnd's log
         self.exits: list[str] = []  # evpnd exits the lab did not ask for
         self.speakers: dict[str, Speaker] = {}
         for node in (RR, *HOSTS, SRC):
@@ -155,7 +156,9 @@ class ChaosLab(topo.Lab):
         config = self.dir / f"evpnd-{host}.yaml"
         if peers is not None or not config.exists():
             config.write_text(self.config_text(host, peers or [RR]))
-        self.daemons[host] = self.evpnd(host, log_name=f"evpnd-{len(self.procs)}.log")
+        log_name = f"evpnd-{len(self.procs)}.log"
+        self.daemons[host] = self.evpnd(host, log_name=log_name)
+        self.logs[host] = self.dir / f"{host}-{log_name}"
         self.wait(f"evpnd's control socket on {host}", lambda: self.ping_daemon(host))
 
     def reload(self, host: str, peers: list[str]) -> None:
@@ -279,8 +282,9 @@ class ChaosLab(topo.Lab):
             time.sleep(0.3)
 
     def tails(self, lines: int = 15) -> str:
+        """The last lines of each host's running evpnd's log."""
         parts = []
-        for log in sorted(self.dir.glob("*evpnd-*.log"))[-4:]:
+        for host, log in sorted(self.logs.items()):
             text = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(text))
+            parts.append(f"--- {host}: {log.name}\n" + "\n".join(text))
         return "\n".join(parts)

@@ -261,6 +261,23 @@ def test_failing_entries_are_reported_one_by_one_and_the_rest_lands(
     assert len(dump(seg).owned.macs) == 3000
 
 
+def test_deleting_the_entries_of_a_deleted_device_is_done_not_an_error(
+    seg: str, writer: DataplaneWriter
+) -> None:
+    # Entries go with their device. A delete refused as "no such device" used to stay
+    # pending, and the reconciler sent it again and again (16 million times in a
+    # minute under chaos C7) while the device's own deletion waited to be handled.
+    make_segment(seg, 200)
+    macs = remote_macs(50, device="vxlan200")
+    floods = [FloodEntry("vxlan200", v) for v in VTEPS[:3]]
+    assert writer.apply(Changes(macs_put=macs, floods_add=floods)).ok
+    netns.run(seg, ["ip", "link", "del", "vxlan200"])
+    known = writer.apply(Changes(macs_del=macs[:25], floods_del=floods))  # cached ifindex
+    writer.refresh_links()
+    unknown = writer.apply(Changes(macs_del=macs[25:]))  # the device no longer known
+    assert known.errors == [] and unknown.errors == []
+
+
 def test_dump_tells_admin_entries_from_ours(seg: str, writer: DataplaneWriter) -> None:
     sh(seg, f"bridge fdb add 02:aa:00:00:00:01 dev {VX} dst 203.0.113.1 self")
     sh(seg, f"bridge fdb add 02:aa:00:00:00:02 dev {VX} dst 203.0.113.2 self static")
