@@ -84,6 +84,8 @@ from evpnd.model import IPAddress, IPNetwork
 
 log = structlog.get_logger(__name__)
 
+DRAIN_PART = 5000  # kernel events interpreted per event-loop turn
+
 Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
 # One undecoded monitor message: (type, datagram, payload start, payload end).
 _Event = tuple[int, bytes, int, int]
@@ -460,11 +462,16 @@ class Reconciler:
             if self._need_resync:
                 await self._resync_locked()
                 continue
-            events, self._pending = self._pending, []
+            events = self._pending[:DRAIN_PART]
+            self._pending = self._pending[DRAIN_PART:]
             if self._interpret(events):
                 self._need_resync = True
             else:
                 await self._write_pending()
+            if self._pending:
+                # The echoes of a 100k-route withdrawal are 200k events: the event
+                # loop gets its turn between parts (about 0.05 s each), in order.
+                await asyncio.sleep(0)
 
     def _interpret(self, events: list[_Event]) -> bool:
         """Bring the tracker's view of the kernel up to date with events; True when only

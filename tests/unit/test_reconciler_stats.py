@@ -3,12 +3,15 @@ what link events do to the entries the kernel refused."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 from collections import Counter
 from dataclasses import asdict
 from ipaddress import IPv4Address
+from typing import Any
 
+from evpnd.dataplane import reconciler as reconciler_mod
 from evpnd.dataplane.netlink.wire import (
     AF_UNSPEC,
     IFF_UP,
@@ -77,3 +80,33 @@ def test_a_device_the_writer_found_first_is_still_new_to_the_reconciler() -> Non
         assert rec.pending == 1
     finally:
         rec._writer.close()
+
+
+async def test_a_burst_of_kernel_events_is_interpreted_in_parts_with_turns_between() -> None:
+    # A 100k-route withdrawal echoes 200k deletions: interpreted in one go they held
+    # the event loop for up to a second (chaos C3 at full counts).
+    rec = Reconciler(monitor=False)
+    parts: list[int] = []
+    turns: list[int] = []
+
+    def interpret(events: list[Any]) -> bool:
+        parts.append(len(events))
+        return False
+
+    async def write_pending() -> WriteResult:
+        return WriteResult()
+
+    async def other_task() -> None:
+        while len(parts) < 3:
+            turns.append(len(parts))
+            await asyncio.sleep(0)
+
+    rec._interpret = interpret  # type: ignore[method-assign]
+    rec._write_pending = write_pending  # type: ignore[method-assign]
+    rec._started = True
+    rec._pending = [("event", b"", 0, 0)] * (2 * reconciler_mod.DRAIN_PART + 7)  # type: ignore[list-item]
+    other = asyncio.create_task(other_task())
+    await rec._drain_locked()
+    await other
+    assert parts == [reconciler_mod.DRAIN_PART, reconciler_mod.DRAIN_PART, 7]
+    assert {1, 2} <= set(turns)  # the other task ran between the parts
