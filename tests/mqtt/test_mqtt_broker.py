@@ -253,7 +253,12 @@ async def test_summary_and_status_are_retained(broker: Broker) -> None:
         service.clear_summary(200)
         assert service.retain_summary(100, {"local_macs": 3, "remote_macs": 5,
                                             "vteps": ["192.0.2.12"]})
-        # The retained state is on the broker once a late subscriber sees it.
+        # Once the broker has the last summary (a witness sees it, retained or live:
+        # the service sends it on its own time), a late subscriber gets it retained.
+        async with mqtt_client(broker) as witness:
+            await witness.subscribe(f"{PREFIX}/summary/100", qos=1)
+            await next_message(witness, "the last summary of VNI 100 on the broker",
+                               lambda m: body(m)["local_macs"] == 3)
         async with mqtt_client(broker) as late:
             await late.subscribe(f"{PREFIX}/summary/100", qos=1)
             message = await next_message(late, "the retained summary of VNI 100",
