@@ -84,17 +84,24 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> 
         await asyncio.sleep(0.05)
 
 
-async def test_deleted_devices_come_back_with_their_entries_under_churn(
-    ns: str, tmp_path: Path
-) -> None:
+async def repairing(ns: str, tmp_path: Path) -> tuple[Reconciler, links.DeviceRepair]:
+    """The VNI devices of CONFIG in `ns`, a reconciler (not started) and the device
+    repair it tells of deleted devices, as `evpnd run` wires them."""
     underlay(ns)
     cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
     state_dir = tmp_path / "state"
     assert (await links.reconcile(cfg, ns, state_dir)).ok
-    devices = vni_devices(cfg)
-    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)), devices))
+    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)),
+                                              vni_devices(cfg)))  # fmt: skip
     repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
     reconciler.on_devices_gone = repair.devices_gone
+    return reconciler, repair
+
+
+async def test_deleted_devices_come_back_with_their_entries_under_churn(
+    ns: str, tmp_path: Path
+) -> None:
+    reconciler, repair = await repairing(ns, tmp_path)
     await reconciler.start()
     try:
         await until(lambda: floods(ns) == PEERS, "the flood list")
@@ -164,14 +171,7 @@ async def test_a_deleted_vxlan_device_comes_back_with_thousands_of_entries_under
 ) -> None:
     # Found at chaos scale (C7: ~5000 remote MACs, ~1000 route changes/s): the
     # device came back, the entries never did.
-    underlay(ns)
-    cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
-    state_dir = tmp_path / "state"
-    assert (await links.reconcile(cfg, ns, state_dir)).ok
-    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)),
-                                              vni_devices(cfg)))  # fmt: skip
-    repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
-    reconciler.on_devices_gone = repair.devices_gone
+    reconciler, repair = await repairing(ns, tmp_path)
     vteps = [ip_address("192.0.2.21"), ip_address("192.0.2.22")]
 
     def mac(n: int) -> RemoteMac:
@@ -223,14 +223,7 @@ async def test_a_deletion_lost_in_an_overrun_still_brings_the_device_back(
     # with the reconciler; the deletion event then lost (a monitor overrun), the
     # resync compared the dump with that index and found no device gone.
     monkeypatch.setattr(reconciler_mod, "MONITOR_RCVBUF", 4096)  # every burst overruns
-    underlay(ns)
-    cfg = parse(CONFIG.format(state=tmp_path / "state", socket=tmp_path / "c.sock"))
-    state_dir = tmp_path / "state"
-    assert (await links.reconcile(cfg, ns, state_dir)).ok
-    reconciler = Reconciler(ns, desired_state(Rib(cfg.vtep.address, vni_policies(cfg)),
-                                              vni_devices(cfg)))  # fmt: skip
-    repair = links.DeviceRepair(lambda: cfg, netns=ns, state_dir=state_dir)
-    reconciler.on_devices_gone = repair.devices_gone
+    reconciler, repair = await repairing(ns, tmp_path)
     vtep = ip_address("192.0.2.21")
     macs = [RemoteMac("vxlan100", f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}", vtep)
             for n in range(2000)]  # fmt: skip
