@@ -20,21 +20,12 @@ AUTO = "auto"
 
 def check_route_target(value: str) -> str:
     # The encoder's own rule (evpnd/validate.py): ASCII digits, ranges, whole string.
-    if value == AUTO:
-        return value
-    try:
-        return validate.route_target(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or 'auto' for ASN:VNI)") from None
+    return validate.auto_or(value, validate.route_target, "or 'auto' for ASN:VNI")
 
 
 def check_import_route_target(value: str) -> str:
-    if value == AUTO:
-        return value
-    try:
-        return validate.import_route_target(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or '*:NN' for any ASN, or 'auto' for ASN:VNI)") from None
+    return validate.auto_or(value, validate.import_route_target,
+                            "or '*:NN' for any ASN, or 'auto' for ASN:VNI")  # fmt: skip
 
 
 RouteTargetItem = Annotated[str, AfterValidator(check_route_target)]

@@ -27,6 +27,7 @@ module through `encode.py`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -141,15 +142,20 @@ def route_distinguisher(text: str) -> str:
     return f"{admin}:{number}"
 
 
-def route_distinguisher_setting(text: str, auto: str) -> str:
-    """A config `rd:`: `auto` as it is, else a route distinguisher; `auto` says in the
-    error what `auto` stands for (`<router_id>:<VNI>`)."""
+def auto_or(text: str, check: Callable[[str], str], hint: str) -> str:
+    """A config value that may be `auto`: `auto` as it is, else `check(text)`; the error
+    ends with `hint`, what else the field takes ("or 'auto' for ASN:VNI")."""
     if text == "auto":
         return text
     try:
-        return route_distinguisher(text)
+        return check(text)
     except ValueError as exc:
-        raise ValueError(f"{exc} (or 'auto' for {auto})") from None
+        raise ValueError(f"{exc} ({hint})") from None
+
+
+def route_distinguisher_setting(text: str, auto: str) -> str:
+    """A config `rd:`: `auto` (`auto` says what it stands for) or a route distinguisher."""
+    return auto_or(text, route_distinguisher, f"or 'auto' for {auto}")
 
 
 # ---------------------------------------------------------------------------
