@@ -59,23 +59,24 @@ class FrrOutage:
             self.interfaces = [link.a.interface if link.a.node == self.node else link.b.interface
                                for link in self.topology.links
                                if self.node in (link.a.node, link.b.node)]  # fmt: skip
-            for name in self.interfaces:
-                self._ip("link", "set", name, "down")
+            # All ports at once, as when a switch dies: one at a time, the node would
+            # for some milliseconds take packets in on a port it can no longer route
+            # out of (its link to the destination already down), and lose them.
+            self._ip_batch([f"link set {name} down" for name in self.interfaces])
 
     def restore(self) -> None:
-        for name in self.interfaces:
-            self._ip("link", "set", name, "up")
-        for line in self.topology.nodes[self.node].exec:
-            words = shlex.split(line)
-            if words[:3] == ["ip", "route", "add"]:
-                self._ip(*words[1:])
+        # Ports and routes in one batch, for the same reason: a port up before the
+        # node's routes are back would take in packets it cannot forward yet.
+        routes = [shlex.join(words[1:]) for line in self.topology.nodes[self.node].exec
+                  if (words := shlex.split(line))[:3] == ["ip", "route", "add"]]  # fmt: skip
+        self._ip_batch([*(f"link set {name} up" for name in self.interfaces), *routes])
         for argv in self.commands:
             started = subprocess.run(["ip", "netns", "exec", self.netns, *argv],
                                      capture_output=True, text=True, timeout=30)  # fmt: skip
             assert started.returncode == 0, started.stderr
         wait_for(f"{self.node}'s FRR daemons", lambda: set(self.daemons()) == set(FRR_DAEMON_ORDER))
 
-    def _ip(self, *args: str) -> None:
-        done = subprocess.run(["ip", "-n", self.netns, *args], capture_output=True, text=True,
-                              timeout=10)  # fmt: skip
-        assert done.returncode == 0, (args, done.stderr)
+    def _ip_batch(self, commands: list[str]) -> None:
+        done = subprocess.run(["ip", "-n", self.netns, "-batch", "-"], input="\n".join(commands),
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        assert done.returncode == 0, (commands, done.stderr)
