@@ -16,10 +16,18 @@ Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
   flooded through the tunnel, checked on 6.18). It also sends known unicast
   to the vxlan port alone instead of flooding it. A local frame from the MAC
   takes the entry over (the bridge clears extern_learn: a MAC move), and the
-  bridge never ages it. Written right after, and deleted right before, the
-  vxlan entry (ops `bridge_put` / `bridge_del`); a vxlan device that is no
-  bridge port (EOPNOTSUPP) needs none. Neither counts in
-  `WriteResult.writes`: one remote MAC is one write; see `bridge_writes`.
+  bridge never ages it. Both entries travel in one message, NTF_MASTER|NTF_SELF:
+  rtnl_fdb_add/rtnl_fdb_del do the bridge's part, then the vxlan device's, and
+  stop at the first that fails; half the messages to build, send and
+  acknowledge. A message that fails is sent again as the pair (ops `mac_put`
+  + `bridge_put`, `bridge_del` + `mac_del`), so each part's error is its own:
+  a delete whose bridge entry moved to a local port (ENOENT) must still
+  delete the vxlan entry. A vxlan device the link index knows no master of
+  gets the pair too: sent combined, the kernel would skip the bridge part but
+  keep NTF_MASTER on the vxlan entry's flags, and the index may not have seen
+  the device join its bridge yet. There `bridge_put`'s EOPNOTSUPP means "no
+  bridge port", nothing to fill. The bridge entries do not count in
+  `WriteResult.writes` (one remote MAC is one write); see `bridge_writes`.
 - flood remote: 00:00:00:00:00:00 on the vxlan device, NTF_SELF,
   NUD_PERMANENT|NUD_NOARP, NLM_F_CREATE|NLM_F_APPEND, one message per VTEP;
   deleting with NDA_DST removes only that remote.
@@ -97,6 +105,12 @@ Op = Literal[
 ]  # fmt: skip
 # The bridge-FDB companions of a remote MAC's vxlan entry (see the module doc).
 _BRIDGE_OPS = ("bridge_put", "bridge_del")
+_COMPANION: dict[str, Op] = {"mac_put": "bridge_put", "mac_del": "bridge_del"}
+# A failed combined message, again as its two parts: the vxlan entry is written
+# before, and deleted after, the bridge entry that sends unicast its way.
+_PAIR: dict[str, tuple[Op, Op]] = {"mac_put": ("mac_put", "bridge_put"),
+                                   "mac_del": ("bridge_del", "mac_del")}  # fmt: skip
+_BOTH = NTF_MASTER | NTF_SELF
 Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
 _U32 = struct.Struct("=I")
 # A delete that finds its entry gone, or its device (which takes its entries along).
@@ -116,6 +130,7 @@ _ZERO_MAC = b"\0" * 6
 _PUT = NLM_F_CREATE | NLM_F_REPLACE
 _OURS = NTF_SELF | NTF_EXT_LEARNED
 _FLOOD_STATE = NUD_PERMANENT | NUD_NOARP
+_UNSEEN = (-1, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +269,16 @@ class DataplaneWriter:
     def _mac_del(self, entry: RemoteMac, ifindex: int) -> Request:
         return self._fdb(entry, ifindex, RTM_DELNEIGH, 0, NTF_SELF, 0, _mac_bytes(entry.mac))
 
+    # The vxlan entry and its bridge companion in one message (see the module doc).
+
+    def _mac_put_both(self, entry: RemoteMac, ifindex: int) -> Request:
+        state = NUD_REACHABLE | (NUD_NOARP if entry.sticky else 0)
+        flags = _BOTH | NTF_EXT_LEARNED
+        return self._fdb(entry, ifindex, RTM_NEWNEIGH, _PUT, flags, state, _mac_bytes(entry.mac))
+
+    def _mac_del_both(self, entry: RemoteMac, ifindex: int) -> Request:
+        return self._fdb(entry, ifindex, RTM_DELNEIGH, 0, _BOTH, 0, _mac_bytes(entry.mac))
+
     def _flood_add(self, entry: FloodEntry, ifindex: int) -> Request:
         flags = NLM_F_CREATE | NLM_F_APPEND
         return self._fdb(entry, ifindex, RTM_NEWNEIGH, flags, _OURS, _FLOOD_STATE, _ZERO_MAC)
@@ -315,10 +340,13 @@ class DataplaneWriter:
         return RTM_DELROUTE, 0, payload
 
     def _build(
-        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool]
-    ) -> tuple[list[Request], list[tuple[Op, Entry]]]:
+        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool],
+        pairs: bool,
+    ) -> tuple[list[Request], list[tuple[Op, Entry, bool]]]:  # fmt: skip
+        """The requests, and for each (op, entry, whether it is a combined message).
+        `pairs`: a remote MAC's entries as separate messages (the retry)."""
         requests: list[Request] = []
-        sent: list[tuple[Op, Entry]] = []
+        sent: list[tuple[Op, Entry, bool]] = []
         builders: dict[str, Callable[[Any, int], Request]] = {
             "mac_put": self._mac_put, "mac_del": self._mac_del,
             "flood_add": self._flood_add, "flood_del": self._flood_del,
@@ -326,35 +354,63 @@ class DataplaneWriter:
             "neigh_put": self._neigh_put, "neigh_del": self._neigh_del,
             "route_put": self._route_put, "route_del": self._route_del,
         }  # fmt: skip
-        indexes: dict[str, int | None] = {}  # device -> ifindex, for this batch
+        both_builders: dict[str, Callable[[Any, int], Request]] = {} if pairs else {
+            "mac_put": self._mac_put_both, "mac_del": self._mac_del_both}  # fmt: skip
+        # device -> (ifindex, whether it is a bridge port), for this batch
+        indexes: dict[str, tuple[int, bool] | None] = {}
         for op, entry in ops:
             device = entry.device
-            index = indexes.get(device, -1)
-            if index == -1:
-                index = indexes[device] = self._ifindex(device, refreshed)
-            if index is None:
+            found = indexes.get(device, _UNSEEN)
+            if found is _UNSEEN:
+                found = indexes[device] = self._port(device, refreshed)
+            if found is None:
                 if op.endswith("_del"):
                     continue  # its device is gone, and the entry with it: nothing to do
                 result.errors.append(
                     EntryError(op, entry, errno.ENODEV, f"unknown device {device!r}")
                 )
                 continue
-            try:
-                requests.append(builders[op](entry, index))
-            except (ValueError, struct.error) as exc:  # binascii.Error is a ValueError
-                result.errors.append(EntryError(op, entry, errno.EINVAL, str(exc)))
-                continue
-            sent.append((op, entry))
+            index, port = found
+            if op in both_builders:
+                if port:
+                    parts: tuple[tuple[Op, bool], ...] = ((op, True),)
+                else:  # not a bridge port, as far as the index knows: try both parts
+                    parts = tuple((part, False) for part in _PAIR[op])
+            else:
+                parts = ((op, False),)
+            for part, both in parts:
+                try:
+                    requests.append((both_builders if both else builders)[part](entry, index))
+                except (ValueError, struct.error) as exc:  # binascii.Error is a ValueError
+                    result.errors.append(EntryError(part, entry, errno.EINVAL, str(exc)))
+                    break
+                sent.append((part, entry, both))
         return requests, sent
 
+    def _port(self, device: str, refreshed: list[bool]) -> tuple[int, bool] | None:
+        index = self._ifindex(device, refreshed)
+        if index is None:
+            return None
+        link = self.links.get(index)
+        return index, link is not None and link.master is not None
+
     def _send(
-        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool]
-    ) -> list[tuple[Op, Entry, NetlinkError]]:
-        requests, sent = self._build(ops, result, refreshed)
+        self, ops: list[tuple[Op, Entry]], result: WriteResult, refreshed: list[bool],
+        pairs: bool = False,
+    ) -> list[tuple[Op, Entry, NetlinkError]]:  # fmt: skip
+        requests, sent = self._build(ops, result, refreshed, pairs)
         failures = self._sock.transact(requests, self.chunk_size)
         failed: list[tuple[Op, Entry, NetlinkError]] = []
-        for i, (op, entry) in enumerate(sent):
+        split: list[tuple[Op, Entry]] = []
+        for i, (op, entry, both) in enumerate(sent):
             error = failures.get(i)
+            if both:
+                if error is None:
+                    result.writes[op] += 1
+                    result.bridge_writes[_COMPANION[op]] += 1
+                else:
+                    split.extend((part, entry) for part in _PAIR[op])
+                continue
             # Deleting what is already gone reached the goal (a route: ESRCH).
             if error is None or (op.endswith("_del") and error.errno in _GONE):
                 (result.bridge_writes if op in _BRIDGE_OPS else result.writes)[op] += 1
@@ -362,6 +418,8 @@ class DataplaneWriter:
                 continue  # the vxlan device is no bridge port: no bridge FDB to fill
             else:
                 failed.append((op, entry, error))
+        if split:
+            failed += self._send(split, result, refreshed, pairs=True)
         return failed
 
     def apply(self, changes: Changes) -> WriteResult:
@@ -370,10 +428,10 @@ class DataplaneWriter:
         # kernel while its next hop's neighbour and router MAC are.
         ops: list[tuple[Op, Entry]] = [
             *(("route_del", e) for e in changes.routes_del),
-            *(op for e in changes.macs_del for op in (("bridge_del", e), ("mac_del", e))),
+            *(("mac_del", e) for e in changes.macs_del),  # with its bridge entry
             *(("flood_del", e) for e in changes.floods_del),
             *(("neigh_del", e) for e in changes.neighs_del),
-            *(op for e in changes.macs_put for op in (("mac_put", e), ("bridge_put", e))),
+            *(("mac_put", e) for e in changes.macs_put),  # with its bridge entry
             *(("flood_add", e) for e in changes.floods_add),
             *(("neigh_put", e) for e in changes.neighs_put),
             *(("route_put", e) for e in changes.routes_put),

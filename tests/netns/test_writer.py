@@ -190,13 +190,55 @@ def test_remote_macs_also_enter_the_bridge_fdb_towards_the_vxlan_port(
     assert all(fdb_entry(seg, m.mac) == [] for m in macs)
 
 
+def test_a_remote_mac_and_its_bridge_entry_travel_in_one_message(
+    seg: str, writer: DataplaneWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a bridge port, NTF_MASTER|NTF_SELF writes (and deletes) both entries at
+    once; only a message that fails is sent again as the two parts."""
+    sent: list[int] = []
+    transact = writer._sock.transact
+
+    def counting(requests: Any, *args: Any) -> Any:
+        sent.append(len(requests))
+        return transact(requests, *args)
+
+    monkeypatch.setattr(writer._sock, "transact", counting)
+    macs = remote_macs(50, sticky_every=7)
+    result = writer.apply(Changes(macs_put=macs))
+    assert result.ok, result.errors
+    assert sent == [50]
+    assert result.writes["mac_put"] == 50 and result.bridge_writes["bridge_put"] == 50
+    assert {e["mac"]: e["dst"] for e in fdb_json(seg) if "dst" in e} == {
+        m.mac: str(m.vtep) for m in macs}  # fmt: skip
+    bridged = {e["mac"]: e for e in fdb_json_br(seg) if e["mac"] in {m.mac for m in macs}}
+    assert set(bridged) == {m.mac for m in macs}
+    assert all(e["ifname"] == VX and "extern_learn" in e["flags"] for e in bridged.values())
+    # The vxlan entries carry no trace of the bridge's part.
+    assert all("master" not in e.get("flags", []) for e in fdb_json(seg) if "dst" in e)
+    assert dump(seg).owned.macs == {m.key: m for m in macs}
+
+    # One MAC's bridge entry has moved to a local port: its combined delete fails
+    # at the bridge (ENOENT) and is done again as the pair.
+    sh(seg, "ip link add port1 type veth peer name port1p")
+    sh(seg, f"ip link set port1 master {BR}")
+    sh(seg, f"bridge fdb replace {macs[3].mac} dev port1 master static")
+    sent.clear()
+    result = writer.apply(Changes(macs_del=macs))
+    assert result.ok, result.errors
+    assert sent == [50, 2]
+    assert result.writes["mac_del"] == 50 and result.bridge_writes["bridge_del"] == 50
+    assert [e["mac"] for e in fdb_json(seg) if "dst" in e] == []
+    assert [e["ifname"] for e in bridge_entry(seg, macs[3].mac)] == ["port1"]
+
+
 def test_a_vxlan_device_outside_a_bridge_gets_no_bridge_entry(ns: str) -> None:
     sh(ns, f"ip link add {VX} type vxlan id 100 dstport 4789 local {LOCAL_VTEP} nolearning")
     mac = remote_macs(1)[0]
     with DataplaneWriter(ns) as writer:
         put = writer.apply(Changes(macs_put=[mac]))
         assert put.ok and put.writes["mac_put"] == 1 and not put.bridge_writes, put
-        assert fdb_entry(ns, mac.mac)[0]["dst"] == str(mac.vtep)
+        (entry,) = fdb_entry(ns, mac.mac)
+        assert entry["dst"] == str(mac.vtep) and "master" not in entry["flags"], entry
         gone = writer.apply(Changes(macs_del=[mac]))
         assert gone.ok and gone.writes["mac_del"] == 1, gone
     assert fdb_entry(ns, mac.mac) == []
