@@ -98,7 +98,8 @@ class TableTracker(Generic[K, V]):
         self.wanted[key] = value
         self.parked.discard(key)
         self.deletions.discard(key)
-        if self.installed.get(key, _MISSING) == value:
+        have = self.installed.get(key, _MISSING)
+        if have is not _MISSING and (have is value or have == value):
             self.updates.pop(key, None)
         else:
             self.updates[key] = value
@@ -126,7 +127,7 @@ class TableTracker(Generic[K, V]):
         want = self.wanted.get(key, _MISSING)
         if want is _MISSING:
             self.deletions.add(key)
-        elif want == value:
+        elif want is value or want == value:
             self.updates.pop(key, None)
         else:
             self.updates[key] = want  # type: ignore[assignment]
@@ -356,38 +357,49 @@ class ForwardingTracker:
 
         Deletes are recorded first, as the writer performs them first.
         """
+        # Per entry of a 100k-MAC batch: no (op, entry) lookup when nothing failed
+        # (hashing an entry hashes its address, in Python), and `is` before `==`
+        # (what is deleted is the very object pending_deletions handed out).
         macs, floods, neighs, routes = self.macs, self.floods, self.neighs, self.routes
         for route in changes.routes_del:
-            if ("route_del", route) not in failed and routes.installed.get(route.key) == route:
+            if failed and ("route_del", route) in failed:
+                continue
+            if (have := routes.installed.get(route.key)) is route or have == route:
                 routes.removed(route.key)
+        installed_macs = macs.installed
         for mac in changes.macs_del:
-            if ("mac_del", mac) not in failed and macs.installed.get(mac.key) == mac:
-                macs.removed(mac.key)
+            if failed and ("mac_del", mac) in failed:
+                continue
+            key = (mac.device, mac.mac)
+            if (have := installed_macs.get(key)) is mac or have == mac:
+                macs.removed(key)
         for flood in changes.floods_del:
-            if ("flood_del", flood) not in failed and flood in floods.installed:
+            if not (failed and ("flood_del", flood) in failed) and flood in floods.installed:
                 floods.removed(flood)
                 self._installed_floods.discard(flood)
         for neigh in changes.neighs_del:
-            if ("neigh_del", neigh) not in failed and neighs.installed.get(neigh.key) == neigh:
+            if failed and ("neigh_del", neigh) in failed:
+                continue
+            if (have := neighs.installed.get(neigh.key)) is neigh or have == neigh:
                 neighs.removed(neigh.key)
         for mac in changes.macs_put:
-            if ("mac_put", mac) in failed:
+            if failed and ("mac_put", mac) in failed:
                 macs.park(mac.key)
             else:
-                macs.installed_as(mac.key, mac)
+                macs.installed_as((mac.device, mac.mac), mac)
         for flood in changes.floods_add:
-            if ("flood_add", flood) in failed:
+            if failed and ("flood_add", flood) in failed:
                 floods.park(flood)
             else:
                 floods.installed_as(flood, flood)
                 self._installed_floods.add(flood)
         for neigh in changes.neighs_put:
-            if ("neigh_put", neigh) in failed:
+            if failed and ("neigh_put", neigh) in failed:
                 neighs.park(neigh.key)
             else:
                 neighs.installed_as(neigh.key, neigh)
         for route in changes.routes_put:
-            if ("route_put", route) in failed:
+            if failed and ("route_put", route) in failed:
                 routes.park(route.key)
             else:
                 routes.installed_as(route.key, route)
