@@ -480,6 +480,7 @@ class Reconciler:
         gone_indexes: set[int] = set()
         deleted: set[str] = set()  # devices deleted, not just gone from their bridge
         went_down: set[str] = set()  # devices set down: their IPv4 routes went silently
+        joined: set[str] = set()  # devices that entered a bridge (or another one)
         new_device = went_up = False
         for mtype, data, start, end in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
@@ -503,14 +504,21 @@ class Reconciler:
             self._links.put(link)
             if old is None:
                 new_device = True
-            elif before is not None and (before.flags ^ link.flags) & IFF_UP:
+                continue
+            if before is not None and link.master is not None and before.master != link.master:
+                joined.add(link.name)
+            if before is not None and (before.flags ^ link.flags) & IFF_UP:
                 if link.flags & IFF_UP:
                     went_up = True
                 else:
                     went_down.add(link.name)
+        if (gone_links or new_device or joined) and self._writer is not None:
+            self._writer.refresh_links()
+        if joined:
+            # A remote MAC's bridge entry went with the bridge the device left, or was
+            # never written (the device was no bridge port then): write them again.
+            self.tracker.rewrite_macs_on(joined)
         if gone_links or new_device:
-            if self._writer is not None:
-                self._writer.refresh_links()
             for device in gone_links:
                 self._forget_device(device)
             if deleted:

@@ -154,6 +154,11 @@ class TableTracker(Generic[K, V]):
     def retry_parked(self) -> None:
         self.parked.clear()
 
+    def rewrite_where(self, devices: set[str]) -> None:
+        """Write these devices' wanted entries again, though the kernel holds them."""
+        for key in [k for k in self.installed if _device(k) in devices and k in self.wanted]:
+            self.updates[key] = self.wanted[key]
+
     def forget_where(self, gone: set[str]) -> None:
         """Entries of devices that are gone: the kernel flushed them with the device."""
         for key in [k for k in self.installed if _device(k) in gone]:
@@ -284,6 +289,11 @@ class ForwardingTracker:
         if wanted is not None:
             table.updates[entry.key] = wanted  # type: ignore[index]
         return True
+
+    def rewrite_macs_on(self, devices: Iterable[str]) -> None:
+        """Remote MACs on these vxlan devices are written again (their bridge entries
+        are missing: the device joined a bridge after they were written)."""
+        self.macs.rewrite_where(set(devices))
 
     def forget_devices(self, gone: Iterable[str]) -> None:
         names = set(gone)

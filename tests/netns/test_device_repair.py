@@ -70,6 +70,13 @@ def fdb(ns: str, dev: str = "vxlan100") -> set[tuple[str, str]]:
             if e["mac"] != "00:00:00:00:00:00" and "dst" in e}  # fmt: skip
 
 
+def bridge_macs(ns: str, bridge: str = "br100", port: str = "vxlan100") -> set[str]:
+    """Remote MACs in the bridge's own FDB towards the vxlan port (ARP suppression's entry)."""
+    out = netns.run(ns, ["bridge", "-j", "fdb", "show", "br", bridge], check=False).stdout
+    return {e["mac"] for e in json.loads(out or "[]") if e.get("ifname") == port
+            and "dst" not in e and "extern_learn" in e.get("flags", [])}  # fmt: skip
+
+
 def master(ns: str, dev: str) -> str | None:
     out = netns.run(ns, ["ip", "-j", "link", "show", dev], check=False).stdout
     links_ = json.loads(out or "[]")
@@ -121,6 +128,10 @@ async def test_deleted_devices_come_back_with_their_entries_under_churn(
             await until(lambda: floods(ns) == PEERS, f"flood list after deleting {victim}")
             await until(lambda w=frozenset(wanted): remote_macs(ns) >= w, f"MACs after {victim}")
             await until(lambda: master(ns, "vxlan100") == "br100", "vxlan100 in br100")
+            # Each bridge entry too: written again once the vxlan device is back in
+            # a bridge (a new vxlan device, or a new bridge, has none).
+            await until(lambda w=frozenset(wanted): bridge_macs(ns) == w,
+                        f"bridge entries after {victim}")  # fmt: skip
         # Another device going away is none of our business.
         netns.run(ns, ["ip", "link", "add", "other0", "type", "bridge"])
         netns.run(ns, ["ip", "link", "del", "other0"])
