@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from evpnd import config
+from evpnd import daemon as daemon_mod
 from evpnd.control.server import ControlServer
 from evpnd.daemon import Daemon
 from evpnd.dataplane.events import LocalMacAdded
@@ -304,6 +305,28 @@ async def test_an_end_of_rib_after_dropped_updates_does_not_end_start_up(
                          RouteRefresh(RR, "l2vpn", "evpn", "end")])  # fmt: skip
     assert daemon.stats.converged_at is not None
     assert wanted(daemon) == set(MACS[:3])
+
+
+async def test_a_large_stale_sweep_goes_in_parts_with_the_event_loop_turning_between(
+    timers: Timers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route refresh after which most of the peer's routes are gone: the sweep
+    removes SWEEP_PART of them at once and the rest on later turns of the event
+    loop, so a 100k-route sweep never holds the loop for seconds (chaos C3)."""
+    monkeypatch.setattr(daemon_mod, "SWEEP_PART", 10)
+    macs = [f"02:00:00:00:03:{i:02x}" for i in range(35)]
+    daemon = daemon_for()
+    daemon._on_received([UP, update(*macs), EOR])
+    assert wanted(daemon) == set(macs)
+    daemon._on_received([RouteRefresh(RR, "l2vpn", "evpn", "begin"), update(*macs[:5]),
+                         RouteRefresh(RR, "l2vpn", "evpn", "end")])  # fmt: skip
+    seen = [len(wanted(daemon))]  # after each turn of the loop
+    while seen[-1] > 5:
+        await asyncio.sleep(0)
+        seen.append(len(wanted(daemon)))
+        assert len(seen) < 100, seen
+    assert seen[0] == 25 and seen[-1] == 5 and 15 in seen, seen
+    assert wanted(daemon) == set(macs[:5])
 
 
 async def test_the_end_of_an_earlier_refresh_does_not_end_the_one_asked_for(
