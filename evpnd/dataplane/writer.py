@@ -16,11 +16,12 @@ Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
   flooded through the tunnel, checked on 6.18). It also sends known unicast
   to the vxlan port alone instead of flooding it. A local frame from the MAC
   takes the entry over (the bridge clears extern_learn: a MAC move), and the
-  bridge never ages it. Both entries travel in one message, NTF_MASTER|NTF_SELF:
-  rtnl_fdb_add/rtnl_fdb_del do the bridge's part, then the vxlan device's, and
-  stop at the first that fails; half the messages to build, send and
-  acknowledge. A message that fails is sent again as the pair (ops `mac_put`
-  + `bridge_put`, `bridge_del` + `mac_del`), so each part's error is its own:
+  bridge never ages it. Both entries travel in one message, NTF_MASTER|NTF_SELF,
+  as zebra's netlink_macfdb_update_ctx sends a remote MAC: rtnl_fdb_add and
+  rtnl_fdb_del do the bridge's part, then the vxlan device's, and stop at the
+  first that fails; half the messages to build, send and acknowledge. A
+  message that fails is sent again as the pair (ops `mac_put` + `bridge_put`,
+  `bridge_del` + `mac_del`), so each part's error is its own:
   a delete whose bridge entry moved to a local port (ENOENT) must still
   delete the vxlan entry. A vxlan device the link index knows no master of
   gets the pair too: sent combined, the kernel would skip the bridge part but
@@ -371,20 +372,23 @@ class DataplaneWriter:
                 )
                 continue
             index, port = found
-            if op in both_builders:
-                if port:
-                    parts: tuple[tuple[Op, bool], ...] = ((op, True),)
-                else:  # not a bridge port, as far as the index knows: try both parts
-                    parts = tuple((part, False) for part in _PAIR[op])
-            else:
-                parts = ((op, False),)
-            for part, both in parts:
+            both = both_builders.get(op)
+            if both is not None and port:
                 try:
-                    requests.append((both_builders if both else builders)[part](entry, index))
+                    requests.append(both(entry, index))
                 except (ValueError, struct.error) as exc:  # binascii.Error is a ValueError
+                    result.errors.append(EntryError(op, entry, errno.EINVAL, str(exc)))
+                    continue
+                sent.append((op, entry, True))
+                continue
+            # A single message; or a remote MAC's pair, on a device not known as a port.
+            for part in (op,) if both is None else _PAIR[op]:
+                try:
+                    requests.append(builders[part](entry, index))
+                except (ValueError, struct.error) as exc:
                     result.errors.append(EntryError(part, entry, errno.EINVAL, str(exc)))
                     break
-                sent.append((part, entry, both))
+                sent.append((part, entry, False))
         return requests, sent
 
     def _port(self, device: str, refreshed: list[bool]) -> tuple[int, bool] | None:
@@ -400,6 +404,12 @@ class DataplaneWriter:
     ) -> list[tuple[Op, Entry, NetlinkError]]:  # fmt: skip
         requests, sent = self._build(ops, result, refreshed, pairs)
         failures = self._sock.transact(requests, self.chunk_size)
+        if not failures:  # the common case, counted in bulk
+            for op, n in Counter(op for op, _entry, _both in sent).items():
+                (result.bridge_writes if op in _BRIDGE_OPS else result.writes)[op] += n
+            for op, n in Counter(op for op, _entry, both in sent if both).items():
+                result.bridge_writes[_COMPANION[op]] += n
+            return []
         failed: list[tuple[Op, Entry, NetlinkError]] = []
         split: list[tuple[Op, Entry]] = []
         for i, (op, entry, both) in enumerate(sent):
