@@ -144,7 +144,8 @@ class Suite:
         except (Exception, SystemExit) as exc:
             self.failed("writer", f"{self.args.writer_count} entries", exc)
             return
-        self.summary.row("writer", f"evpnd writer, {self.args.writer_count} FDB entries",
+        self.summary.row("writer", f"evpnd writer, {self.args.writer_count} remote MACs "
+                         "(vxlan + bridge entry)",
                          f"{w['writer']:,.0f}/s", f"bridge -batch {w['bridge_batch']:,.0f}/s", "")
 
     def receive_part(self) -> None:

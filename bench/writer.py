@@ -2,9 +2,10 @@
 
 Run as root: .venv/bin/python bench/writer.py [--count N]
 
-Everything happens in a namespace of its own (removed at the end) holding a
-bridge and two vxlan devices; addresses are TEST-NET ones. The last line is
-machine-readable:
+Everything happens in a namespace of its own (removed at the end) holding two
+bridges, each with a vxlan device port; addresses are TEST-NET ones. Both
+write N remote MACs, each the vxlan entry and its bridge entry in one message
+(`self master` for `bridge`). The last line is machine-readable (rates in MACs):
     writer_entries_per_s=N bridge_batch_entries_per_s=M reconcile_writes=K
 """
 
@@ -37,7 +38,10 @@ def setup(ns: str) -> None:
         "ip link set br0 up",
         "ip link add vxlan100 type vxlan id 100 dstport 4789 local 192.0.2.1 nolearning",
         "ip link add vxlan200 type vxlan id 200 dstport 4789 local 192.0.2.1 nolearning",
+        "ip link add br1 type bridge",
+        "ip link set br1 up",
         "ip link set vxlan100 master br0",
+        "ip link set vxlan200 master br1",
         "ip link set vxlan100 up",
         "ip link set vxlan200 up",
     ):
@@ -67,7 +71,9 @@ def bench_writer(ns: str, entries: list[RemoteMac]) -> float:
 
 def bench_bridge_batch(ns: str, entries: list[RemoteMac]) -> float:
     lines = "".join(
-        f"fdb replace {m.mac} dev {m.device} dst {m.vtep} self extern_learn\n" for m in entries
+        # Both entries of a remote MAC in one message, as the writer (and zebra) sends it.
+        f"fdb replace {m.mac} dev {m.device} dst {m.vtep} self master dynamic extern_learn\n"
+        for m in entries
     )
     with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
         f.write(lines)
@@ -94,10 +100,10 @@ def run(count: int) -> dict[str, float]:
         setup(ns)
         ours = macs(count, "vxlan100")
         writer_rate = bench_writer(ns, ours)
-        print(f"evpnd writer:  {count} entries, {writer_rate:,.0f} entries/s")
+        print(f"evpnd writer:  {count} remote MACs, {writer_rate:,.0f} MACs/s")
 
         batch_rate = bench_bridge_batch(ns, macs(count, "vxlan200"))
-        print(f"bridge -batch: {count} entries, {batch_rate:,.0f} entries/s")
+        print(f"bridge -batch: {count} remote MACs, {batch_rate:,.0f} MACs/s")
         # Only the writer's device stays, so the reconciler sees the same table.
         netns.run(ns, ["ip", "link", "del", "vxlan200"])
 
