@@ -89,6 +89,7 @@ class DesiredTables(Protocol):
     def unwant_flood(self, entry: FloodEntry) -> None: ...
     def unwant_neigh(self, key: tuple[str, IPAddress]) -> None: ...
     def unwant_route(self, key: IPNetwork) -> None: ...
+    def probe_neigh(self, entry: NeighEntry) -> None: ...
 
 
 def apply_rib_changes(
@@ -133,6 +134,11 @@ def apply_rib_changes(
         devices = vni_devices.get(neigh.vni)
         if devices is not None and devices.arp_suppression:
             tables.want(_neigh(devices, neigh))
+    for probe in changes.neigh_probes:
+        # Any VNI bridge: the answer is what the local learner needs, suppression or not.
+        devices = vni_devices.get(probe.vni)
+        if devices is not None:
+            tables.probe_neigh(NeighEntry(devices.bridge, probe.ip, probe.mac))
     if l3 is not None:
         for nexthop in changes.nexthops_installed:
             tables.want(_router_mac(l3, nexthop))

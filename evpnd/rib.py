@@ -201,6 +201,17 @@ class RemoteNeigh:
 
 
 @dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
+class NeighProbe:
+    """An address to probe (ARP/NS) on its VNI's bridge: its MAC moved in from a remote
+    VTEP, and the route that bound them came from there. The answer makes the binding
+    local (learnt, advertised); no answer, and the kernel drops it."""
+
+    vni: int
+    ip: IPAddress
+    mac: str
+
+
+@dataclass(slots=True, unsafe_hash=True)  # a value: see model.py
 class LocalAdvert:
     """One Type-2 route of ours: MAC-only when `ip` is None."""
 
@@ -334,6 +345,7 @@ class RibChanges:
     # VTEPs whose Type-2 next hops and Type-3 tunnel now differ (new or changed) / agree again.
     nexthop_mismatches: list[NexthopMismatch] = field(default_factory=list)
     nexthop_mismatches_cleared: list[NexthopMismatch] = field(default_factory=list)
+    neigh_probes: list[NeighProbe] = field(default_factory=list)  # MACs that moved in
 
     def __bool__(self) -> bool:
         return any(
@@ -356,6 +368,7 @@ class RibChanges:
                 self.nexthops_removed,
                 self.nexthop_mismatches,
                 self.nexthop_mismatches_cleared,
+                self.neigh_probes,
             )
         )
 
@@ -1299,6 +1312,10 @@ class Rib:
             ):
                 # Only a MAC that is or was local here can make a move that counts.
                 remote, local_wins = self._detect(dad, ref, before, remote, local_wins, changes)
+            if local_wins and before is not None and before[0] is not None:
+                # A move in from a remote VTEP (FRR's zebra probes the same way): the
+                # addresses its routes bound to the MAC are probed here.
+                self._probe_moved_in(ref, changes)
             if remote != self._remote_best.get(ref):
                 if remote is None:
                     del self._remote_best[ref]
@@ -1362,6 +1379,15 @@ class Rib:
                 self._mismatches[where] = mismatch
                 changes.nexthop_mismatches.append(mismatch)
         return changes
+
+    def _probe_moved_in(self, ref: MacRef, changes: RibChanges) -> None:
+        local = self._local.get(ref)
+        known = local.ips if local is not None else set()
+        ips = {route.key.ip for _, route in self._mac_cands.get(ref, ())
+               if route.key.ip is not None and route.key.ip not in known}  # fmt: skip
+        changes.neigh_probes.extend(
+            NeighProbe(ref[0], ip, ref[1]) for ip in sorted(ips, key=address_order)
+        )
 
     def _host_route_follows_mac(self, peer: IPAddress, route: MacIpRoute) -> bool:
         """A MAC+IP's host route is a candidate unless its MAC lives elsewhere in one of

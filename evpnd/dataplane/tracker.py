@@ -59,10 +59,14 @@ class Changes:
     neighs_del: list[NeighEntry] = field(default_factory=list)
     routes_put: list[RouteEntry] = field(default_factory=list)
     routes_del: list[RouteEntry] = field(default_factory=list)
+    # Not state: addresses to probe once (a kernel neighbour in NUD_PROBE, see
+    # ForwardingTracker.probe_neigh), written after the deletions.
+    neighs_probe: list[NeighEntry] = field(default_factory=list)
 
     def count(self) -> int:
         return (
-            len(self.macs_put)
+            len(self.neighs_probe)
+            + len(self.macs_put)
             + len(self.macs_del)
             + len(self.floods_add)
             + len(self.floods_del)
@@ -192,6 +196,7 @@ class ForwardingTracker:
         self.routes: TableTracker[IPNetwork, RouteEntry] = TableTracker()
         self._desired_floods: set[FloodEntry] = set()
         self._installed_floods: set[FloodEntry] = set()
+        self._probes: dict[NeighKey, NeighEntry] = {}
 
     # ForwardingState views over the live tables (floods are a set there).
 
@@ -220,6 +225,15 @@ class ForwardingTracker:
             self.routes.want(entry.key, entry)
         else:
             self.neighs.want(entry.key, entry)
+            self._probes.pop(entry.key, None)  # remote again: ours to write, not to probe
+
+    def probe_neigh(self, entry: NeighEntry) -> None:
+        """Probe an address once: a kernel neighbour (not ours: no protocol, not
+        extern_learn) in NUD_PROBE, so the kernel asks the MAC for it (ARP or NS).
+        Its answer is the local learner's to see. Written after the deletions of the
+        same write, which remove our own entry for the address when it had one."""
+        if entry.key not in self.neighs.wanted:
+            self._probes[entry.key] = entry
 
     def unwant_mac(self, key: MacKey) -> None:
         self.macs.unwant(key)
@@ -354,6 +368,8 @@ class ForwardingTracker:
             out.floods_del = sorted(self.floods.pending_deletions(), key=_flood_order)
             out.neighs_del = self.neighs.pending_deletions()
             out.routes_del = self.routes.pending_deletions()
+        if deletions:  # after our own entry of the address is gone (held at start-up)
+            out.neighs_probe = [p for k, p in self._probes.items() if k not in skip_neighs]
         return out
 
     def held_deletions(self) -> int:
@@ -413,6 +429,10 @@ class ForwardingTracker:
                 routes.park(route.key)
             else:
                 routes.installed_as(route.key, route)
+        for probe in changes.neighs_probe:
+            # Once, sent or refused (the writer counts a refusal): not retried.
+            if self._probes.get(probe.key) == probe:
+                del self._probes[probe.key]
 
 
 def _flood_order(entry: FloodEntry) -> tuple[str, tuple[int, int]]:

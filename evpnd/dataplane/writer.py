@@ -36,6 +36,11 @@ Message shapes (all NTF_EXT_LEARNED, which marks the entry as evpnd's):
   NDA_PROTOCOL=RTPROT_EVPND, NLM_F_CREATE|NLM_F_REPLACE. The L3VNI's next hops
   are neighbours too (VTEP -> router MAC on the L3VNI bridge), and their
   router MACs remote MACs on the L3VNI vxlan device.
+- probe of an address whose MAC moved in: RTM_NEWNEIGH AF_INET/AF_INET6 on the
+  bridge, NUD_PROBE, no flags and no protocol (the kernel's entry, not ours),
+  NLM_F_CREATE|NLM_F_REPLACE; written after the deletions (our entry of the
+  address goes first). The kernel sends its unicast ARP/NS to the MAC, also
+  from a bridge without an address (an ARP probe from 0.0.0.0 is answered).
 - route into the L3VNI: RTM_NEWROUTE in the main table, `prefix via GATEWAY
   dev <L3VNI bridge> onlink`, protocol RTPROT_EVPND, metric ROUTE_METRIC,
   NLM_F_CREATE|NLM_F_REPLACE (FRR installs the same, with proto bgp and
@@ -77,6 +82,7 @@ from evpnd.dataplane.netlink.wire import (
     NTF_SELF,
     NUD_NOARP,
     NUD_PERMANENT,
+    NUD_PROBE,
     NUD_REACHABLE,
     ROUTE_METRIC,
     RT_SCOPE_NOWHERE,
@@ -102,7 +108,7 @@ from evpnd.model import IPAddress
 
 Op = Literal[
     "mac_del", "flood_del", "neigh_del", "mac_put", "flood_add", "neigh_put",
-    "bridge_put", "bridge_del", "route_put", "route_del",
+    "bridge_put", "bridge_del", "route_put", "route_del", "neigh_probe",
 ]  # fmt: skip
 # The bridge-FDB companions of a remote MAC's vxlan entry (see the module doc).
 _BRIDGE_OPS = ("bridge_put", "bridge_del")
@@ -124,6 +130,8 @@ _FDB4 = struct.Struct(_NDMSG + _LLADDR + "HH4s")
 _FDB6 = struct.Struct(_NDMSG + _LLADDR + "HH16s")
 _NEIGH4 = struct.Struct(_NDMSG + "HH4s" + _LLADDR + "HHB3x")
 _NEIGH6 = struct.Struct(_NDMSG + "HH16s" + _LLADDR + "HHB3x")
+_NEIGH_PROBE4 = struct.Struct(_NDMSG + "HH4s" + _LLADDR)
+_NEIGH_PROBE6 = struct.Struct(_NDMSG + "HH16s" + _LLADDR)
 _NEIGH_DEL4 = struct.Struct(_NDMSG + "HH4s")
 _NEIGH_DEL6 = struct.Struct(_NDMSG + "HH16s")
 _BRIDGE_FDB = struct.Struct(_NDMSG + _LLADDR)
@@ -305,6 +313,19 @@ class DataplaneWriter:
         )  # fmt: skip
         return RTM_NEWNEIGH, _PUT, payload
 
+    def _neigh_probe(self, entry: NeighEntry, ifindex: int) -> Request:
+        # The kernel's own entry, as `ip neigh replace IP lladdr MAC nud probe`: no
+        # NTF_EXT_LEARNED, no protocol; the kernel sends its unicast probes to MAC.
+        dst = self._packed_ip(entry.ip)
+        family = AF_INET if len(dst) == 4 else AF_INET6
+        fmt = _NEIGH_PROBE4 if family == AF_INET else _NEIGH_PROBE6
+        payload = fmt.pack(
+            family, 0, 0, ifindex, NUD_PROBE, 0, 0,
+            4 + len(dst), NDA_DST, dst,
+            10, NDA_LLADDR, _mac_bytes(entry.mac),
+        )  # fmt: skip
+        return RTM_NEWNEIGH, _PUT, payload
+
     def _neigh_del(self, entry: NeighEntry, ifindex: int) -> Request:
         dst = self._packed_ip(entry.ip)
         family = AF_INET if len(dst) == 4 else AF_INET6
@@ -354,6 +375,7 @@ class DataplaneWriter:
             "bridge_put": self._bridge_put, "bridge_del": self._bridge_del,
             "neigh_put": self._neigh_put, "neigh_del": self._neigh_del,
             "route_put": self._route_put, "route_del": self._route_del,
+            "neigh_probe": self._neigh_probe,
         }  # fmt: skip
         both_builders: dict[str, Callable[[Any, int], Request]] = {} if pairs else {
             "mac_put": self._mac_put_both, "mac_del": self._mac_del_both}  # fmt: skip
@@ -441,6 +463,7 @@ class DataplaneWriter:
             *(("mac_del", e) for e in changes.macs_del),  # with its bridge entry
             *(("flood_del", e) for e in changes.floods_del),
             *(("neigh_del", e) for e in changes.neighs_del),
+            *(("neigh_probe", e) for e in changes.neighs_probe),  # after our entry went
             *(("mac_put", e) for e in changes.macs_put),  # with its bridge entry
             *(("flood_add", e) for e in changes.floods_add),
             *(("neigh_put", e) for e in changes.neighs_put),

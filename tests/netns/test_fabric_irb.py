@@ -361,7 +361,12 @@ def test_each_endpoints_arp_for_its_gateway_is_answered_by_its_own_host(
 
 
 def test_an_endpoint_that_moves_keeps_being_reachable_by_routing(irb: None) -> None:
-    name, address, _ = MOVER
+    """The endpoint moves to host2 and says one packet, with no ARP of its own (its
+    gateway's anycast MAC is the same on every host), then falls silent. host2 learns
+    its MAC from that packet and, as FRR's zebra does, probes the addresses host1's
+    routes bound to the MAC: the answer makes host2 advertise the MAC+IP, and host1 and
+    the FRR VTEP route the address to host2 without the endpoint speaking again."""
+    name, address, mac = MOVER
     for src in ("h2e2", "h3e1"):
         assert ping(src, address).returncode == 0, src
     assert routes("vtep3")[address]["gateway"] == VTEP["host1"]
@@ -371,27 +376,27 @@ def test_an_endpoint_that_moves_keeps_being_reachable_by_routing(irb: None) -> N
     run(name, ["ip", "link", "set", "eth2", "up"])
     run(name, ["ip", "addr", "add", f"{address}/24", "dev", "eth2"])
     run(name, ["ip", "route", "replace", "default", "via", GATEWAY[100]])
+    run(name, ["ip", "neigh", "replace", GATEWAY[100], "lladdr", anycast_mac(100), "dev", "eth2",
+               "nud", "permanent"])  # fmt: skip
     moved = time.monotonic()
-
-    def routed_to_host2() -> bool:
-        # It speaks, as a host does (ARP refreshes, traffic): host2 learns its address
-        # from its ARP answer. Its very first packet can come back through host1 (host2
-        # still routes the address there until host1's withdrawal arrives) and teach
-        # host2 nothing; FRR's zebra sends an ARP probe when a MAC moves in, evpnd does
-        # not yet (docs/routing.md, "What it does not do").
-        run(name, ["ping", "-c", "1", "-W", "1", GATEWAY[100]])
-        return (evpnd_routes("host1").get(address, {}).get("gateway") == VTEP["host2"]
-                and routes("vtep3").get(address, {}).get("gateway") == VTEP["host2"])  # fmt: skip
-
-    wait_for(f"host1 and vtep3 to route {address} to host2", routed_to_host2, timeout=HOLD_TIME)
+    # One packet: host2's bridge learns the MAC on its port (the MAC moved in).
+    run(name, ["ping", "-c", "1", "-W", "1", GATEWAY[100]])
+    wait_for(f"host1 and vtep3 to route {address} to host2", lambda: (
+        evpnd_routes("host1").get(address, {}).get("gateway") == VTEP["host2"]
+        and routes("vtep3").get(address, {}).get("gateway") == VTEP["host2"]),
+        timeout=HOLD_TIME)  # fmt: skip
+    learnt = time.monotonic() - moved
+    probes = FABRIC.show("host2", "status")["dataplane"]["writes_by_op"].get("neigh_probe", 0)
+    assert probes >= 1, probes
+    assert neighbours("host2", "br100")[address]["lladdr"] == mac
     for src in ("h1e2", "h3e1"):  # routed, from host1's VNI 200 and from the FRR VTEP
         wait_for(f"{src} to reach {address} again after the move",
                  lambda s=src: ping(s, address, count=1).returncode == 0,
                  timeout=max(1.0, HOLD_TIME - (time.monotonic() - moved)))  # fmt: skip
     took = time.monotonic() - moved
     assert ttls(ping("h1e2", address)) == {62}  # host1 -> L3VNI -> host2
-    print(f"\nmoved endpoint reached again by routing {took:.1f}s after the move "
-          f"(hold time {HOLD_TIME:.0f}s)")
+    print(f"\nmoved endpoint's address learnt by host2's probe {learnt:.1f}s and reached "
+          f"again by routing {took:.1f}s after the move (hold time {HOLD_TIME:.0f}s)")
 
 
 def test_a_restart_loses_no_ping_of_a_routed_flow_and_writes_nothing(irb: None) -> None:

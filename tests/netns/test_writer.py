@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -242,6 +243,45 @@ def test_a_vxlan_device_outside_a_bridge_gets_no_bridge_entry(ns: str) -> None:
         gone = writer.apply(Changes(macs_del=[mac]))
         assert gone.ok and gone.writes["mac_del"] == 1, gone
     assert fdb_entry(ns, mac.mac) == []
+
+
+def test_a_probe_replaces_our_entry_and_the_endpoint_answers_it(
+    seg: str, writer: DataplaneWriter, ns_factory: Any
+) -> None:
+    """A MAC that moved in: our suppression entry of its address goes, the kernel
+    probes the address at the MAC (a bridge without an address asks from 0.0.0.0)
+    and the endpoint's answer leaves the kernel's own entry, REACHABLE, which is
+    what the local learner takes up. An address nobody answers for fails."""
+    endpoint = ns_factory("evte")
+    sh(seg, f"ip link add p1 type veth peer name eth0 netns {endpoint}")
+    sh(seg, f"ip link set p1 master {BR}")
+    sh(seg, "ip link set p1 up")
+    sh(seg, f"sysctl -qw net.ipv4.neigh.{BR}.retrans_time_ms=100")
+    for cmd in ("ip link set eth0 address 02:5e:00:00:00:55", "ip addr add 10.100.0.5/24 dev eth0",
+                "ip link set eth0 up"):  # fmt: skip
+        sh(endpoint, cmd)
+    ours = NeighEntry(BR, ip("10.100.0.5"), "02:5e:00:00:00:55")
+    nobody = NeighEntry(BR, ip("10.100.0.6"), "02:5e:00:00:00:66")
+    assert writer.apply(Changes(neighs_put=[ours, nobody])).ok
+    assert {e["dst"]: e["state"] for e in neigh_json(seg)} == {
+        "10.100.0.5": ["NOARP"], "10.100.0.6": ["NOARP"]}  # fmt: skip
+    result = writer.apply(Changes(neighs_del=[ours, nobody], neighs_probe=[ours, nobody]))
+    assert result.ok and result.writes["neigh_probe"] == 2, result
+
+    def states() -> dict[str, tuple[str, ...]]:
+        return {e["dst"]: tuple(e["state"]) for e in neigh_json(seg)}
+
+    deadline = time.monotonic() + TIMEOUT
+    while states().get("10.100.0.5") != ("REACHABLE",) or states().get("10.100.0.6") not in (
+        None, ("FAILED",)
+    ):
+        assert time.monotonic() < deadline, states()
+        time.sleep(0.05)
+    (answered,) = [e for e in neigh_json(seg) if e["dst"] == "10.100.0.5"]
+    assert answered["lladdr"] == "02:5e:00:00:00:55"
+    # The kernel's entry now: not extern_learn, not ours (the dump leaves it alone).
+    assert "extern_learn" not in answered.get("flags", []) and "protocol" not in answered
+    assert dump(seg).owned.neighs == {}
 
 
 def test_flood_entries_one_per_vtep(seg: str, writer: DataplaneWriter) -> None:

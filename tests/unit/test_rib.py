@@ -29,6 +29,7 @@ from evpnd.rib import (
     DadPolicy,
     LocalAdvert,
     MacConflict,
+    NeighProbe,
     NexthopMismatch,
     RemoteMacPath,
     RemoteNeigh,
@@ -1205,3 +1206,41 @@ def test_routes_with_a_non_zero_esi_are_counted_and_single_homed() -> None:
     assert rib.counts().esi_routes == 1
     assert rib.remote_mac(100, M1).vtep == V2  # type: ignore[union-attr]
     assert rib.remote_mac(100, M1).esi == multihomed.esi  # type: ignore[union-attr]
+
+
+# -- a MAC that moves in: its addresses are probed ---------------------------
+
+
+def test_a_mac_that_moves_in_has_the_addresses_its_routes_bound_probed() -> None:
+    """As FRR's zebra does: the MAC+IP routes of the VTEP it left name its addresses;
+    they are probed here, so the learner sees the answers and the MAC+IP routes move
+    with the MAC (not only once the endpoint speaks again)."""
+    rib = new_rib()
+    ip6 = ip_address("2001:db8::5")
+    for ip in (None, IP1, ip6):
+        rib.announce(P1, mac_route(M1, V2, ip=ip, seq=3))
+    rib.announce(P1, mac_route(M2, V2, ip=IP2))  # another MAC: not probed
+    changes, advert = rib.local_mac_added(100, M1, now=10.0)
+    assert advert is not None and advert.seq == 4
+    assert changes.neigh_probes == [NeighProbe(100, IP1, M1), NeighProbe(100, ip6, M1)]
+    assert {ip for _, ip in changes.neighs_removed} == {IP1, ip6}
+    # Already local: nothing to probe again, nor for a second address learnt.
+    again, _ = rib.local_mac_added(100, M1, IP1, now=11.0)
+    assert again.neigh_probes == []
+
+
+def test_no_probe_when_the_mac_stays_remote_or_was_never_remote() -> None:
+    rib = new_rib()
+    rib.announce(P1, mac_route(M1, V2, ip=IP1, sticky=True))  # sticky: it cannot move
+    changes, advert = rib.local_mac_added(100, M1)
+    assert advert is None and changes.neigh_probes == []
+    fresh, _ = rib.local_mac_added(100, M2)  # never known remotely
+    assert fresh.neigh_probes == []
+    # An address the host already knows locally is not probed.
+    rib2 = new_rib()
+    rib2.local_mac_added(100, M2, IP2)
+    rib2.local_mac_removed(100, M2)
+    rib2.announce(P1, mac_route(M2, V2, ip=IP2, seq=5))
+    rib2.announce(P1, mac_route(M2, V2, ip=IP1, seq=5))
+    moved, _ = rib2.local_mac_added(100, M2, IP2)
+    assert moved.neigh_probes == [NeighProbe(100, IP1, M2)]

@@ -284,3 +284,24 @@ def test_writes_between_any_two_states_reach_the_desired_one(
     deleted = {m.key: m for m in changes.macs_del}
     assert all(deleted[m.key].sticky != m.sticky for m in changes.macs_put if m.key in deleted)
     assert not writes_between(desired, desired)
+
+
+def test_a_probe_goes_once_after_our_entry_of_the_address_is_deleted() -> None:
+    tracker, kernel = ForwardingTracker(), FakeKernel()
+    tracker.want(NEIGH)
+    sync(tracker, kernel)
+    tracker.unwant_neigh(NEIGH.key)
+    tracker.probe_neigh(NEIGH)
+    changes = tracker.pending(deletions=False)  # start-up holds deletions: and the probe
+    assert changes.neighs_probe == [] and changes.neighs_del == []
+    changes = tracker.pending()
+    assert changes.neighs_del == [NEIGH] and changes.neighs_probe == [NEIGH]
+    tracker.record(changes, set())
+    assert not tracker.pending()  # once
+    # Wanted again (the address went remote again) before the probe was written: no probe.
+    tracker.probe_neigh(NEIGH)
+    tracker.want(NEIGH)
+    assert tracker.pending().neighs_probe == []
+    # A wanted entry is never probed over.
+    tracker.probe_neigh(NEIGH)
+    assert tracker.pending().neighs_probe == []
