@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -42,6 +43,47 @@ def _refresh_markers_are_not_requests() -> None:
     Peer.resend = resend
 
 
+def _evpn_updates_grouped() -> None:
+    """Pack EVPN routes that share their path attributes into one UPDATE.
+
+    ExaBGP 5.0.15 groups an adj-rib-out's changes by attributes and, with
+    `group-updates` (its default), packs IPv4 unicast and MCAST-VPN routes of
+    a group into one UPDATE, but yields every other family's routes one
+    UPDATE each (`OutgoingRIB.updates`): 10k local MACs were 10k UPDATEs and
+    most of ExaBGP's CPU. Its Update.messages() already splits many NLRIs
+    into MP_REACH/MP_UNREACH messages of the negotiated size (grouped by next
+    hop). So the consecutive one-route EVPN Updates of one attribute group
+    (the same Attributes object) are merged back into one, in order.
+    """
+    from exabgp.bgp.message import Update
+    from exabgp.protocol.family import AFI, SAFI
+    from exabgp.rib.outgoing import OutgoingRIB
+
+    original = OutgoingRIB.updates
+    evpn = (AFI.l2vpn, SAFI.evpn)
+
+    def updates(self: Any, grouped: bool) -> Iterator[Any]:
+        held: Any = None
+        for update in original(self, grouped):
+            if (grouped and isinstance(update, Update) and len(update.nlris) == 1
+                    and update.nlris[0].family().afi_safi() == evpn):  # fmt: skip
+                if held is not None and held.attributes is update.attributes:
+                    held.nlris.append(update.nlris[0])
+                    continue
+                if held is not None:
+                    yield held
+                held = Update(list(update.nlris), update.attributes)
+                continue
+            if held is not None:
+                yield held
+                held = None
+            yield update
+        if held is not None:
+            yield held
+
+    OutgoingRIB.updates = updates
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     # A named-pipe CLI variable would turn ExaBGP's entry point into its pipe
@@ -52,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.register()
     _refresh_markers_are_not_requests()
+    _evpn_updates_grouped()
     try:
         rawreceive.install()
     except rawreceive.RawReceiveUnavailable as exc:
