@@ -368,7 +368,7 @@ class ForwardingTracker:
             out.floods_del = sorted(self.floods.pending_deletions(), key=_flood_order)
             out.neighs_del = self.neighs.pending_deletions()
             out.routes_del = self.routes.pending_deletions()
-        if deletions:  # after our own entry of the address is gone (held at start-up)
+            # After our own entry of the address is gone (so held at start-up too).
             out.neighs_probe = [p for k, p in self._probes.items() if k not in skip_neighs]
         return out
 
