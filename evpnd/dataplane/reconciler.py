@@ -29,7 +29,10 @@ Kernel writes and dumps run in a worker thread so the event loop keeps
 draining the monitor socket during a 100k-entry write. All changes to the
 kernel are serialized by one lock; events are interpreted only after the
 write in flight has been recorded, so our own notifications match what is
-installed and are ignored.
+installed and are ignored. A report read only after a later write put the same
+entry again (a busy event loop under churn) is older than that write: each
+report carries the number of writes done when it was read, and `RecentPuts`
+tells it from a deletion that came after.
 """
 
 from __future__ import annotations
@@ -87,11 +90,70 @@ log = structlog.get_logger(__name__)
 DRAIN_PART = 5000  # kernel events interpreted per event-loop turn
 
 Entry = RemoteMac | FloodEntry | NeighEntry | RouteEntry
-# One undecoded monitor message: (type, datagram, payload start, payload end).
-_Event = tuple[int, bytes, int, int]
+# One undecoded monitor message: (type, datagram, payload start, payload end,
+# writes done when it was read).
+_Event = tuple[int, bytes, int, int, int]
 # Large enough to hold the notifications of a burst of our own writes while
 # the loop is busy; overflowing it only costs a re-dump.
 MONITOR_RCVBUF = 64 << 20
+
+
+class RecentPuts:
+    """The keys each recent write put, by write number.
+
+    A deletion the kernel reported before write N ended, and that is read only
+    after it, says nothing about an entry write N put again: the kernel holds
+    that entry, even when it looks exactly like the one reported deleted (our
+    own delete of it, then the same route again). Keys are collected only for
+    such a report, which is rare: the report of our own delete finds the entry
+    no longer installed and is ignored before it gets here.
+    """
+
+    __slots__ = ("_keys", "_writes")
+
+    def __init__(self) -> None:
+        self._writes: deque[tuple[int, Changes]] = deque()
+        self._keys: dict[tuple[int, str], set[object]] = {}
+
+    def add(self, number: int, changes: Changes) -> None:
+        if changes.macs_put or changes.floods_add or changes.neighs_put or changes.routes_put:
+            self._writes.append((number, changes))
+
+    def forget_through(self, number: int) -> None:
+        """No report read before write `number` ended is left to interpret."""
+        while self._writes and self._writes[0][0] <= number:
+            done, _ = self._writes.popleft()
+            for table in _TABLES:
+                self._keys.pop((done, table), None)
+
+    def clear(self) -> None:
+        self._writes.clear()
+        self._keys.clear()
+
+    def put_after(self, done: int, table: str, key: object) -> bool:
+        """Whether a write later than the first `done` put `key` into `table`."""
+        for number, changes in reversed(self._writes):
+            if number <= done:
+                break
+            keys = self._keys.get((number, table))
+            if keys is None:
+                keys = self._keys[(number, table)] = _put_keys(changes, table)
+            if key in keys:
+                return True
+        return False
+
+
+_TABLES = ("mac", "flood", "neigh", "route")
+
+
+def _put_keys(changes: Changes, table: str) -> set[object]:
+    if table == "mac":
+        return {m.key for m in changes.macs_put}
+    if table == "flood":
+        return set(changes.floods_add)
+    if table == "neigh":
+        return {n.key for n in changes.neighs_put}
+    return {r.key for r in changes.routes_put}
 
 
 @dataclass(slots=True)
@@ -146,6 +208,8 @@ class Reconciler:
         self._classify = Classifier(self._links)
         self._lock = asyncio.Lock()
         self._pending: list[_Event] = []
+        self._writes_done = 0  # writer.apply() calls returned (the events' clock)
+        self._recent_puts = RecentPuts()
         self._need_resync = False
         self._drainer: asyncio.Task[None] | None = None
         self._kicked = asyncio.Event()
@@ -347,6 +411,15 @@ class Reconciler:
             if not changes:
                 break
             result = await asyncio.to_thread(self._writer.apply, changes)
+            # The kernel queued its reports of this write (and of everything before
+            # its end) on the monitor socket as it wrote: read them now, stamped
+            # with the writes done before this one, so that none read later is
+            # mistaken for news about what this write put.
+            self._on_readable()
+            self._writes_done += 1
+            if not self._pending:
+                self._recent_puts.clear()  # no earlier report left to judge
+            self._recent_puts.add(self._writes_done, changes)
             self._record(changes, result)
             total.merge(result)
             if result.errors:
@@ -380,6 +453,7 @@ class Reconciler:
         assert self._dumper is not None and self._writer is not None
         # Events queued so far are older than the dump, which supersedes them.
         self._pending.clear()
+        self._recent_puts.clear()
         self._need_resync = False
         tables = await asyncio.to_thread(dump_tables, self._dumper)
         gone = set(self._links.names.values()) - set(tables.links.names.values())
@@ -428,12 +502,13 @@ class Reconciler:
                 log.error("dataplane monitor failed", error=str(exc), netns=self.netns)
             self._need_resync = True
             self._pending.clear()
+            self._recent_puts.clear()
         if (self._pending or self._need_resync) and (self._drainer is None or self._drainer.done()):
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     def _queue_events(self, data: bytes) -> None:
         """Keep a datagram's messages, undecoded, for `_interpret`."""
-        pending = self._pending
+        pending, done = self._pending, self._writes_done
         try:
             for mtype, _flags, _seq, _pid, start, end in iter_messages(data):
                 # A bridge's own entries and new extern_learn remote MACs
@@ -442,7 +517,7 @@ class Reconciler:
                 # here (reconciler_filter drops them in the kernel already,
                 # when it could be attached).
                 if not reconciler_skips(mtype, data, start, end):
-                    pending.append((mtype, data, start, end))
+                    pending.append((mtype, data, start, end, done))
         except MalformedMessage:
             pass  # the rest of a datagram that does not frame
 
@@ -455,6 +530,7 @@ class Reconciler:
                 # next event or resync() tries again from a fresh dump.
                 log.exception("dataplane event handling failed", error=str(exc), netns=self.netns)
                 self._pending.clear()
+                self._recent_puts.clear()
                 self._need_resync = True
 
     async def _drain_locked(self) -> None:
@@ -464,6 +540,7 @@ class Reconciler:
                 continue
             events = self._pending[:DRAIN_PART]
             self._pending = self._pending[DRAIN_PART:]
+            self._recent_puts.forget_through(events[0][4])
             if self._interpret(events):
                 self._need_resync = True
             else:
@@ -482,7 +559,7 @@ class Reconciler:
         went_down: set[str] = set()  # devices set down: their IPv4 routes went silently
         joined: set[str] = set()  # devices that entered a bridge (or another one)
         new_device = went_up = False
-        for mtype, data, start, end in events:
+        for mtype, data, start, end, _ in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
                 continue
             try:
@@ -526,7 +603,7 @@ class Reconciler:
         if went_down:
             self.tracker.forget_routes_on(went_down)
         names_refreshed = False
-        for mtype, data, start, end in events:
+        for mtype, data, start, end, done in events:
             if mtype not in (RTM_NEWNEIGH, RTM_DELNEIGH):
                 continue
             try:
@@ -542,16 +619,16 @@ class Reconciler:
                 # A deleted neighbour is reported without its MAC and flags.
                 key = self._classify.neigh_key(raw)
                 if key is not None and key[0] not in gone_links:
-                    self._neigh_deleted(key, raw.protocol == RTPROT_EVPND)
+                    self._neigh_deleted(key, raw.protocol == RTPROT_EVPND, done)
                 continue
             item = self._classify(raw)
             if item is None or item.entry.device in gone_links:
                 continue
             if mtype == RTM_DELNEIGH:
-                self._fdb_deleted(item)
+                self._fdb_deleted(item, done)
             elif not item.owned and item.static:
                 self._foreign_added(item.entry)
-        for mtype, data, start, end in events:
+        for mtype, data, start, end, done in events:
             if mtype not in (RTM_NEWROUTE, RTM_DELROUTE):
                 continue
             try:
@@ -564,7 +641,7 @@ class Reconciler:
             if item is None or item.entry.device in gone_links:
                 continue
             if route.deleted:
-                self._route_deleted(item)
+                self._route_deleted(item, done)
             elif not item.owned:
                 self._foreign_added(item.entry)
         self._host_events(events)
@@ -579,7 +656,7 @@ class Reconciler:
         if self.on_host_changed is None:
             return
         why: list[str] = []
-        for mtype, data, start, end in events:
+        for mtype, data, start, end, _ in events:
             try:
                 if mtype == RTM_DELADDR:
                     family, ifindex, proto = addr_proto(data, start, end)
@@ -615,19 +692,23 @@ class Reconciler:
         self._foreign_neighs = {k for k in self._foreign_neighs if k[0] != device}
         self._foreign_routes = {k: d for k, d in self._foreign_routes.items() if d != device}
 
-    def _route_deleted(self, item: Classified) -> None:
+    def _route_deleted(self, item: Classified, done: int) -> None:
         entry, tracker = item.entry, self.tracker
         assert isinstance(entry, RouteEntry)
         if item.owned and tracker.routes.installed.get(entry.key) == entry:
+            if self._recent_puts.put_after(done, "route", entry.key):
+                return  # older than our write of it again
             tracker.removed(entry)
             self._count_repair(entry.key in tracker.routes.wanted)
         elif not item.owned and entry.key in self._foreign_routes:
             del self._foreign_routes[entry.key]  # the key is ours to write again
 
-    def _fdb_deleted(self, item: Classified) -> None:
+    def _fdb_deleted(self, item: Classified, done: int) -> None:
         entry, tracker = item.entry, self.tracker
         if isinstance(entry, RemoteMac):
             if tracker.macs.installed.get(entry.key) == entry:
+                if self._recent_puts.put_after(done, "mac", entry.key):
+                    return  # older than our write of it again
                 tracker.removed(entry)
                 self._count_repair(entry.key in tracker.macs.wanted)
             elif entry.key in self._foreign_macs and not item.owned:
@@ -635,14 +716,18 @@ class Reconciler:
             # else: an old notification of our own replace or delete
         elif isinstance(entry, FloodEntry):
             if entry in tracker.floods.installed:
+                if self._recent_puts.put_after(done, "flood", entry):
+                    return  # older than our write of it again
                 tracker.removed(entry)
                 self._count_repair(entry in tracker.floods.wanted)
             elif entry in self._foreign_floods:
                 self._foreign_floods.discard(entry)
 
-    def _neigh_deleted(self, key: tuple[str, IPAddress], tagged: bool) -> None:
+    def _neigh_deleted(self, key: tuple[str, IPAddress], tagged: bool, done: int) -> None:
         tracker = self.tracker
         if key in tracker.neighs.installed:
+            if self._recent_puts.put_after(done, "neigh", key):
+                return  # older than our write of it again
             tracker.removed_neigh(key)
             self._count_repair(key in tracker.neighs.wanted)
         elif key in self._foreign_neighs and not tagged:

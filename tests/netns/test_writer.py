@@ -548,3 +548,37 @@ async def test_restart_holds_previous_entries_until_release(seg: str) -> None:
     owned = dump(seg).owned
     assert len(owned.macs) == 10
     assert owned.macs[moved.key].vtep == VTEPS[9]
+
+
+async def test_an_old_deletion_event_does_not_undo_a_later_write(seg: str) -> None:
+    """The kernel's report of our own delete, read only after the same entry was
+    written again, is older than that write: the entry is still in the kernel, and
+    stays ours to delete. Chaos F7 (a busy event loop under route churn) left remote
+    MACs and neighbours behind that way: taken for deleted by someone else, then
+    withdrawn, and never deleted."""
+    mac = remote_macs(1)[0]
+    flood = FloodEntry(VX, VTEPS[5])
+    neigh = NeighEntry(BR, ip("10.100.0.10"), mac.mac)
+    async with Reconciler(seg, state_of(mac, flood, neigh)) as rec:
+        monitor = rec._monitor
+        assert monitor is not None
+        loop = asyncio.get_running_loop()
+        # A busy event loop: nothing reads the monitor socket during these writes.
+        loop.remove_reader(monitor.fileno())
+        try:
+            await rec.update(remove=[mac, flood, neigh])  # the kernel reports the deletions
+            await rec.update(put=[mac, flood, neigh])  # the same entries written again
+            assert len(fdb_entry(seg, mac.mac)) == 1
+            # Withdrawn again before the reports are read: deleted once they are.
+            rec.tracker.unwant_mac(mac.key)
+            rec.tracker.unwant_flood(flood)
+            rec.tracker.unwant_neigh(neigh.key)
+        finally:
+            loop.add_reader(monitor.fileno(), rec._on_readable)
+        rec._on_readable()
+        rec.kick()
+        await wait_for(lambda: not fdb_entry(seg, mac.mac))
+        await wait_for(lambda: not fdb_entry(seg, "00:00:00:00:00:00"))
+        await wait_for(lambda: "10.100.0.10" not in {e["dst"] for e in neigh_json(seg)})
+        assert rec.stats.repairs == 0
+    assert dump(seg).owned.count() == 0

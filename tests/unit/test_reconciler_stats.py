@@ -8,7 +8,7 @@ import errno
 import json
 from collections import Counter
 from dataclasses import asdict
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from evpnd.dataplane import reconciler as reconciler_mod
@@ -75,7 +75,7 @@ def test_a_device_the_writer_found_first_is_still_new_to_the_reconciler() -> Non
         rec._writer.links.put(back)  # what the writer's own re-read found
         data = nlmsg(RTM_NEWLINK, ifinfomsg(AF_UNSPEC, 4242, IFF_UP,
                                             nla(IFLA_IFNAME, b"vxlan100\0")))  # fmt: skip
-        events = [(mtype, data, start, end) for mtype, *_, start, end in iter_messages(data)]
+        events = [(mtype, data, start, end, 0) for mtype, *_, start, end in iter_messages(data)]
         assert rec._interpret(events) is False
         assert rec.pending == 1
     finally:
@@ -104,9 +104,24 @@ async def test_a_burst_of_kernel_events_is_interpreted_in_parts_with_turns_betwe
     rec._interpret = interpret  # type: ignore[method-assign]
     rec._write_pending = write_pending  # type: ignore[method-assign]
     rec._started = True
-    rec._pending = [("event", b"", 0, 0)] * (2 * reconciler_mod.DRAIN_PART + 7)  # type: ignore[list-item]
+    rec._pending = [(0, b"", 0, 0, 0)] * (2 * reconciler_mod.DRAIN_PART + 7)  # type: ignore[list-item]
     other = asyncio.create_task(other_task())
     await rec._drain_locked()
     await other
     assert parts == [reconciler_mod.DRAIN_PART, reconciler_mod.DRAIN_PART, 7]
     assert {1, 2} <= set(turns)  # the other task ran between the parts
+
+
+def test_recent_puts_tell_an_old_deletion_report_from_a_new_one() -> None:
+    puts = reconciler_mod.RecentPuts()
+    neigh = NeighEntry("br100", ip_address("10.100.0.10"), MAC_A.mac)
+    puts.add(1, Changes(macs_put=[MAC_A]))
+    puts.add(2, Changes(macs_del=[MAC_A]))  # no put: nothing to remember
+    puts.add(3, Changes(neighs_put=[neigh]))
+    assert puts.put_after(0, "mac", MAC_A.key)  # read before write 1 ended
+    assert not puts.put_after(1, "mac", MAC_A.key)  # read after it
+    assert puts.put_after(2, "neigh", neigh.key)
+    assert not puts.put_after(0, "flood", MAC_A.key)
+    puts.forget_through(1)  # no report from before write 1's end is left
+    assert not puts.put_after(0, "mac", MAC_A.key)
+    assert puts.put_after(0, "neigh", neigh.key)
