@@ -553,13 +553,13 @@ class Reconciler:
     def _interpret(self, events: list[_Event]) -> bool:
         """Bring the tracker's view of the kernel up to date with events; True when only
         a full resync can sort things out. What must be put back is then pending."""
-        gone_links: set[str] = set()
+        gone_links: dict[str, int] = {}  # name -> writes done when its deletion was read
         gone_indexes: set[int] = set()
         deleted: set[str] = set()  # devices deleted, not just gone from their bridge
         went_down: set[str] = set()  # devices set down: their IPv4 routes went silently
         joined: set[str] = set()  # devices that entered a bridge (or another one)
         new_device = went_up = False
-        for mtype, data, start, end, _ in events:
+        for mtype, data, start, end, done in events:
             if mtype not in (RTM_NEWLINK, RTM_DELLINK):
                 continue
             try:
@@ -570,7 +570,7 @@ class Reconciler:
             if link.deleted:
                 gone_indexes.add(index)
                 known = self._links.remove(index)
-                gone_links.add(known.name if known is not None else link.name)
+                gone_links[known.name if known is not None else link.name] = done
                 if link.family != AF_BRIDGE:  # AF_BRIDGE: the port left its bridge
                     deleted.add(known.name if known is not None else link.name)
                 continue
@@ -596,8 +596,8 @@ class Reconciler:
             # never written (the device was no bridge port then): write them again.
             self.tracker.rewrite_macs_on(joined)
         if gone_links or new_device:
-            for device in gone_links:
-                self._forget_device(device)
+            for device, done in gone_links.items():
+                self._forget_device(device, done)
             if deleted:
                 self._devices_gone(deleted)
         if went_down:
@@ -682,11 +682,13 @@ class Reconciler:
             except Exception:  # the listener's bug must not stop event handling
                 log.exception("device deletion listener failed", devices=sorted(names))
 
-    def _forget_device(self, device: str) -> None:
-        """The kernel flushed the device's tables with it."""
+    def _forget_device(self, device: str, done: int) -> None:
+        """The kernel flushed the device's tables with it; what our writes put since
+        (read late: to a new device of the same name) is in the kernel."""
         if self._writer is not None:
             self._writer.refresh_links()
-        self.tracker.forget_devices([device])
+        puts = self._recent_puts
+        self.tracker.forget_devices([device], lambda table, key: puts.put_after(done, table, key))
         self._foreign_macs = {k for k in self._foreign_macs if k[0] != device}
         self._foreign_floods = {f for f in self._foreign_floods if f.device != device}
         self._foreign_neighs = {k for k in self._foreign_neighs if k[0] != device}

@@ -31,7 +31,7 @@ later batch into a retry of the same failures.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -163,10 +163,12 @@ class TableTracker(Generic[K, V]):
         for key in [k for k in self.installed if _device(k) in devices and k in self.wanted]:
             self.updates[key] = self.wanted[key]
 
-    def forget_where(self, gone: set[str]) -> None:
-        """Entries of devices that are gone: the kernel flushed them with the device."""
+    def forget_where(self, gone: set[str], since: Callable[[K], bool] | None = None) -> None:
+        """Entries of devices that are gone: the kernel flushed them with the device.
+        `since` names the ones written to a new device of the same name since."""
         for key in [k for k in self.installed if _device(k) in gone]:
-            self.removed(key)
+            if since is None or not since(key):
+                self.removed(key)
 
     # -- what to write -----------------------------------------------------
 
@@ -309,21 +311,31 @@ class ForwardingTracker:
         are missing: the device joined a bridge after they were written)."""
         self.macs.rewrite_where(set(devices))
 
-    def forget_devices(self, gone: Iterable[str]) -> None:
+    def forget_devices(
+        self, gone: Iterable[str], since: Callable[[str, Hashable], bool] | None = None
+    ) -> None:
+        """The kernel flushed these devices' entries with them. `since(table, key)`:
+        written since to a new device of the same name ("mac", "flood", "neigh",
+        "route"), so still in the kernel."""
         names = set(gone)
-        self.macs.forget_where(names)
-        self.neighs.forget_where(names)
+        self.macs.forget_where(names, None if since is None else lambda k: since("mac", k))
+        self.neighs.forget_where(names, None if since is None else lambda k: since("neigh", k))
         for flood in [f for f in self.floods.installed if f.device in names]:
-            self.floods.removed(flood)
-            self._installed_floods.discard(flood)
-        self.forget_routes_on(names)
+            if since is None or not since("flood", flood):
+                self.floods.removed(flood)
+                self._installed_floods.discard(flood)
+        self.forget_routes_on(names, None if since is None else lambda k: since("route", k))
 
-    def forget_routes_on(self, devices: Iterable[str]) -> None:
+    def forget_routes_on(
+        self, devices: Iterable[str], since: Callable[[IPNetwork], bool] | None = None
+    ) -> None:
         """The kernel dropped these devices' routes (with the device, or as it went down:
-        IPv4 sends no notification for either); what is still wanted is pending again."""
+        IPv4 sends no notification for either); what is still wanted is pending again.
+        `since` names the routes written since (to a new device of the same name)."""
         names = set(devices)
         for key in [k for k, r in self.routes.installed.items() if r.device in names]:
-            self.routes.removed(key)
+            if since is None or not since(key):
+                self.routes.removed(key)
 
     def retry_parked(self) -> None:
         self.macs.retry_parked()

@@ -582,3 +582,28 @@ async def test_an_old_deletion_event_does_not_undo_a_later_write(seg: str) -> No
         await wait_for(lambda: "10.100.0.10" not in {e["dst"] for e in neigh_json(seg)})
         assert rec.stats.repairs == 0
     assert dump(seg).owned.count() == 0
+
+
+async def test_an_old_device_deletion_does_not_undo_writes_to_the_new_device(seg: str) -> None:
+    """vxlan100 deleted and created again by someone else while the event loop is
+    busy: the entries written to the new device after that are in the kernel, though
+    the old device's deletion is read only later. Withdrawn meanwhile, they go."""
+    mac = remote_macs(1)[0]
+    async with Reconciler(seg, state_of(mac)) as rec:
+        monitor = rec._monitor
+        assert monitor is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(monitor.fileno())  # a busy event loop, as above
+        try:
+            netns.run(seg, ["ip", "link", "del", VX])
+            await asyncio.to_thread(make_segment_vxlan_only, seg)
+            moved = RemoteMac(VX, mac.mac, VTEPS[9])
+            await rec.update(put=[moved])  # written to the new device
+            assert fdb_entry(seg, mac.mac)[0]["dst"] == str(VTEPS[9])
+            rec.tracker.unwant_mac(moved.key)  # withdrawn before the reports are read
+        finally:
+            loop.add_reader(monitor.fileno(), rec._on_readable)
+        rec._on_readable()
+        rec.kick()
+        await wait_for(lambda: not fdb_entry(seg, mac.mac))
+    assert dump(seg).owned.count() == 0

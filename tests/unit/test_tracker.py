@@ -196,6 +196,20 @@ def test_a_vanished_device_takes_its_entries_and_they_come_back() -> None:
     assert kernel.state == tracker.desired
 
 
+def test_entries_written_since_to_a_new_device_of_the_same_name_stay_installed() -> None:
+    tracker = ForwardingTracker()
+    other = RemoteMac("vxlan100", M2, V3)
+    for entry in (MAC, other, FLOOD):
+        tracker.want(entry)
+    tracker.record(tracker.pending(), set())
+    # The old device's deletion, read after MAC was written to the new one.
+    tracker.forget_devices(["vxlan100"], lambda table, key: table == "mac" and key == MAC.key)
+    assert tracker.installed.macs == {MAC.key: MAC}
+    assert tracker.installed.floods == set()
+    assert tracker.pending().macs_put == [other]
+    assert tracker.pending().floods_add == [FLOOD]
+
+
 def test_an_admins_entry_is_not_written_over() -> None:
     tracker, kernel = ForwardingTracker(), FakeKernel()
     tracker.want(MAC)
