@@ -80,6 +80,7 @@ from evpnd.dataplane.netlink.wire import (
     netconf_forwarding,
     reconciler_skips,
 )
+from evpnd.dataplane.recentputs import RecentPuts
 from evpnd.dataplane.state import FloodEntry, ForwardingState, NeighEntry, RemoteMac, RouteEntry
 from evpnd.dataplane.tracker import Changes, ForwardingTracker
 from evpnd.dataplane.writer import DataplaneWriter, EntryError, WriteResult
@@ -96,64 +97,6 @@ _Event = tuple[int, bytes, int, int, int]
 # Large enough to hold the notifications of a burst of our own writes while
 # the loop is busy; overflowing it only costs a re-dump.
 MONITOR_RCVBUF = 64 << 20
-
-
-class RecentPuts:
-    """The keys each recent write put, by write number.
-
-    A deletion the kernel reported before write N ended, and that is read only
-    after it, says nothing about an entry write N put again: the kernel holds
-    that entry, even when it looks exactly like the one reported deleted (our
-    own delete of it, then the same route again). Keys are collected only for
-    such a report, which is rare: the report of our own delete finds the entry
-    no longer installed and is ignored before it gets here.
-    """
-
-    __slots__ = ("_keys", "_writes")
-
-    def __init__(self) -> None:
-        self._writes: deque[tuple[int, Changes]] = deque()
-        self._keys: dict[tuple[int, str], set[object]] = {}
-
-    def add(self, number: int, changes: Changes) -> None:
-        if changes.macs_put or changes.floods_add or changes.neighs_put or changes.routes_put:
-            self._writes.append((number, changes))
-
-    def forget_through(self, number: int) -> None:
-        """No report read before write `number` ended is left to interpret."""
-        while self._writes and self._writes[0][0] <= number:
-            done, _ = self._writes.popleft()
-            for table in _TABLES:
-                self._keys.pop((done, table), None)
-
-    def clear(self) -> None:
-        self._writes.clear()
-        self._keys.clear()
-
-    def put_after(self, done: int, table: str, key: object) -> bool:
-        """Whether a write later than the first `done` put `key` into `table`."""
-        for number, changes in reversed(self._writes):
-            if number <= done:
-                break
-            keys = self._keys.get((number, table))
-            if keys is None:
-                keys = self._keys[(number, table)] = _put_keys(changes, table)
-            if key in keys:
-                return True
-        return False
-
-
-_TABLES = ("mac", "flood", "neigh", "route")
-
-
-def _put_keys(changes: Changes, table: str) -> set[object]:
-    if table == "mac":
-        return {m.key for m in changes.macs_put}
-    if table == "flood":
-        return set(changes.floods_add)
-    if table == "neigh":
-        return {n.key for n in changes.neighs_put}
-    return {r.key for r in changes.routes_put}
 
 
 @dataclass(slots=True)

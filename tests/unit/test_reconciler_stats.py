@@ -20,6 +20,7 @@ from evpnd.dataplane.netlink.wire import (
     LinkMsg,
     iter_messages,
 )
+from evpnd.dataplane.recentputs import RecentPuts
 from evpnd.dataplane.reconciler import Reconciler
 from evpnd.dataplane.state import FloodEntry, NeighEntry, RemoteMac
 from evpnd.dataplane.tracker import Changes
@@ -113,7 +114,7 @@ async def test_a_burst_of_kernel_events_is_interpreted_in_parts_with_turns_betwe
 
 
 def test_recent_puts_tell_an_old_deletion_report_from_a_new_one() -> None:
-    puts = reconciler_mod.RecentPuts()
+    puts = RecentPuts()
     neigh = NeighEntry("br100", ip_address("10.100.0.10"), MAC_A.mac)
     puts.add(1, Changes(macs_put=[MAC_A]))
     puts.add(2, Changes(macs_del=[MAC_A]))  # no put: nothing to remember
